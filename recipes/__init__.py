@@ -1,0 +1,1 @@
+"""The ``zoo`` command line and the recipes it ships (``recipes/configs/*.yaml``)."""

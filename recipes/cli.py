@@ -1,0 +1,182 @@
+"""The ``zoo`` command: Lightning's fit/validate/test/predict on a recipe, plus the zoo's own commands.
+
+``zoo fit --recipe NAME`` → ``recipes/configs/NAME.yaml`` → LightningCLI builds the data module,
+``ImageClassifier``, callbacks and logger → ``Trainer.fit`` (then ``Trainer.test`` on the best checkpoint).
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import import_module
+
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities import rank_zero_only
+
+from callbacks.predictions import PredictionWriter
+from recipes.catalog import recipe_names, recipe_path
+from zoo.module import ImageClassifier
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+# zoo's own commands: name -> module with main(argv) -> exit code
+COMMANDS = {
+    "recipes": "recipes.commands.recipes",
+    "models": "recipes.commands.models",
+    "summary": "recipes.commands.summary",
+    "schedule": "recipes.commands.schedule",
+    "ensemble": "recipes.commands.ensemble",
+}
+
+USAGE = f"""usage: zoo COMMAND [options]
+
+Train and evaluate (Lightning; `zoo COMMAND --help` lists every option):
+  fit        train a recipe:  zoo fit --recipe digits [--section.key value ...]
+  validate   evaluate a checkpoint on the validation split:  zoo validate --recipe digits --ckpt_path PATH
+  test       evaluate a checkpoint on the test split
+  predict    predict with a checkpoint and write a CSV
+
+The zoo's own commands:
+  recipes    list the shipped recipes
+  models     list the zoo's models (and timm models matching a pattern)
+  summary    per-layer output shapes, parameters and MACs of a model
+  schedule   draw a recipe's learning-rate schedule without training
+  ensemble   evaluate the averaged predictions of several checkpoints
+
+Shipped recipes: {", ".join(recipe_names())}. `--config PATH` takes a YAML of your own."""
+
+
+class ZooCLI(LightningCLI):
+    """LightningCLI with the zoo's defaults: best/last checkpoints on ``val/top1``, a CSV of predictions,
+    num_classes/in_chans linked from the data, a Rich progress bar, and a results table after ``fit``."""
+
+    def add_arguments_to_parser(self, parser):
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/top1",
+                "checkpoint.mode": "max",
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "best-epoch{epoch:03d}-val_top1={val/top1:.4f}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+        parser.add_lightning_class_args(PredictionWriter, "predictions")
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.num_channels", "model.in_chans", apply_on="instantiate")
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=True,
+            help="After fit, test the best checkpoint on the test split (when the data has one).",
+        )
+
+    def before_instantiate_classes(self):
+        config = self.config[self.subcommand]
+        if "weights_only" in config and config["weights_only"] is None:
+            config["weights_only"] = True  # checkpoints hold tensors and plain types only
+
+    def instantiate_trainer(self, **kwargs):
+        trainer = super().instantiate_trainer(**kwargs)
+        wants_bar = self._get(self.config_init, "trainer").get("enable_progress_bar") is not False
+        if wants_bar and not any(isinstance(c, ProgressBar) for c in trainer.callbacks):
+            # swap Lightning's default TQDM bar for a Rich one
+            trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, ProgressBar)]
+            bar = RichProgressBar()
+            trainer.callbacks.append(bar)
+        return trainer
+
+    def after_fit(self):
+        trainer = self.trainer
+        results = {}
+        ckpt = trainer.checkpoint_callback
+        best = ckpt.best_model_path if ckpt else ""
+        if ckpt is not None and ckpt.best_model_score is not None:
+            results[f"best {ckpt.monitor}"] = f"{float(ckpt.best_model_score):.4f}"
+        if self.config["fit"].get("test_after_fit") and self._has_test_data():
+            tested = trainer.test(
+                self.model, datamodule=self.datamodule, ckpt_path=best or None, weights_only=True
+            )
+            for key, value in (tested[0] if tested else {}).items():
+                if key.endswith("top1"):
+                    results[key] = f"{value:.4f}"
+        results["best checkpoint"] = best or "(none)"
+        results["log dir"] = str(trainer.log_dir)
+        _print_results(results)
+
+    def _has_test_data(self) -> bool:
+        try:
+            self.datamodule.setup("test")
+            return len(self.datamodule.test_dataloader()) > 0
+        except (NotImplementedError, KeyError, AttributeError, TypeError):
+            return False
+
+
+@rank_zero_only
+def _print_results(results: dict[str, str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Results", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in results.items():
+        table.add_row(key, value)
+    Console(width=140).print(table)
+
+
+def expand_recipe(argv: list[str]) -> list[str]:
+    """Replace ``--recipe NAME`` by ``--config <shipped NAME.yaml>``, placed first so other options override it."""
+    out, configs = [], []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--recipe" or arg.startswith("--recipe="):
+            if "=" in arg:
+                name = arg.split("=", 1)[1]
+            elif i + 1 < len(argv):
+                name = argv[i + 1]
+                i += 1
+            else:
+                raise SystemExit(f"error: --recipe needs a name: one of {', '.join(recipe_names())}")
+            configs += ["--config", str(recipe_path(name))]
+        else:
+            out.append(arg)
+        i += 1
+    return configs + out
+
+
+def run_lightning(argv: list[str]) -> ZooCLI:
+    """Run one of Lightning's subcommands (``argv[0]``) through the zoo's CLI."""
+    command, rest = argv[0], expand_recipe(argv[1:])
+    given = " ".join(rest)
+    if not any(flag in given for flag in ("--config", "-c ", "--data", "--help", "-h", "--print_config")):
+        raise SystemExit(
+            f"error: zoo {command} needs --recipe NAME (one of {', '.join(recipe_names())}) or --config FILE"
+        )
+    return ZooCLI(
+        ImageClassifier,
+        LightningDataModule,
+        subclass_mode_data=True,
+        auto_configure_optimizers=False,
+        save_config_kwargs={"overwrite": True},
+        args=[command, *rest],
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    if argv[0] in COMMANDS:
+        return import_module(COMMANDS[argv[0]]).main(argv[1:]) or 0
+    if argv[0] in LIGHTNING_COMMANDS:
+        run_lightning(argv)
+        return 0
+    print(f"error: unknown command {argv[0]!r}\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,7 @@
+"""lightning-zoo: CNN families, timm backbones and one LightningModule to train them."""
+
+from zoo.module import ImageClassifier
+from zoo.registry import create_model, list_models, register_model
+
+__all__ = ["ImageClassifier", "create_model", "list_models", "register_model"]
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+"""LightningDataModules of the zoo."""
+
+from zoo.data.digits import DigitsDataModule
+
+__all__ = ["DigitsDataModule"]

@@ -1,0 +1,105 @@
+"""scikit-learn's bundled handwritten digits: 1,797 real 8×8 grey images, 10 classes, no download."""
+
+from __future__ import annotations
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from zoo.data.normalize import fit_normalizer
+from zoo.data.split import stratified_split
+from zoo.data.tensor import TensorImageDataset
+
+
+class _Indexed(Dataset):
+    """Images of a split with a string id each, for ``predict``."""
+
+    def __init__(self, base: TensorImageDataset, prefix: str):
+        self.base, self.prefix = base, prefix
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        return self.base[i][0], f"{self.prefix}/{i}"
+
+
+class DigitsDataModule(LightningDataModule):
+    """Digits from ``sklearn.datasets.load_digits`` with a stratified train/val/test split fixed by ``seed``.
+
+    Pixel values 0..16 are scaled to [0, 1]; then ``normalize`` (statistics from the training split only:
+    none, center, standardize, pca or zca). ``augment`` shifts training images by up to ``shift`` pixels.
+    ``predict`` runs on the test split.
+
+    Args:
+        batch_size: images per device and step.
+        val_fraction: share of all images held out for validation (model selection).
+        test_fraction: share held out for the final test.
+        seed: seed of the split.
+        normalize: input preprocessing mode.
+        augment: random shifts of training images.
+        shift: largest shift in pixels.
+        num_workers: data-loader workers.
+    """
+
+    num_classes = 10
+    num_channels = 1
+    class_names = [str(d) for d in range(10)]
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        val_fraction: float = 0.2,
+        test_fraction: float = 0.2,
+        seed: int = 0,
+        normalize: str = "standardize",
+        augment: bool = True,
+        shift: int = 1,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.batch_size = batch_size
+        self.splits: dict[str, TensorImageDataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+        y = torch.tensor(digits.target, dtype=torch.long)
+        hp = self.hparams
+        idx = stratified_split(y.numpy(), hp.val_fraction, hp.test_fraction, hp.seed)
+        norm = fit_normalizer(x[idx["train"]], hp.normalize)
+        augment = None
+        if hp.augment and hp.shift > 0:
+            augment = v2.RandomCrop(8, padding=hp.shift)
+        for name, ids in idx.items():
+            ids_t = torch.as_tensor(ids)
+            aug = augment if name == "train" else None
+            self.splits[name] = TensorImageDataset(x[ids_t], y[ids_t], aug, norm)
+
+    def _loader(self, dataset: Dataset, shuffle: bool = False) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
+
+    def train_dataloader(self):
+        return self._loader(self.splits["train"], shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader(self.splits["val"])
+
+    def test_dataloader(self):
+        return self._loader(self.splits["test"])
+
+    def predict_dataloader(self):
+        return self._loader(_Indexed(self.splits["test"], "test"))

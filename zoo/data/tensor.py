@@ -1,0 +1,34 @@
+"""A dataset over in-memory image tensors, with per-sample augmentation then normalisation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.utils.data import Dataset
+
+
+class TensorImageDataset(Dataset):
+    """``(normalize(augment(x_i)), y_i)`` for images ``x`` (N×C×H×W, values in [0, 1]) and labels ``y``."""
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        augment: Callable | None = None,
+        normalize: Callable | None = None,
+    ):
+        if len(x) != len(y):
+            raise ValueError(f"{len(x)} images but {len(y)} labels")
+        self.x, self.y, self.augment, self.normalize = x, y, augment, normalize
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        x = self.x[i]
+        if self.augment is not None:
+            x = self.augment(x)
+        if self.normalize is not None:
+            x = self.normalize(x)
+        return x, self.y[i]

@@ -1,0 +1,112 @@
+"""``ImageClassifier``: the one LightningModule of the zoo (model, loss, metrics, optimizer)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torchmetrics.classification import MulticlassAccuracy
+
+from zoo.optim import OptimizerConfig, build_optimizer
+from zoo.registry import create_model
+
+
+class ImageClassifier(LightningModule):
+    """Classify images with any zoo model (``arch``: a zoo name or ``timm/<name>``).
+
+    The loss is softmax cross-entropy, L = −Σ_j y_j log p_j, whose gradient w.r.t. the logits is p − y.
+    Logs ``train/loss``, ``train/top1``, ``val/loss``, ``val/top1``, ``val/top5`` and ``test/top1``.
+
+    Args:
+        arch: model name, e.g. ``convnet``, ``resnet18`` or ``timm/efficientnet_lite0``.
+        num_classes: classes of the head (linked from the data module by the CLI).
+        in_chans: input channels (linked from the data module by the CLI).
+        pretrained: load pretrained weights (timm backbones).
+        pretrained_path: local weights file or zoo checkpoint to start from.
+        drop_rate: dropout before the classifier.
+        drop_path_rate: stochastic-depth rate of the deepest residual block.
+        model_kwargs: any further options of the model factory.
+        optimizer: optimizer name and hyper-parameters.
+        label_smoothing: ε of label-smoothed cross-entropy.
+    """
+
+    def __init__(
+        self,
+        arch: str = "convnet",
+        num_classes: int = 10,
+        in_chans: int = 3,
+        pretrained: bool = False,
+        pretrained_path: str | None = None,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        model_kwargs: dict[str, Any] | None = None,
+        optimizer: OptimizerConfig | None = None,
+        label_smoothing: float = 0.0,
+    ):
+        super().__init__()
+        optimizer = optimizer or OptimizerConfig()
+        if isinstance(optimizer, dict):  # from a checkpoint's hyper-parameters
+            optimizer = OptimizerConfig(**optimizer)
+        self.optimizer_config = optimizer
+        # plain types only, so checkpoints load with torch.load(weights_only=True)
+        self.save_hyperparameters(ignore=["optimizer"])
+        self.hparams["optimizer"] = optimizer.to_dict()
+
+        options = dict(model_kwargs or {})
+        if drop_rate:
+            options["drop_rate"] = drop_rate
+        if drop_path_rate:
+            options["drop_path_rate"] = drop_path_rate
+        if pretrained_path:
+            options["pretrained_path"] = pretrained_path
+        self.model = create_model(
+            arch, num_classes=num_classes, in_chans=in_chans, pretrained=pretrained, **options
+        )
+        self.num_classes = num_classes
+        self.train_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.val_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+        self.test_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.test_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, target, label_smoothing=self.hparams.label_smoothing)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        loss = self.loss(logits, y)
+        self.train_top1(logits, y)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/top1", self.train_top1, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        self.val_top1(logits, y)
+        self.val_top5(logits, y)
+        self.log("val/loss", self.loss(logits, y), prog_bar=True, sync_dist=True)
+        self.log("val/top1", self.val_top1, prog_bar=True)
+        self.log("val/top5", self.val_top5)
+
+    def test_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        self.test_top1(logits, y)
+        self.test_top5(logits, y)
+        self.log("test/loss", self.loss(logits, y), sync_dist=True)
+        self.log("test/top1", self.test_top1)
+        self.log("test/top5", self.test_top5)
+
+    def predict_step(self, batch, batch_idx, dataloader_idx=0):
+        x, ids = batch if isinstance(batch, (list, tuple)) else (batch, None)
+        return {"probs": self(x).softmax(-1), "ids": ids}
+
+    def configure_optimizers(self):
+        return build_optimizer(self.model, self.optimizer_config)

@@ -1,0 +1,79 @@
+"""One registry of model names and one factory, in the style of timm's.
+
+``create_model("resnet18", num_classes=10)`` builds a zoo model; ``create_model("timm/convnext_tiny")``
+hands the rest of the name to :mod:`zoo.backbones` (a pretrained timm backbone).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+
+from torch import nn
+
+TIMM_PREFIX = "timm/"
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+_DESCRIPTIONS: dict[str, str] = {}
+
+
+def register_model(fn: Callable[..., nn.Module] | None = None, *, name: str | None = None):
+    """Decorator: register a factory ``fn(num_classes=..., in_chans=..., **options) -> nn.Module``.
+
+    The first line of the factory's docstring is what ``zoo models`` shows for it.
+    """
+
+    def add(f: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        key = name or f.__name__
+        if key in _MODELS:
+            raise ValueError(f"model name {key!r} is registered twice")
+        _MODELS[key] = f
+        _DESCRIPTIONS[key] = (f.__doc__ or "").strip().splitlines()[0] if f.__doc__ else ""
+        return f
+
+    return add(fn) if fn is not None else add
+
+
+def _load_families() -> None:
+    # importing the package registers every family (one file per family)
+    import zoo.models  # noqa: F401
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Names of the zoo's own models, sorted; ``pattern`` is a shell-style filter (``resnet*``)."""
+    _load_families()
+    names = sorted(_MODELS)
+    return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
+
+
+def model_description(name: str) -> str:
+    _load_families()
+    return _DESCRIPTIONS.get(name, "")
+
+
+def is_model(name: str) -> bool:
+    _load_families()
+    return name in _MODELS or name.startswith(TIMM_PREFIX)
+
+
+def create_model(name: str, num_classes: int = 1000, pretrained: bool = False, **kwargs) -> nn.Module:
+    """Build a model by name: a registered zoo model, or ``timm/<name>`` for a timm backbone."""
+    if name.startswith(TIMM_PREFIX):
+        from zoo.backbones import create_timm_model
+
+        return create_timm_model(
+            name[len(TIMM_PREFIX) :], num_classes=num_classes, pretrained=pretrained, **kwargs
+        )
+    _load_families()
+    if name not in _MODELS:
+        close = fnmatch.filter(_MODELS, f"*{name[:4]}*") or sorted(_MODELS)
+        raise ValueError(
+            f"unknown model {name!r}. Zoo models: {', '.join(sorted(_MODELS))}; close matches: "
+            f"{', '.join(close[:8])}. Use 'timm/<name>' for a timm model (see `zoo models PATTERN`)."
+        )
+    if pretrained:
+        raise ValueError(
+            f"zoo model {name!r} has no pretrained weights; use a timm backbone ('timm/{name}') "
+            "or load your own weights with `pretrained_path`."
+        )
+    return _MODELS[name](num_classes=num_classes, **kwargs)

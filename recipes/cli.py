@@ -154,14 +154,18 @@ def run_lightning(argv: list[str]) -> ZooCLI:
         raise SystemExit(
             f"error: zoo {command} needs --recipe NAME (one of {', '.join(recipe_names())}) or --config FILE"
         )
-    return ZooCLI(
-        ImageClassifier,
-        LightningDataModule,
-        subclass_mode_data=True,
-        auto_configure_optimizers=False,
-        save_config_kwargs={"overwrite": True},
-        args=[command, *rest],
-    )
+    # LightningCLI reads sys.argv; DDP launchers re-run it in each process, so it holds the expanded command
+    saved, sys.argv = sys.argv, [sys.argv[0], command, *rest]
+    try:
+        return ZooCLI(
+            ImageClassifier,
+            LightningDataModule,
+            subclass_mode_data=True,
+            auto_configure_optimizers=False,
+            save_config_kwargs={"overwrite": True},
+        )
+    finally:
+        sys.argv = saved
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,148 @@
+"""End to end through the real ``zoo`` CLI: fit the digits recipe, then test/validate/predict its checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import FAST_TRAINER
+
+
+def _metrics(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "metrics.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def _last(rows: list[dict[str, str]], key: str) -> float:
+    return float([r[key] for r in rows if r.get(key)][-1])
+
+
+@pytest.fixture(scope="module")
+def trained_digits(tmp_path_factory):
+    """A 4-epoch digits run through the CLI, shared by the tests of this file."""
+    import os
+
+    from recipes.cli import main
+
+    where = tmp_path_factory.mktemp("digits")
+    cwd = os.getcwd()
+    os.chdir(where)
+    try:
+        assert main(["fit", "--recipe", "digits", "--trainer.max_epochs", "4", *FAST_TRAINER]) == 0
+    finally:
+        os.chdir(cwd)
+    run = where / "runs" / "digits" / "version_0"
+    return where, run
+
+
+def test_fit_writes_checkpoints_logs_and_config(trained_digits):
+    _, run = trained_digits
+    ckpts = sorted(p.name for p in (run / "checkpoints").glob("*.ckpt"))
+    assert "last.ckpt" in ckpts
+    assert any(name.startswith("best-epoch") for name in ckpts), ckpts
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["model"]["arch"] == "convnet"
+    assert config["data"]["class_path"] == "zoo.data.DigitsDataModule"
+    rows = _metrics(run)
+    # every metric the module promises is in the log
+    for key in ("train/loss", "train/top1", "val/loss", "val/top1", "val/top5", "test/top1"):
+        assert any(r.get(key) for r in rows), key
+    # 4 epochs already learn the digits well; test runs on the best checkpoint after fit
+    assert _last(rows, "test/top1") > 0.9
+    assert _last(rows, "val/loss") < 0.5
+
+
+def test_checkpoint_loads_weights_only_and_holds_plain_hparams(trained_digits):
+    _, run = trained_digits
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert ckpt["hyper_parameters"]["arch"] == "convnet"
+    assert ckpt["hyper_parameters"]["optimizer"]["name"] == "sgd"
+    assert ckpt["epoch"] == 3
+
+
+def test_test_subcommand_on_saved_checkpoint(trained_digits, zoo_cli):
+    where, run = trained_digits
+    best = next((run / "checkpoints").glob("best-*.ckpt"))
+    assert zoo_cli("test", "--recipe", "digits", "--ckpt_path", best, *FAST_TRAINER) == 0
+    test_runs = sorted(Path("runs/digits").glob("version_*"))
+    rows = _metrics(test_runs[-1])
+    fit_rows = _metrics(run)
+    # the same checkpoint on the same fixed split gives the same accuracy as after fit
+    assert _last(rows, "test/top1") == pytest.approx(_last(fit_rows, "test/top1"), abs=1e-6)
+
+
+def test_validate_and_predict_subcommands(trained_digits, zoo_cli, tmp_path):
+    _, run = trained_digits
+    best = next((run / "checkpoints").glob("best-*.ckpt"))
+    assert zoo_cli("validate", "--recipe", "digits", "--ckpt_path", best, *FAST_TRAINER) == 0
+    out = tmp_path / "preds.csv"
+    assert (
+        zoo_cli(
+            "predict", "--recipe", "digits", "--ckpt_path", best, "--predictions.output", out, *FAST_TRAINER
+        )
+        == 0
+    )
+    with out.open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 360  # 20% of 1,797 digits
+    assert set(rows[0]) >= {"path", "class_1", "prob_1", "class_2", "prob_2"}
+    probs = [float(r["prob_1"]) for r in rows]
+    assert all(0 <= p <= 1 for p in probs)
+    assert all(float(r["prob_1"]) >= float(r["prob_2"]) for r in rows)
+
+
+def test_overrides_and_user_config(zoo_cli, tmp_path, capsys):
+    user = tmp_path / "my.yaml"
+    user.write_text("model:\n  drop_rate: 0.5\ndata:\n  init_args:\n    batch_size: 32\n")
+    with pytest.raises(SystemExit) as exit_info:
+        zoo_cli(
+            "fit", "--recipe", "digits", "--config", user, "--model.optimizer.lr", "0.05", "--print_config"
+        )
+    assert exit_info.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["drop_rate"] == 0.5
+    assert printed["model"]["optimizer"]["lr"] == 0.05
+    assert printed["data"]["init_args"]["batch_size"] == 32
+    assert printed["trainer"]["max_epochs"] == 30  # untouched recipe value
+
+
+def test_unknown_recipe_lists_valid_names(zoo_cli):
+    with pytest.raises(SystemExit) as exit_info:
+        zoo_cli("fit", "--recipe", "nope")
+    message = str(exit_info.value.code)
+    assert "unknown recipe 'nope'" in message
+    assert "digits" in message
+
+
+def test_unknown_config_key_is_named(zoo_cli, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        zoo_cli("fit", "--recipe", "digits", "--model.no_such_option", "3")
+    assert exit_info.value.code != 0
+    assert "model.no_such_option" in capsys.readouterr().err
+
+
+def test_unknown_key_in_user_yaml_is_named(zoo_cli, tmp_path, capsys):
+    user = tmp_path / "bad.yaml"
+    user.write_text("model:\n  lerning_rate: 0.1\n")
+    with pytest.raises(SystemExit) as exit_info:
+        zoo_cli("fit", "--recipe", "digits", "--config", user)
+    assert exit_info.value.code != 0
+    assert "lerning_rate" in capsys.readouterr().err
+
+
+def test_fit_without_recipe_says_what_to_give(zoo_cli):
+    with pytest.raises(SystemExit) as exit_info:
+        zoo_cli("fit")
+    assert "--recipe" in str(exit_info.value.code)
+
+
+def test_recipes_command_lists_each_recipe(tmp_path):
+    # through the installed console script, as a user runs it
+    zoo = Path(sys.executable).with_name("zoo")
+    out = subprocess.run([str(zoo), "recipes"], capture_output=True, text=True, check=True).stdout
+    assert "digits" in out and "convnet" in out and "DigitsDataModule" in out

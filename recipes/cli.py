@@ -8,14 +8,22 @@ from __future__ import annotations
 
 import sys
 from importlib import import_module
+from pathlib import Path
 
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
+from callbacks.loss_curves import LossCurveDiagnostics
 from callbacks.predictions import PredictionWriter
+from callbacks.report import ClassificationReport
+from callbacks.run_config import RunConfig
+from callbacks.throughput import EpochThroughput
+from callbacks.wandb_run import WandbRunId, wandb_run_id
 from recipes.catalog import recipe_names, recipe_path
+from zoo.loggers import finish_wandb, run_dir
 from zoo.module import ImageClassifier
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
@@ -43,7 +51,12 @@ The zoo's own commands:
   schedule   draw a recipe's learning-rate schedule without training
   ensemble   evaluate the averaged predictions of several checkpoints
 
-Shipped recipes: {", ".join(recipe_names())}. `--config PATH` takes a YAML of your own."""
+Shipped recipes: {", ".join(recipe_names())}. `--config PATH` takes a YAML of your own.
+Track a run in Weights & Biases: --logger wandb [--wandb.project P --wandb.name N --wandb.group G --wandb.tags [a,b]]
+(offline by itself without an API key or network; `wandb sync DIR` uploads it later)."""
+
+# `--logger NAME` shorthands for trainer.logger
+LOGGERS = {"wandb": "zoo.loggers.WandbLogger", "csv": "lightning.pytorch.loggers.CSVLogger"}
 
 
 class ZooCLI(LightningCLI):
@@ -62,6 +75,9 @@ class ZooCLI(LightningCLI):
             }
         )
         parser.add_lightning_class_args(PredictionWriter, "predictions")
+        parser.add_lightning_class_args(LossCurveDiagnostics, "diagnostics")
+        parser.add_lightning_class_args(EpochThroughput, "throughput")
+        parser.add_lightning_class_args(ClassificationReport, "report")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.num_channels", "model.in_chans", apply_on="instantiate")
         parser.add_argument(
@@ -75,6 +91,8 @@ class ZooCLI(LightningCLI):
         config = self.config[self.subcommand]
         if "weights_only" in config and config["weights_only"] is None:
             config["weights_only"] = True  # checkpoints hold tensors and plain types only
+        if self.subcommand == "fit":
+            _resume_wandb_run(config)
 
     def instantiate_trainer(self, **kwargs):
         trainer = super().instantiate_trainer(**kwargs)
@@ -84,6 +102,8 @@ class ZooCLI(LightningCLI):
             trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, ProgressBar)]
             bar = RichProgressBar()
             trainer.callbacks.append(bar)
+        if any(isinstance(lg, LightningWandbLogger) for lg in trainer.loggers):
+            trainer.callbacks.append(WandbRunId())  # the run id goes into every checkpoint
         return trainer
 
     def after_fit(self):
@@ -101,7 +121,7 @@ class ZooCLI(LightningCLI):
                 if key.endswith("top1"):
                     results[key] = f"{value:.4f}"
         results["best checkpoint"] = best or "(none)"
-        results["log dir"] = str(trainer.log_dir)
+        results["log dir"] = str(run_dir(trainer))
         _print_results(results)
 
     def _has_test_data(self) -> bool:
@@ -123,6 +143,62 @@ def _print_results(results: dict[str, str]) -> None:
     for key, value in results.items():
         table.add_row(key, value)
     Console(width=140).print(table)
+
+
+def _resume_wandb_run(config) -> None:
+    """``fit --ckpt_path CKPT`` with a W&B logger and no run id: continue the run whose id CKPT holds."""
+    ckpt, logger = config.get("ckpt_path"), config.get("trainer.logger")
+    if not ckpt or not Path(ckpt).is_file() or not hasattr(logger, "class_path"):
+        return
+    module, _, name = logger.class_path.rpartition(".")
+    cls = getattr(import_module(module), name, None)
+    args = logger.get("init_args")
+    if not (isinstance(cls, type) and issubclass(cls, LightningWandbLogger)) or args is None:
+        return
+    if args.get("id") or args.get("version"):
+        return
+    run_id = wandb_run_id(ckpt, weights_only=config.get("weights_only") is not False)
+    if run_id:
+        args["id"] = run_id
+        rank_zero_info(f"W&B: resuming run {run_id} (from {ckpt})")
+
+
+def expand_logger(argv: list[str]) -> list[str]:
+    """``--logger NAME`` → ``--trainer.logger CLASS`` and ``--wandb.KEY VALUE`` → ``--trainer.logger.init_args.KEY
+    VALUE`` in place (a ``--wandb.*`` option alone implies ``--logger wandb``); options apply left to right."""
+    out, chosen = [], None
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        key, eq, value = arg.partition("=")
+        if key == "--logger" or key.startswith("--wandb."):
+            if not eq:
+                if i + 1 >= len(argv):
+                    raise SystemExit(f"error: {key} needs a value")
+                value = argv[i + 1]
+                i += 1
+            if key == "--logger":
+                name = value.lower()
+                if name in ("none", "false"):
+                    out += ["--trainer.logger", "false"]
+                elif name in LOGGERS:
+                    out += ["--trainer.logger", LOGGERS[name]]
+                else:
+                    raise SystemExit(
+                        f"error: unknown --logger {value!r}; choose one of {', '.join(LOGGERS)}, none"
+                    )
+                chosen = name
+            else:
+                if chosen not in (None, "wandb"):
+                    raise SystemExit(f"error: {key} needs --logger wandb, not --logger {chosen}")
+                if chosen is None:
+                    out += ["--trainer.logger", LOGGERS["wandb"]]
+                    chosen = "wandb"
+                out += [f"--trainer.logger.init_args.{key[len('--wandb.') :]}", value]
+        else:
+            out.append(arg)
+        i += 1
+    return out
 
 
 def expand_recipe(argv: list[str]) -> list[str]:
@@ -148,7 +224,7 @@ def expand_recipe(argv: list[str]) -> list[str]:
 
 def run_lightning(argv: list[str]) -> ZooCLI:
     """Run one of Lightning's subcommands (``argv[0]``) through the zoo's CLI."""
-    command, rest = argv[0], expand_recipe(argv[1:])
+    command, rest = argv[0], expand_logger(expand_recipe(argv[1:]))
     given = " ".join(rest)
     if not any(flag in given for flag in ("--config", "-c ", "--data", "--help", "-h", "--print_config")):
         raise SystemExit(
@@ -156,16 +232,20 @@ def run_lightning(argv: list[str]) -> ZooCLI:
         )
     # LightningCLI reads sys.argv; DDP launchers re-run it in each process, so it holds the expanded command
     saved, sys.argv = sys.argv, [sys.argv[0], command, *rest]
+    cli = None
     try:
-        return ZooCLI(
+        cli = ZooCLI(
             ImageClassifier,
             LightningDataModule,
             subclass_mode_data=True,
             auto_configure_optimizers=False,
+            save_config_callback=RunConfig,
             save_config_kwargs={"overwrite": True},
         )
+        return cli
     finally:
         sys.argv = saved
+        finish_wandb(getattr(cli, "trainer", None))  # close the W&B run; offline runs print `wandb sync`
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torchmetrics.classification import MulticlassAccuracy
 
-from zoo.optim import OptimizerConfig, build_optimizer
+from zoo.guard import NonFiniteGuard
+from zoo.optim import OptimizerConfig, build_optimizer, global_batch_size, warn_lbfgs_noise
 from zoo.registry import create_model
 
 
@@ -30,6 +31,7 @@ class ImageClassifier(LightningModule):
         model_kwargs: any further options of the model factory.
         optimizer: optimizer name and hyper-parameters.
         label_smoothing: ε of label-smoothed cross-entropy.
+        max_nonfinite_steps: stop training after this many non-finite losses in a row (each is skipped).
     """
 
     def __init__(
@@ -44,11 +46,12 @@ class ImageClassifier(LightningModule):
         model_kwargs: dict[str, Any] | None = None,
         optimizer: OptimizerConfig | None = None,
         label_smoothing: float = 0.0,
+        max_nonfinite_steps: int = 10,
     ):
         super().__init__()
         optimizer = optimizer or OptimizerConfig()
         if isinstance(optimizer, dict):  # from a checkpoint's hyper-parameters
-            optimizer = OptimizerConfig(**optimizer)
+            optimizer = OptimizerConfig.from_dict(optimizer)
         self.optimizer_config = optimizer
         # plain types only, so checkpoints load with torch.load(weights_only=True)
         self.save_hyperparameters(ignore=["optimizer"])
@@ -65,6 +68,7 @@ class ImageClassifier(LightningModule):
             arch, num_classes=num_classes, in_chans=in_chans, pretrained=pretrained, **options
         )
         self.num_classes = num_classes
+        self.guard = NonFiniteGuard(max_nonfinite_steps)
         self.train_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.val_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
@@ -79,8 +83,11 @@ class ImageClassifier(LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
+        saved = self.guard.save(self.model)
         logits = self(x)
         loss = self.loss(logits, y)
+        if not self.guard.ok(self, loss, saved):
+            return None  # skip this step: no NaN reaches the weights or a checkpoint
         self.train_top1(logits, y)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/top1", self.train_top1, on_step=False, on_epoch=True)
@@ -108,5 +115,30 @@ class ImageClassifier(LightningModule):
         x, ids = batch if isinstance(batch, (list, tuple)) else (batch, None)
         return {"probs": self(x).softmax(-1), "ids": ids}
 
+    def data_config(self) -> dict | None:
+        """The pretrained backbone's preprocessing (input size, interpolation, mean, std, crop) as resolved by
+        ``timm.data.resolve_data_config``; ``None`` for a model trained from scratch (no pretrained weights
+        or no ``pretrained_cfg``), whose inputs are then normalised as the data module decides."""
+        if not (self.hparams.pretrained or self.hparams.pretrained_path):
+            return None
+        owner = next((m for m in self.model.modules() if getattr(m, "pretrained_cfg", None)), None)
+        if owner is None:
+            return None
+        from timm.data import resolve_data_config
+
+        return resolve_data_config(model=owner)
+
+    def param_groups(self) -> list[dict]:
+        """Parameter groups as ``[{"name", "params" (module or tensors), "lr_scale"}]``; each group's lr is
+        ``optimizer.lr × lr_scale``, and every group is then split by weight decay (``NAME/no_decay``).
+        Override to give parts of the model their own lr (e.g. a backbone at 0.1× the head)."""
+        return [{"name": "model", "params": self.model, "lr_scale": 1.0}]
+
     def configure_optimizers(self):
-        return build_optimizer(self.model, self.optimizer_config)
+        config = self.optimizer_config
+        global_batch = None
+        if config.reference_batch_size is not None:
+            global_batch = global_batch_size(self.trainer)
+        if config.name == "lbfgs":
+            warn_lbfgs_noise(self.model, self.trainer)
+        return build_optimizer(self.param_groups(), config, global_batch=global_batch)

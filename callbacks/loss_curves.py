@@ -1,0 +1,98 @@
+"""Record the loss curves, plot them, and read them with :func:`zoo.diagnose.diagnose` at the end of fit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
+
+from zoo.diagnose import History, diagnose
+
+
+class LossCurveDiagnostics(Callback):
+    """Per-epoch train/val loss and top-1 → ``loss_curves.png`` and ``diagnosis.json`` in the log dir,
+    and the notes' reading of the curve (bug, lr too high/low, bad init, not converged, overfitting).
+
+    Args:
+        plot: write the PNG (matplotlib).
+    """
+
+    def __init__(self, plot: bool = True):
+        self.plot = plot
+        self.history = History()
+        self._sum = 0.0
+        self._count = 0
+        self.findings = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is None:  # the module skipped a non-finite loss
+            return
+        value = float(loss.detach())
+        if self.history.initial_loss is None:
+            self.history.initial_loss = value
+        self._sum += value
+        self._count += 1
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if self._count:
+            self.history.train_loss.append(self._sum / self._count)
+        self._sum, self._count = 0.0, 0
+        acc = trainer.callback_metrics.get("train/top1")
+        if acc is not None:
+            self.history.train_acc.append(float(acc))
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        metrics = trainer.callback_metrics
+        if "val/loss" in metrics:
+            self.history.val_loss.append(float(metrics["val/loss"]))
+        if "val/top1" in metrics:
+            self.history.val_acc.append(float(metrics["val/top1"]))
+
+    def on_fit_end(self, trainer, pl_module):
+        self.history.skipped_nonfinite = pl_module.guard.skipped if hasattr(pl_module, "guard") else 0
+        self.findings = diagnose(self.history)
+        if not trainer.is_global_zero:
+            return
+        for finding in self.findings:
+            rank_zero_info(f"Loss curve: {finding.kind}: {finding.message}")
+        log_dir = Path(trainer.log_dir or trainer.default_root_dir)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        report = {"findings": [f.__dict__ for f in self.findings], "history": self.history.__dict__}
+        (log_dir / "diagnosis.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+        if self.plot and self.history.train_loss:
+            self._plot(log_dir / "loss_curves.png")
+
+    def _plot(self, path: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        h = self.history
+        fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+        epochs = range(1, len(h.train_loss) + 1)
+        ax_loss.plot(epochs, h.train_loss, label="train")
+        if h.val_loss:
+            ax_loss.plot(range(1, len(h.val_loss) + 1), h.val_loss, label="val")
+        ax_loss.set(xlabel="epoch", ylabel="loss", title="; ".join(f.kind for f in self.findings))
+        ax_loss.legend()
+        if h.train_acc:
+            ax_acc.plot(range(1, len(h.train_acc) + 1), h.train_acc, label="train")
+        if h.val_acc:
+            ax_acc.plot(range(1, len(h.val_acc) + 1), h.val_acc, label="val")
+        ax_acc.set(xlabel="epoch", ylabel="top-1")
+        ax_acc.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+
+    def state_dict(self):
+        return {"history": dict(self.history.__dict__)}
+
+    def load_state_dict(self, state_dict):
+        self.history = History(**state_dict["history"])

@@ -1,0 +1,124 @@
+"""Reading loss curves (the notes' pictures) and guarding against non-finite losses."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from conftest import FAST_TRAINER
+
+from zoo.diagnose import History, diagnose
+
+
+def kinds(h: History) -> set[str]:
+    return {f.kind for f in diagnose(h)}
+
+
+def test_good_curve_is_healthy():
+    loss = [2.3 * math.exp(-0.5 * e) + 0.1 for e in range(20)]
+    h = History(
+        train_loss=loss,
+        val_loss=[v + 0.05 for v in loss],
+        initial_loss=2.4,
+        train_acc=[0.9] * 20,
+        val_acc=[0.88] * 20,
+    )
+    assert kinds(h) == {"healthy"}
+
+
+def test_exploding_loss_means_lr_too_high():
+    assert kinds(History(train_loss=[2.3, 3.0, 9.0], initial_loss=2.3)) == {"diverged"}
+    assert kinds(History(train_loss=[2.3, float("nan")], initial_loss=2.3)) == {"diverged"}
+    assert kinds(History(train_loss=[2.0, 1.9], initial_loss=2.3, skipped_nonfinite=3)) == {"diverged"}
+
+
+def test_flat_loss_means_a_bug():
+    assert kinds(History(train_loss=[2.30, 2.29, 2.30, 2.29], initial_loss=2.303)) == {"no_progress"}
+
+
+def test_slow_linear_decrease_means_lr_too_low():
+    loss = [2.3 - 0.04 * e for e in range(20)]
+    assert "lr_too_low" in kinds(History(train_loss=loss, initial_loss=2.31))
+
+
+def test_fast_drop_then_plateau_means_lr_too_high():
+    loss = [1.5] + [1.45] * 19
+    assert "lr_too_high" in kinds(History(train_loss=loss, initial_loss=2.3))
+
+
+def test_slow_start_means_bad_initialisation():
+    loss = [2.30, 2.29, 2.29, 2.28] + [2.28 * math.exp(-0.3 * e) for e in range(1, 17)]
+    assert "bad_init" in kinds(History(train_loss=loss, initial_loss=2.30))
+
+
+def test_rising_validation_loss_means_overfitting():
+    train = [2.0 * math.exp(-0.3 * e) for e in range(20)]
+    val = [2.0 * math.exp(-0.3 * e) for e in range(8)] + [0.2 + 0.1 * e for e in range(12)]
+    assert "overfitting" in kinds(History(train_loss=train, val_loss=val, initial_loss=2.3))
+
+
+def test_still_rising_accuracy_means_not_converged():
+    loss = [2.3 * math.exp(-0.2 * e) + 0.3 for e in range(10)]
+    acc = [0.5 + 0.04 * e for e in range(10)]
+    h = History(train_loss=loss, val_loss=loss, initial_loss=2.4, train_acc=acc, val_acc=acc)
+    assert "not_converged" in kinds(h)
+
+
+def test_fit_writes_curves_and_diagnosis(zoo_cli):
+    assert (
+        zoo_cli(
+            "fit",
+            "--recipe",
+            "digits",
+            "--trainer.max_epochs",
+            "3",
+            "--test_after_fit",
+            "false",
+            *FAST_TRAINER,
+        )
+        == 0
+    )
+    run = Path("runs/digits/version_0")
+    assert (run / "loss_curves.png").stat().st_size > 1000
+    report = json.loads((run / "diagnosis.json").read_text())
+    assert len(report["history"]["train_loss"]) == 3 and len(report["history"]["val_loss"]) == 3
+    assert report["history"]["train_loss"][-1] < report["history"]["initial_loss"]
+    assert report["findings"]
+
+
+def test_nan_losses_are_skipped_and_training_stops_without_corrupting_checkpoints(zoo_cli):
+    # an absurd learning rate drives the loss to inf/NaN within a few steps
+    assert (
+        zoo_cli(
+            "fit",
+            "--recipe",
+            "digits",
+            "--trainer.max_epochs",
+            "3",
+            "--model.optimizer.lr",
+            "1e6",
+            "--model.max_nonfinite_steps",
+            "3",
+            "--test_after_fit",
+            "false",
+            *FAST_TRAINER,
+        )
+        == 0
+    )
+    run = Path("runs/digits/version_0")
+    report = json.loads((run / "diagnosis.json").read_text())
+    assert report["history"]["skipped_nonfinite"] >= 3
+    assert report["findings"][0]["kind"] == "diverged"
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert all(torch.isfinite(t).all() for t in ckpt["state_dict"].values() if t.is_floating_point())
+
+
+def test_loss_gradient_is_p_minus_y():
+    """Softmax cross-entropy: dL/dx = p − y (the notes' derivation), checked once on torch's loss."""
+    x = torch.randn(4, 10, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([1, 3, 5, 7])
+    torch.nn.functional.cross_entropy(x, y, reduction="sum").backward()
+    expected = x.softmax(-1) - torch.nn.functional.one_hot(y, 10)
+    assert torch.allclose(x.grad, expected.detach())

@@ -1,11 +1,21 @@
-"""Documented building blocks; each states its rule from the notes in one docstring line."""
+"""Documented building blocks; each states its rule from the notes in one docstring line.
+
+Torch and timm already implement every operation here (``nn.Conv2d``, ``nn.BatchNorm2d``, ``nn.Dropout``,
+``nn.Dropout2d``, ``timm.layers.DropPath``, ``timm.layers.GroupNorm1``); this file only names them after the
+notes, picks the notes' defaults (Leaky ReLU slope 0.1, padding (F − 1)/2), and assembles the residual blocks
+of the zoo's ResNets with module names equal to torchvision's, so torchvision weight files load unchanged.
+"""
 
 from __future__ import annotations
 
+import torch
+from timm.layers import DropPath as _TimmDropPath
+from timm.layers import GroupNorm1
 from torch import nn
 
 NORMS = ("batch", "layer", "instance", "group", "none")
-ACTS = ("relu", "leaky_relu", "gelu", "silu", "none")
+ACTS = ("relu", "leaky_relu", "gelu", "silu", "elu", "none")
+POOLS = ("max", "avg", "fractional")
 
 
 def make_norm(norm: str, channels: int) -> nn.Module:
@@ -14,7 +24,7 @@ def make_norm(norm: str, channels: int) -> nn.Module:
     if norm == "batch":
         return nn.BatchNorm2d(channels)
     if norm == "layer":
-        return nn.GroupNorm(1, channels)  # one group = LayerNorm over (C, H, W)
+        return GroupNorm1(channels)  # one group = LayerNorm over (C, H, W), as in the notes' figure
     if norm == "instance":
         return nn.InstanceNorm2d(channels, affine=True)
     if norm == "group":
@@ -25,7 +35,7 @@ def make_norm(norm: str, channels: int) -> nn.Module:
 
 
 def make_act(act: str, negative_slope: float = 0.1) -> nn.Module:
-    """Activation: ReLU max(0, x); Leaky ReLU max(αx, x) with α = 0.1 as in the notes; GELU; SiLU."""
+    """Activation: ReLU max(0, x); Leaky ReLU max(αx, x) with α = 0.1 as in the notes; GELU; SiLU; ELU."""
     if act == "relu":
         return nn.ReLU(inplace=True)
     if act == "leaky_relu":
@@ -34,9 +44,23 @@ def make_act(act: str, negative_slope: float = 0.1) -> nn.Module:
         return nn.GELU()
     if act == "silu":
         return nn.SiLU(inplace=True)
+    if act == "elu":
+        return nn.ELU(inplace=True)
     if act == "none":
         return nn.Identity()
     raise ValueError(f"unknown activation {act!r}; choose one of {', '.join(ACTS)}")
+
+
+def make_pool(pool: str, kernel_size: int = 2, stride: int | None = None) -> nn.Module:
+    """Pooling: 2×2 stride-2 max (or average) pooling halves W and H; fractional max pooling by 1/√2."""
+    stride = kernel_size if stride is None else stride
+    if pool == "max":
+        return nn.MaxPool2d(kernel_size, stride)
+    if pool == "avg":
+        return nn.AvgPool2d(kernel_size, stride)
+    if pool == "fractional":
+        return nn.FractionalMaxPool2d(kernel_size, output_ratio=2**-0.5)
+    raise ValueError(f"unknown pooling {pool!r}; choose one of {', '.join(POOLS)}")
 
 
 class ConvNormAct(nn.Sequential):
@@ -51,10 +75,136 @@ class ConvNormAct(nn.Sequential):
         padding: int | None = None,
         norm: str = "batch",
         act: str = "relu",
+        bias: bool | None = None,
     ):
         padding = (kernel_size - 1) // 2 if padding is None else padding
+        bias = norm == "none" if bias is None else bias  # a norm's β makes the conv bias redundant
         super().__init__(
-            nn.Conv2d(in_chans, out_chans, kernel_size, stride, padding, bias=norm == "none"),
+            nn.Conv2d(in_chans, out_chans, kernel_size, stride, padding, bias=bias),
             make_norm(norm, out_chans),
             make_act(act),
         )
+
+
+class InvertedDropout(nn.Dropout):
+    """Inverted dropout for FC layers: train y = x·m/(1 − p), m ~ Bernoulli(1 − p); test y = x."""
+
+
+class ChannelDropout(nn.Dropout2d):
+    """Spatial dropout for conv maps: drops whole channels, y[n, c] = x[n, c]·m[n, c]/(1 − p); test y = x."""
+
+
+class DropPath(_TimmDropPath):
+    """Stochastic depth on a residual branch: train y = b·m/(1 − p), m ~ Bernoulli(1 − p) per sample; test y = b."""
+
+
+def drop_path_rates(drop_path_rate: float, num_blocks: int) -> list[float]:
+    """Linear decay rule of stochastic depth: block l of L drops its branch with p_l = (l / L)·p_L."""
+    return [drop_path_rate * (i + 1) / num_blocks for i in range(num_blocks)]
+
+
+class PadShortcut(nn.Module):
+    """He et al.'s option-A shortcut: identity subsampled by the stride, channels zero-padded (no parameters)."""
+
+    def __init__(self, in_chans: int, out_chans: int, stride: int):
+        super().__init__()
+        self.stride, self.extra = stride, out_chans - in_chans
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        return nn.functional.pad(x, (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
+
+
+def make_shortcut(
+    in_chans: int, out_chans: int, stride: int, norm: str, kind: str = "conv"
+) -> nn.Module | None:
+    """Projection shortcut 1×1 conv (stride S) → norm (option B), or zero-padding (option A); None = identity."""
+    if stride == 1 and in_chans == out_chans:
+        return None
+    if kind == "pad":
+        return PadShortcut(in_chans, out_chans, stride)
+    if kind == "conv":
+        return nn.Sequential(
+            nn.Conv2d(in_chans, out_chans, 1, stride, bias=norm == "none"), make_norm(norm, out_chans)
+        )
+    raise ValueError(f"unknown shortcut {kind!r}; choose 'conv' (1×1 projection) or 'pad' (zero padding)")
+
+
+class BasicBlock(nn.Module):
+    """Residual basic block: y = act(x + DropPath(norm(conv3×3(act(norm(conv3×3(x))))))), two 3×3 convs."""
+
+    expansion = 1
+
+    def __init__(
+        self,
+        in_chans: int,
+        planes: int,
+        stride: int = 1,
+        norm: str = "batch",
+        act: str = "relu",
+        drop_path: float = 0.0,
+        shortcut: str = "conv",
+    ):
+        super().__init__()
+        out_chans = planes * self.expansion
+        self.conv1 = nn.Conv2d(in_chans, planes, 3, stride, 1, bias=norm == "none")
+        self.bn1 = make_norm(norm, planes)
+        self.act1 = make_act(act)
+        self.conv2 = nn.Conv2d(planes, out_chans, 3, 1, 1, bias=norm == "none")
+        self.bn2 = make_norm(norm, out_chans)
+        self.drop_path = DropPath(drop_path)
+        self.downsample = make_shortcut(in_chans, out_chans, stride, norm, shortcut)
+        self.act2 = make_act(act)
+
+    def zero_init_last(self) -> None:
+        """γ = 0 in the last norm: the block starts as the identity, y = act(x)."""
+        if getattr(self.bn2, "weight", None) is not None:
+            nn.init.zeros_(self.bn2.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        x = self.act1(self.bn1(self.conv1(x)))
+        x = self.bn2(self.conv2(x))
+        return self.act2(shortcut + self.drop_path(x))
+
+
+class Bottleneck(nn.Module):
+    """Residual bottleneck: 1×1 reduce → 3×3 (stride S) → 1×1 expand ×4, y = act(x + DropPath(branch))."""
+
+    expansion = 4
+
+    def __init__(
+        self,
+        in_chans: int,
+        planes: int,
+        stride: int = 1,
+        norm: str = "batch",
+        act: str = "relu",
+        drop_path: float = 0.0,
+        shortcut: str = "conv",
+    ):
+        super().__init__()
+        out_chans = planes * self.expansion
+        self.conv1 = nn.Conv2d(in_chans, planes, 1, bias=norm == "none")
+        self.bn1 = make_norm(norm, planes)
+        self.act1 = make_act(act)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=norm == "none")
+        self.bn2 = make_norm(norm, planes)
+        self.act2 = make_act(act)
+        self.conv3 = nn.Conv2d(planes, out_chans, 1, bias=norm == "none")
+        self.bn3 = make_norm(norm, out_chans)
+        self.drop_path = DropPath(drop_path)
+        self.downsample = make_shortcut(in_chans, out_chans, stride, norm, shortcut)
+        self.act3 = make_act(act)
+
+    def zero_init_last(self) -> None:
+        """γ = 0 in the last norm: the block starts as the identity, y = act(x)."""
+        if getattr(self.bn3, "weight", None) is not None:
+            nn.init.zeros_(self.bn3.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        x = self.act1(self.bn1(self.conv1(x)))
+        x = self.act2(self.bn2(self.conv2(x)))
+        x = self.bn3(self.conv3(x))
+        return self.act3(shortcut + self.drop_path(x))

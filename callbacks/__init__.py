@@ -1,5 +1,20 @@
 """Lightning callbacks of the zoo, one concern per file."""
 
+import zoo  # noqa: F401  (first: imports timm without wandb, see zoo/_timm_import.py)
+from callbacks.decay import CosineDecay, ExponentialDecay, InverseTimeDecay, MultiStepDecay, StepDecay
+from callbacks.lr_monitor import LRMonitor
+from callbacks.lr_schedule import LRSchedule
 from callbacks.predictions import PredictionWriter
+from callbacks.warmup import LinearWarmup
 
-__all__ = ["PredictionWriter"]
+__all__ = [
+    "CosineDecay",
+    "ExponentialDecay",
+    "InverseTimeDecay",
+    "LRMonitor",
+    "LRSchedule",
+    "LinearWarmup",
+    "MultiStepDecay",
+    "StepDecay",
+    "PredictionWriter",
+]

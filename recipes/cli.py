@@ -23,6 +23,7 @@ from callbacks.run_config import RunConfig
 from callbacks.throughput import EpochThroughput
 from callbacks.wandb_run import WandbRunId, wandb_run_id
 from recipes.catalog import recipe_names, recipe_path
+from zoo.data.base import fill_class_names
 from zoo.loggers import finish_wandb, run_dir
 from zoo.module import ImageClassifier
 
@@ -93,6 +94,7 @@ class ZooCLI(LightningCLI):
             config["weights_only"] = True  # checkpoints hold tensors and plain types only
         if self.subcommand == "fit":
             _resume_wandb_run(config)
+        fill_class_names(config.get("data"), config.get("ckpt_path"))  # predict without the training data
 
     def instantiate_trainer(self, **kwargs):
         trainer = super().instantiate_trainer(**kwargs)

@@ -1,0 +1,317 @@
+"""``ImageDataModule``: what the image data modules share: preprocessing, augmentation, class counts, loaders.
+
+A subclass lists the images of each split (``make_splits``) and of ``predict`` (``make_predict_set``); this
+class decides the preprocessing when the loaders are built, so it can read the model the trainer holds:
+``preprocess: auto`` takes a pretrained backbone's configuration (``ImageClassifier.data_config()``: size,
+interpolation, crop, mean, std), and for a model trained from scratch the ``fallback`` statistics: the
+training split's own per-channel mean and std (``dataset``) or ImageNet's (``imagenet``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+
+import torch
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+from zoo.data.files import collate_present
+from zoo.data.stats import channel_stats
+from zoo.data.transforms import check_auto_augment, check_crop, data_config, eval_transform, train_transform
+
+PREPROCESS = ("auto", "model", "dataset", "imagenet", "none")
+FALLBACKS = ("dataset", "imagenet")
+
+
+class MissingSplitError(KeyError):
+    """A split the data does not have (``zoo test`` on data without a test split)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _check(name: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
+
+
+class ImageDataModule(LightningDataModule):
+    """Base of the image data modules (folder, ImageNet, CIFAR). Subclasses set ``class_names``.
+
+    Args:
+        batch_size: images per device and step.
+        num_workers: data-loader processes.
+        preprocess: ``auto`` (pretrained backbone's config, else ``fallback``), ``model`` (the backbone's,
+            an error without one), ``dataset`` (training-split mean/std), ``imagenet`` or ``none`` (0 and 1).
+        fallback: statistics of ``auto`` for a model without pretrained weights: ``dataset`` or ``imagenet``.
+        image_size: input size (int or [H, W]); None: the backbone's, else the data set's default.
+        mean: per-channel mean; given, it overrides every source. Likewise ``std``.
+        std: per-channel standard deviation.
+        interpolation: resize interpolation (``bilinear``, ``bicubic``, ...); None: the backbone's.
+        crop_pct: eval centre crop = size, after resizing to size / crop_pct; None: the backbone's.
+        crop: training crop: ``random_resized``, ``pad`` (pad by ``padding`` and crop) or ``center``.
+        scale: area range of the random resized crop.
+        padding: pixels of the pad-and-crop.
+        hflip: probability of a horizontal flip.
+        color_jitter: strength of brightness, contrast and saturation jitter (0: off).
+        auto_augment: ``randaugment``, ``trivialaugment``, ``autoaugment``, ``augmix`` or a timm policy string.
+        re_prob: probability of random erasing.
+        balance: draw training images with probability ∝ 1 / (images of their class).
+        imbalance_ratio: warn when the largest class has this many times the images of the smallest.
+        stats_images: training images that estimate the ``dataset`` statistics (0: all).
+    """
+
+    num_channels: int = 3
+    class_names: list[str]
+
+    def __init__(
+        self,
+        batch_size: int = 32,
+        num_workers: int = 4,
+        preprocess: str = "auto",
+        fallback: str = "dataset",
+        image_size: int | list[int] | None = None,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+        interpolation: str | None = None,
+        crop_pct: float | None = None,
+        crop: str = "random_resized",
+        scale: tuple[float, float] = (0.08, 1.0),
+        padding: int = 4,
+        hflip: float = 0.5,
+        color_jitter: float = 0.0,
+        auto_augment: str | None = None,
+        re_prob: float = 0.0,
+        balance: bool = False,
+        imbalance_ratio: float = 5.0,
+        stats_images: int = 2000,
+    ):
+        super().__init__()
+        _check("preprocess", preprocess, PREPROCESS)
+        _check("fallback", fallback, FALLBACKS)
+        check_crop(crop)
+        check_auto_augment(auto_augment)
+        self.save_hyperparameters()
+        self.batch_size = batch_size
+        self.splits: dict[str, Dataset] = {}
+        self.stats: dict | None = None  # {"mean": [...], "std": [...]} of the training split
+        self.trained_config: dict | None = None  # the preprocessing a loaded checkpoint was trained with
+        self.config: dict | None = None  # the preprocessing in use
+        self._shown: dict | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    # --- what subclasses provide -------------------------------------------------------------------
+    def make_splits(self) -> dict[str, Dataset]:
+        """``{"train": ..., "val": ..., "test": ...}``: datasets with ``targets`` and a settable ``transform``."""
+        raise NotImplementedError
+
+    def make_predict_set(self) -> Dataset:
+        """A dataset of ``(image, id)`` with a settable ``transform`` (None items are left out)."""
+        raise NotImplementedError
+
+    def default_config(self) -> dict:
+        """The data set's own preprocessing defaults (timm data-config keys) for models without one."""
+        return {}
+
+    def setup(self, stage: str | None = None) -> None:
+        """List the splits once (not for ``predict``, which lists its own images) and print class counts."""
+        if not self.splits and stage != "predict":
+            self.splits = self.make_splits()
+            self.report_classes()
+
+    # --- preprocessing ----------------------------------------------------------------------------
+    def preprocess_config(self) -> dict:
+        """timm's data config in use now: ``input_size``, ``interpolation``, ``mean``, ``std``, ``crop_pct``.
+
+        validate / test / predict with a checkpoint use the preprocessing the checkpoint was trained with.
+        """
+        fn = self.trainer.state.fn if self.trainer is not None else None
+        if self.trained_config is not None and fn is not None and fn != "fit":
+            self.config = dict(self.trained_config)
+            self._show(self.config, "checkpoint")
+            return self.config
+        hp = self.hparams
+        source, model_cfg = hp.preprocess, None
+        if source in ("auto", "model"):
+            module = self.trainer.lightning_module if self.trainer is not None else None
+            model_cfg = module.data_config() if hasattr(module, "data_config") else None
+            if model_cfg is None and source == "model":
+                raise ValueError(
+                    "preprocess='model' needs a model with pretrained weights (e.g. --model.arch timm/NAME "
+                    "--model.pretrained true); use preprocess 'auto', 'dataset' or 'imagenet' otherwise"
+                )
+            source = "model" if model_cfg else hp.fallback
+        c = self.num_channels
+        cfg = data_config(model_cfg or self.default_config(), c, hp.image_size, hp.interpolation, hp.crop_pct)
+        if source == "imagenet":
+            cfg = data_config(cfg, c, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)
+        elif source == "none":
+            cfg = data_config(cfg, c, mean=(0.0,) * c, std=(1.0,) * c)
+        elif source == "dataset" and hp.mean is None:
+            mean, std = self.dataset_stats(cfg)
+            cfg = data_config(cfg, c, mean=mean, std=std)
+        if hp.mean is not None or hp.std is not None:
+            cfg = data_config(cfg, c, mean=hp.mean, std=hp.std)
+        self._show(cfg, source)
+        self.config = cfg
+        return cfg
+
+    def dataset_stats(self, cfg: dict) -> tuple[list[float], list[float]]:
+        """Per-channel mean/std of the training split at the eval size, computed once (kept in checkpoints)."""
+        if self.stats is None:
+            self.setup("fit")
+            train = self.splits["train"]
+            train.transform = eval_transform(cfg, normalize=False)
+            hp = self.hparams
+            mean, std = channel_stats(
+                train, hp.stats_images, batch_size=self.batch_size, num_workers=hp.num_workers
+            )
+            if min(std) <= 0:
+                raise ValueError(f"the training images have a constant channel (std {std}); give --data.std")
+            self.stats = {"mean": mean, "std": std}
+        return self.stats["mean"], self.stats["std"]
+
+    @rank_zero_only
+    def _show(self, cfg: dict, source: str) -> None:
+        if cfg != self._shown:
+            self._shown = cfg
+            fmt = ", ".join(f"{v:.4f}" for v in cfg["mean"]), ", ".join(f"{v:.4f}" for v in cfg["std"])
+            size = "×".join(str(s) for s in cfg["input_size"])
+            print(
+                f"Preprocessing ({source}): input {size}, {cfg['interpolation']}, crop_pct {cfg['crop_pct']}, "
+                f"mean ({fmt[0]}), std ({fmt[1]})"
+            )
+
+    def transforms(self) -> tuple:
+        """(train transform, eval transform) for the current preprocessing."""
+        hp, cfg = self.hparams, self.preprocess_config()
+        train = train_transform(
+            cfg, hp.crop, hp.scale, hp.padding, hp.hflip, hp.color_jitter, hp.auto_augment, hp.re_prob
+        )
+        return train, eval_transform(cfg)
+
+    # --- class counts ------------------------------------------------------------------------------
+    def report_classes(self) -> None:
+        """Print images per class and split; warn when the training split is strongly imbalanced."""
+        counts = {
+            name: torch.bincount(torch.tensor(ds.targets), minlength=self.num_classes).tolist()
+            for name, ds in self.splits.items()
+        }
+        _print_counts(self.class_names, counts)
+        train = counts.get("train")
+        if train and min(train) > 0 and max(train) / min(train) >= self.hparams.imbalance_ratio:
+            big, small = train.index(max(train)), train.index(min(train))
+            rank_zero_warn(
+                f"class imbalance in the training split: {self.class_names[big]!r} has {max(train)} images, "
+                f"{self.class_names[small]!r} {min(train)} (ratio {max(train) / min(train):.1f} >= "
+                f"imbalance_ratio {self.hparams.imbalance_ratio}). Accuracy can hide poor results on the rare "
+                "classes: add images of them or set --data.balance true (class-balanced sampling)."
+            )
+
+    # --- loaders ----------------------------------------------------------------------------------
+    def _loader(self, dataset: Dataset, train: bool = False, collate=None) -> DataLoader:
+        hp = self.hparams
+        sampler = None
+        if train and hp.balance:
+            targets = torch.tensor(dataset.targets)
+            weights = 1.0 / torch.bincount(targets, minlength=self.num_classes).clamp_min(1)
+            sampler = WeightedRandomSampler(weights[targets].double(), len(targets))
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=train and sampler is None,
+            sampler=sampler,
+            num_workers=hp.num_workers,
+            persistent_workers=hp.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            drop_last=train and len(dataset) >= self.batch_size,
+            collate_fn=collate,
+        )
+
+    def _split(self, name: str) -> Dataset:
+        self.setup(name)
+        if name not in self.splits:
+            raise MissingSplitError(
+                f"this data has no {name} split; add a {name}/ folder next to train/ or set "
+                f"--data.{name}_fraction (e.g. 0.1) to hold one out"
+            )
+        return self.splits[name]
+
+    def train_dataloader(self):
+        train, _ = self.transforms()
+        ds = self._split("train")
+        ds.transform = train
+        return self._loader(ds, train=True)
+
+    def _eval_loader(self, name: str) -> DataLoader:
+        _, evaluate = self.transforms()
+        ds = self._split(name)
+        ds.transform = evaluate
+        return self._loader(ds)
+
+    def val_dataloader(self):
+        return self._eval_loader("val")
+
+    def test_dataloader(self):
+        return self._eval_loader("test")
+
+    def predict_dataloader(self):
+        _, evaluate = self.transforms()
+        ds = self.make_predict_set()
+        ds.transform = evaluate
+        shape = (self.num_channels, *self.preprocess_config()["input_size"][1:])
+        return self._loader(ds, collate=functools.partial(collate_present, shape=shape))
+
+    # --- checkpoints -------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        config = (
+            None
+            if self.config is None
+            else {k: list(v) if isinstance(v, tuple) else v for k, v in self.config.items()}
+        )
+        return {"class_names": list(self.class_names), "stats": self.stats, "config": config}
+
+    def load_state_dict(self, state: dict) -> None:
+        names = state.get("class_names")
+        if names is not None and list(names) != list(self.class_names):
+            raise ValueError(
+                f"the checkpoint was trained on the classes {names}, but the data has {self.class_names}; "
+                "predict with the data the model was trained on (or give --data.class_names)"
+            )
+        self.stats = state.get("stats") or self.stats
+        self.trained_config = state.get("config")
+
+
+@rank_zero_only
+def _print_counts(names: list[str], counts: dict[str, list[int]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Images per class ({len(names)} classes)")
+    table.add_column("class", overflow="fold")
+    for split in counts:
+        table.add_column(split, justify="right")
+    for i, name in enumerate(names):
+        table.add_row(name, *(str(c[i]) for c in counts.values()))
+    table.add_row("total", *(str(sum(c)) for c in counts.values()), style="bold")
+    Console(width=120).print(table)
+
+
+def fill_class_names(data, ckpt_path: str | None) -> None:
+    """Set an unset ``class_names`` option of the data config ``data`` to the classes saved in the checkpoint,
+    so ``zoo predict --ckpt_path CKPT --data.predict_dir DIR`` needs no training data."""
+    init = getattr(data, "init_args", None) if data is not None else None
+    if not ckpt_path or init is None or "class_names" not in init or init.class_names is not None:
+        return
+    if not os.path.isfile(ckpt_path):
+        return  # Lightning names the missing file
+    saved = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("datamodule_hyper_parameters")
+    if saved and saved.get("class_names"):
+        init.class_names = list(saved["class_names"])

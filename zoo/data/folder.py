@@ -1,0 +1,156 @@
+"""``ImageFolderDataModule``: a folder of images with one sub-folder per class.
+
+Two layouts: ``ROOT/train/CLASS/*``, ``ROOT/val/CLASS/*`` (and ``ROOT/test/CLASS/*``) are used as they are; a
+plain ``ROOT/CLASS/*`` is split into train / val / test, stratified by class with a fixed seed. A split that
+has no folder of its own is held out of ``train`` the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from zoo.data.base import ImageDataModule
+from zoo.data.files import ImageFiles, Listing, list_class_folders, list_images
+from zoo.data.split import stratified_split
+
+VAL_DIRS = ("val", "valid", "validation")
+
+
+def _class_dirs(directory: Path) -> list[str]:
+    return sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
+
+
+class ImageFolderDataModule(ImageDataModule):
+    """Images under ``root`` (one sub-folder per class), split as in the module docstring; ``predict_dir``
+    (every image below it) is what ``zoo predict`` classifies, one CSV row per file with its path.
+
+    Args:
+        root: the folder of class folders, or of ``train/``, ``val/``, ``test/`` folders of class folders.
+        predict_dir: images to predict; None: the test split (else the validation split) of ``root``.
+        class_names: the classes in label order; None: the sub-folders of ``root``, sorted. Needed
+            without ``root`` (predict only); restored from the checkpoint by ``zoo predict``.
+        val_fraction: share of the images held out for validation when there is no ``val/`` folder.
+        test_fraction: share held out for the final test when there is no ``test/`` folder.
+        seed: seed of the stratified split.
+        channels: 3 (RGB) or 1 (grey images).
+        check_images: open every image's header while listing, so unreadable files are skipped up front.
+        **kwargs: preprocessing, augmentation and loader options of :class:`ImageDataModule`.
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        predict_dir: str | None = None,
+        class_names: list[str] | None = None,
+        val_fraction: float = 0.2,
+        test_fraction: float = 0.1,
+        seed: int = 0,
+        channels: int = 3,
+        check_images: bool = True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grey) or 3 (RGB), not {channels}")
+        self.num_channels = channels
+        self.root = Path(root) if root else None
+        self.train_dir = self._train_dir() if self.root else None
+        found = _class_dirs(self.train_dir) if self.train_dir else None
+        if found is not None and class_names is not None and list(class_names) != found:
+            raise ValueError(
+                f"class_names {list(class_names)} differ from the class folders of {self.train_dir}: {found}"
+            )
+        if found is None and class_names is None:
+            raise ValueError(
+                "give --data.root (a folder with one sub-folder per class) or, to predict only, "
+                "--data.class_names"
+            )
+        self.class_names = list(found if found is not None else class_names)
+        self.hparams["class_names"] = self.class_names  # saved in checkpoints, read back by `zoo predict`
+
+    def _train_dir(self) -> Path:
+        root = self.root
+        if not root.is_dir():
+            raise FileNotFoundError(
+                f"data root {str(root)!r} does not exist or is not a folder; "
+                "give --data.root a folder with one sub-folder of images per class"
+            )
+        train = root / "train"
+        if not train.is_dir() and any((root / d).is_dir() for d in (*VAL_DIRS, "test")):
+            raise FileNotFoundError(f"{root} has val/ or test/ folders but no train/ folder")
+        directory = train if train.is_dir() else root
+        if not _class_dirs(directory):
+            raise FileNotFoundError(
+                f"no class folders in {str(directory)!r}: expected {directory}/CLASS_NAME/IMAGE.jpg "
+                "(one sub-folder per class)"
+            )
+        return directory
+
+    def _subdir(self, names: tuple[str, ...]) -> Path | None:
+        if self.train_dir == self.root:
+            return None
+        return next((self.root / n for n in names if (self.root / n).is_dir()), None)
+
+    def _list(self, directory: Path, where: str) -> list[tuple[str, int]]:
+        extra = sorted(set(_class_dirs(directory)) - set(self.class_names))
+        if extra:
+            raise ValueError(
+                f"{directory} has class folders {extra} that {self.train_dir} does not have; "
+                "every class of val/ and test/ needs training images"
+            )
+        listing: Listing = list_class_folders(directory, self.class_names, self.hparams.check_images)
+        listing.report(directory)
+        if where == "train":
+            counts = np.bincount([y for _, y in listing.samples], minlength=self.num_classes)
+            for name, count in zip(self.class_names, counts):
+                if count == 0:
+                    raise FileNotFoundError(
+                        f"class folder {str(directory / name)!r} holds no readable images; "
+                        "add images (.jpg, .png, ...) or remove the folder"
+                    )
+        return listing.samples
+
+    def make_splits(self) -> dict[str, Dataset]:
+        hp = self.hparams
+        val_dir, test_dir = self._subdir(VAL_DIRS), self._subdir(("test",))
+        samples = self._list(self.train_dir, "train")
+        labels = np.array([y for _, y in samples])
+        try:
+            idx = stratified_split(
+                labels, 0.0 if val_dir else hp.val_fraction, 0.0 if test_dir else hp.test_fraction, hp.seed
+            )
+        except ValueError as err:
+            counts = np.bincount(labels, minlength=self.num_classes)
+            raise ValueError(
+                f"cannot split the {len(labels)} images of {self.train_dir} by class: {err}. Each held-out "
+                f"split needs an image of every class ({self.num_classes}) and each class two images or more "
+                f"(the rarest, {self.class_names[int(counts.argmin())]!r}, has {counts.min()}): change "
+                "--data.val_fraction / --data.test_fraction, add images, or add val/ and test/ folders"
+            ) from err
+        parts = {name: [samples[i] for i in ids] for name, ids in idx.items()}
+        for name, directory in (("val", val_dir), ("test", test_dir)):
+            if directory is not None:
+                parts[name] = self._list(directory, name)
+        mode = "L" if self.num_channels == 1 else "RGB"
+        return {
+            name: ImageFiles(parts[name], mode=mode) for name in ("train", "val", "test") if parts.get(name)
+        }
+
+    def make_predict_set(self) -> Dataset:
+        mode = "L" if self.num_channels == 1 else "RGB"
+        directory = self.hparams.predict_dir
+        if directory is None:
+            self.setup("fit")
+            split = next(self.splits[n] for n in ("test", "val", "train") if n in self.splits)
+            return ImageFiles(split.samples, mode=mode, on_error="drop", return_path=True)
+        if not Path(directory).is_dir():
+            raise FileNotFoundError(f"predict_dir {directory!r} does not exist or is not a folder")
+        listing = list_images(directory, check=True)
+        listing.report(directory)
+        if not listing.samples:
+            raise FileNotFoundError(f"predict_dir {directory!r} holds no readable images (.jpg, .png, ...)")
+        return ImageFiles(listing.samples, mode=mode, on_error="drop", return_path=True)

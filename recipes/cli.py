@@ -17,6 +17,7 @@ from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from callbacks.loss_curves import LossCurveDiagnostics
+from callbacks.lr_monitor import LRMonitor
 from callbacks.predictions import PredictionWriter
 from callbacks.report import ClassificationReport
 from callbacks.run_config import RunConfig
@@ -76,6 +77,7 @@ class ZooCLI(LightningCLI):
             }
         )
         parser.add_lightning_class_args(PredictionWriter, "predictions")
+        parser.add_lightning_class_args(LRMonitor, "lr_monitor")  # lr and momentum of each param group
         parser.add_lightning_class_args(LossCurveDiagnostics, "diagnostics")
         parser.add_lightning_class_args(EpochThroughput, "throughput")
         parser.add_lightning_class_args(ClassificationReport, "report")
@@ -89,7 +91,7 @@ class ZooCLI(LightningCLI):
         )
 
     def before_instantiate_classes(self):
-        config = self.config[self.subcommand]
+        config = self.config[self.subcommand] if self.subcommand else self.config  # run=False: `zoo schedule`
         if "weights_only" in config and config["weights_only"] is None:
             config["weights_only"] = True  # checkpoints hold tensors and plain types only
         if self.subcommand == "fit":

@@ -33,7 +33,7 @@ class DigitsDataModule(LightningDataModule):
     ``predict`` runs on the test split.
 
     Args:
-        batch_size: images per device and step.
+        batch_size: images per device and step; 0 = the whole split in one batch (full-batch L-BFGS).
         val_fraction: share of all images held out for validation (model selection).
         test_fraction: share held out for the final test.
         seed: seed of the split.
@@ -86,7 +86,7 @@ class DigitsDataModule(LightningDataModule):
         workers = self.hparams.num_workers
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=self.batch_size or len(dataset),
             shuffle=shuffle,
             num_workers=workers,
             persistent_workers=workers > 0,

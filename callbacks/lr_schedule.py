@@ -1,0 +1,210 @@
+"""The base of the zoo's learning-rate schedules, and the one place that writes each group's lr.
+
+lr(t) = base_lr_of_group × Π_i factor_i(t) over every ``LRSchedule`` in ``trainer.callbacks``, so a warmup
+and a decay compose by multiplication, and each group keeps its ratio to the others.
+
+Why not ``torch.optim.lr_scheduler``: torch's schedulers each rewrite ``group["lr"]`` from the previous
+value (chaining them needs ``ChainedScheduler``/``SequentialLR`` built inside ``configure_optimizers``),
+know nothing of epochs as fractions of steps, and lose groups added mid-run. Here a schedule is a
+callback a recipe lists under ``trainer.callbacks``; the tests check it against torch's and timm's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
+
+UNITS = ("epoch", "step")
+
+
+class LRSchedule(Callback):
+    """A factor of the lr: lr(t) = base_lr_of_group × Π_i factor_i(t − start_i) (factor 1 before start).
+
+    Subclasses define ``factor(t)`` for t ≥ 0 in ``unit``s. Every optimizer step the schedules set
+    ``group["lr"] = group["base_lr"] × Π factor``; a group's ``base_lr`` is its lr when first seen, so a
+    group added mid-run (fine-tuning) keeps the lr it was added with as its base, and the factors apply to
+    it from then on. To warm up such a group, keep a ``LinearWarmup(groups=["backbone"], start=...)`` in
+    ``trainer.callbacks`` or call ``schedule.restart(trainer, groups=[...])`` when the group is added.
+
+    Args:
+        unit: ``epoch`` or ``step``, the unit of the schedule's times (and of ``start``).
+        interval: ``step`` re-evaluates every optimizer step (epochs as fractions); ``epoch`` once per epoch.
+        start: time (in ``unit``) at which this factor begins, e.g. a decay after a warmup of that length.
+        groups: names of the param groups it applies to (``NAME`` also covers ``NAME/no_decay``); None: all.
+    """
+
+    def __init__(
+        self,
+        unit: str = "epoch",
+        interval: str = "step",
+        start: float = 0.0,
+        groups: Sequence[str] | None = None,
+    ):
+        if unit not in UNITS:
+            raise ValueError(f"{type(self).__name__}: unit={unit!r}; choose one of {', '.join(UNITS)}")
+        if interval not in UNITS:
+            raise ValueError(
+                f"{type(self).__name__}: interval={interval!r}; choose one of {', '.join(UNITS)}"
+            )
+        if not (math.isfinite(start) and start >= 0):
+            raise ValueError(f"{type(self).__name__}: start={start!r} must be ≥ 0")
+        self.unit, self.interval, self.start = unit, interval, float(start)
+        self.groups = list(groups) if groups is not None else None
+        self._init_groups = self.groups
+        self.steps_per_epoch: int | None = None
+        self.total_steps: int | None = None
+
+    # --- the curve -----------------------------------------------------------------------------
+    def factor(self, t: float) -> float:
+        """Multiplier of the base lr at time ``t`` ≥ 0 (in ``unit``s since ``start``)."""
+        raise NotImplementedError
+
+    def breakpoints(self) -> list[tuple[float, str]]:
+        """(time in ``unit``s, label) where the curve changes regime, for ``zoo schedule``."""
+        return [(self.start, f"{type(self).__name__} starts")] if self.start else []
+
+    def time(self, step: int) -> float:
+        """Time of optimizer step ``step`` in ``unit``s (floored to the epoch with ``interval="epoch"``)."""
+        spe = self.steps_per_epoch
+        if self.interval == "epoch":
+            step = (step // spe) * spe
+        return step / spe if self.unit == "epoch" else float(step)
+
+    @property
+    def total(self) -> float:
+        """Length of the whole run in ``unit``s."""
+        return self.total_steps / self.steps_per_epoch if self.unit == "epoch" else float(self.total_steps)
+
+    def applies_to(self, group: dict) -> bool:
+        if self.groups is None:
+            return True
+        name = str(group.get("name", ""))
+        return any(name == g or name.startswith(f"{g}/") for g in self.groups)
+
+    def group_factor(self, group: dict, step: int) -> float:
+        if not self.applies_to(group):
+            return 1.0
+        t = self.time(step) - self.start
+        return 1.0 if t < 0 else self.factor(t)
+
+    # --- set-up --------------------------------------------------------------------------------
+    def resolve(self, steps_per_epoch: int, total_steps: int) -> None:
+        """Fix the run's length (kept if already restored from a checkpoint), then ``check``."""
+        if self.steps_per_epoch is None:
+            self.steps_per_epoch, self.total_steps = int(steps_per_epoch), int(total_steps)
+        elif (self.steps_per_epoch, self.total_steps) != (steps_per_epoch, total_steps):
+            rank_zero_warn(
+                f"{type(self).__name__}: the checkpoint's run has {self.total_steps} steps "
+                f"({self.steps_per_epoch}/epoch), this trainer {total_steps} ({steps_per_epoch}/epoch); "
+                "the schedule continues the checkpoint's curve"
+            )
+        self.check()
+
+    def check(self) -> None:
+        """Validate against the run's length; subclasses raise a clear error naming the value."""
+
+    def restart(self, trainer, groups: Sequence[str] | None = None) -> None:
+        """Begin this factor again now (e.g. a warmup of groups just unfrozen); saved in the checkpoint."""
+        if self.steps_per_epoch is None:
+            self.resolve(*run_length(trainer))
+        self.start = self.time(trainer.global_step)
+        if groups is not None:
+            self.groups = list(groups)
+        if self.start > self.total:
+            rank_zero_warn(
+                f"{type(self).__name__} restarted at {self.start:g} {self.unit}s, after the run's end"
+            )
+        write_lrs(trainer)  # the restart counts from this very step
+
+    # --- Lightning hooks -----------------------------------------------------------------------
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._write(trainer)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._write(trainer)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._write(trainer)  # ready before any callback (e.g. the lr monitor) reads the next step's lr
+
+    def _write(self, trainer) -> None:
+        if schedules_of(trainer)[0] is self:  # the first schedule writes for all of them
+            write_lrs(trainer)
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(**self._key())
+
+    def _key(self) -> dict:
+        """What tells two schedules of a class apart in a checkpoint (fixed at construction)."""
+        return {"unit": self.unit, "interval": self.interval, "groups": self._init_groups}
+
+    def state_dict(self) -> dict:
+        return {
+            "start": self.start,
+            "groups": self.groups,
+            "steps_per_epoch": self.steps_per_epoch,
+            "total_steps": self.total_steps,
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        for key in ("start", "groups", "steps_per_epoch", "total_steps"):
+            setattr(self, key, state_dict[key])
+
+
+def schedules_of(trainer) -> list[LRSchedule]:
+    return [c for c in trainer.callbacks if isinstance(c, LRSchedule)]
+
+
+def run_length(trainer) -> tuple[int, int]:
+    """(optimizer steps per epoch, total optimizer steps) of a fitting trainer, as Lightning counts them."""
+    batches = trainer.num_training_batches
+    if not math.isfinite(batches):
+        raise ValueError(
+            "the training data has no length, so epochs cannot be counted: give the lr schedules unit='step' "
+            "and their lengths explicitly, and set trainer.max_steps"
+        )
+    return math.ceil(batches / trainer.accumulate_grad_batches), int(trainer.estimated_stepping_batches)
+
+
+def write_lrs(trainer) -> None:
+    """Set every group's lr for the step ``trainer.global_step`` from all the trainer's schedules."""
+    schedules = schedules_of(trainer)
+    if not schedules:
+        return
+    if any(s.steps_per_epoch is None for s in schedules):
+        spe, total = run_length(trainer)
+        for s in schedules:
+            s.resolve(spe, total)
+    apply_schedules(schedules, trainer.optimizers, trainer.global_step)
+
+
+def apply_schedules(schedules: Sequence[LRSchedule], optimizers, step: int) -> None:
+    """group["lr"] = group["base_lr"] × Π factor(step); ``base_lr`` is set from the lr on first sight."""
+    for optimizer in optimizers:
+        for i, group in enumerate(optimizer.param_groups):
+            base = group.setdefault("base_lr", group["lr"])
+            if not (math.isfinite(base) and base >= 0):
+                name = group.get("name", f"pg{i}")
+                raise ValueError(
+                    f"param group {name!r} has lr {base!r}; a learning rate must be ≥ 0 and finite"
+                )
+            lr = base
+            for s in schedules:
+                lr *= s.group_factor(group, step)
+            group["lr"] = lr
+
+
+def simulate(
+    schedules: Sequence[LRSchedule], optimizer, steps_per_epoch: int, total_steps: int
+) -> list[list[float]]:
+    """The lr of every group at every step 0..total_steps−1, by the same code as training (no training)."""
+    for s in schedules:
+        s.resolve(steps_per_epoch, total_steps)
+    lrs = []
+    for step in range(total_steps):
+        apply_schedules(schedules, [optimizer], step)
+        lrs.append([g["lr"] for g in optimizer.param_groups])
+    return lrs

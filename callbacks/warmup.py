@@ -1,0 +1,57 @@
+"""Linear learning-rate warmup: start small and raise the lr to its base value (the notes: from 0 over the
+first few hundred or thousand iterations, e.g. when fine-tuning pretrained weights)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from callbacks.lr_schedule import LRSchedule
+
+
+class LinearWarmup(LRSchedule):
+    """warmup(t) = s + (1 − s)·min(1, t/N): from s × base lr (s = ``start_factor``, 0 by default) to the base.
+
+    Composes with any decay: lr(t) = base_lr × warmup(t) × decay(t). A warmup that ends after the run's
+    last step is an error naming the value.
+
+    Args:
+        warmup: N, the warmup's length in ``unit``s (epochs or optimizer steps).
+        start_factor: s, the first step's lr as a fraction of the base lr.
+        unit, interval, start, groups: see :class:`~callbacks.lr_schedule.LRSchedule`
+            (``start`` and ``groups`` warm up newly unfrozen groups mid-run).
+    """
+
+    def __init__(
+        self,
+        warmup: float,
+        unit: str = "epoch",
+        start_factor: float = 0.0,
+        interval: str = "step",
+        start: float = 0.0,
+        groups: Sequence[str] | None = None,
+    ):
+        super().__init__(unit=unit, interval=interval, start=start, groups=groups)
+        if not (math.isfinite(warmup) and warmup > 0):
+            raise ValueError(f"LinearWarmup: warmup={warmup!r} must be a positive number of {unit}s")
+        if not 0 <= start_factor <= 1:
+            raise ValueError(f"LinearWarmup: start_factor={start_factor!r} must be in [0, 1]")
+        self.warmup, self.start_factor = float(warmup), float(start_factor)
+
+    def factor(self, t: float) -> float:
+        return self.start_factor + (1.0 - self.start_factor) * min(1.0, t / self.warmup)
+
+    def breakpoints(self) -> list[tuple[float, str]]:
+        return [(self.start + self.warmup, "end of warmup")]
+
+    def check(self) -> None:
+        end = self.start + self.warmup
+        if end > self.total:
+            raise ValueError(
+                f"LinearWarmup: warmup={self.warmup:g} {self.unit}s (ending at {end:g}) is longer than the whole "
+                f"run ({self.total:g} {self.unit}s, {self.total_steps} optimizer steps): shorten the warmup or "
+                "raise trainer.max_epochs / max_steps"
+            )
+
+    def _key(self) -> dict:
+        return {**super()._key(), "warmup": self.warmup, "start_factor": self.start_factor}

@@ -1,0 +1,166 @@
+"""``zoo schedule --recipe NAME [overrides] [--output PNG]``: draw a recipe's lr curve without training.
+
+The recipe is parsed and instantiated by the same ``ZooCLI`` as ``zoo fit`` (so overrides work the same),
+the optimizer is built by the same ``build_optimizer`` over ``ImageClassifier.param_groups()``, and the
+trainer's own schedule callbacks are stepped through the run by the code that sets the lr in training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from pathlib import Path
+
+from lightning.pytorch import LightningDataModule
+
+from callbacks.lr_schedule import schedules_of, simulate
+from zoo.module import ImageClassifier
+from zoo.optim import build_optimizer, global_batch_size
+
+EPILOG = """Any other option overrides the recipe as in `zoo fit`, e.g.
+  zoo schedule --recipe digits --trainer.max_epochs 90 --data.batch_size 256 --output lr.png"""
+
+
+def run_length(trainer, datamodule) -> tuple[int, int]:
+    """(optimizer steps per epoch, total steps), counted as Lightning's ``estimated_stepping_batches``
+    counts them (per-rank batches of a DistributedSampler, ``limit_train_batches``, accumulation, max_steps)."""
+    loader = datamodule.train_dataloader()
+    world = trainer.num_devices * trainer.num_nodes
+    if world > 1:
+        per_rank = math.ceil(len(loader.dataset) / world)
+        batches = (
+            per_rank // loader.batch_size if loader.drop_last else math.ceil(per_rank / loader.batch_size)
+        )
+    else:
+        batches = len(loader)
+    limit = trainer.limit_train_batches
+    if isinstance(limit, int):
+        batches = min(batches, limit)
+    elif limit is not None:
+        batches = int(batches * limit)
+    steps_per_epoch = math.ceil(batches / trainer.accumulate_grad_batches)
+    if trainer.max_epochs in (None, -1) and trainer.max_steps == -1:
+        raise SystemExit(
+            "error: the run has neither trainer.max_epochs nor trainer.max_steps: no end to draw"
+        )
+    total = steps_per_epoch * max(trainer.max_epochs, 1) if trainer.max_epochs not in (None, -1) else math.inf
+    if trainer.max_steps != -1:
+        total = min(total, trainer.max_steps)
+    return steps_per_epoch, int(total)
+
+
+def key_points(schedules, steps_per_epoch: int, total: int) -> list[tuple[int, str]]:
+    """Start, each schedule's breakpoints (end of warmup, each decay), and the last step."""
+    points = {0: "start"}
+    for s in schedules:
+        for t, label in s.breakpoints():
+            step = math.ceil(t * steps_per_epoch) if s.unit == "epoch" else math.ceil(t)
+            if 0 < step < total:
+                points[step] = f"{points[step]}; {label}" if step in points else label
+    points[total - 1] = f"{points[total - 1]}; end" if total - 1 in points else "end"
+    return sorted(points.items())
+
+
+def draw(path: Path, epochs, curves: dict[str, list[float]], points, title: str, log: bool) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
+    for name, lrs in curves.items():
+        ax.plot(epochs, lrs, label=name, linewidth=1.6)
+    for x in points:
+        ax.axvline(x, color="0.8", linewidth=0.8, linestyle=":", zorder=0)
+    ax.set(xlabel="epoch", ylabel="learning rate", title=title)
+    if log:
+        ax.set_yscale("log")
+    if len(curves) > 1:
+        ax.legend(title="param group")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def build(rest: list[str]):
+    """Instantiate the recipe's trainer, model and data module with the zoo's CLI, without running it."""
+    from recipes.cli import ZooCLI
+
+    saved, sys.argv = sys.argv, sys.argv[:1]  # the options come from `rest`, not the command line
+    try:
+        return ZooCLI(
+            ImageClassifier,
+            LightningDataModule,
+            subclass_mode_data=True,
+            auto_configure_optimizers=False,
+            save_config_callback=None,
+            run=False,
+            args=rest,
+        )
+    finally:
+        sys.argv = saved
+
+
+def main(argv: list[str]) -> int:
+    from recipes.cli import expand_recipe
+
+    parser = argparse.ArgumentParser(
+        prog="zoo schedule",
+        description="Draw the learning rate of every param group over a recipe's whole run (no training).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--recipe", help="a shipped recipe (or give --config FILE)")
+    parser.add_argument("--output", help="PNG to write (default: lr_schedule_<recipe>.png)")
+    parser.add_argument("--csv", help="also write the lr of every step to this CSV")
+    parser.add_argument("--log", action="store_true", help="logarithmic lr axis")
+    args, rest = parser.parse_known_args(argv)
+    rest = expand_recipe((["--recipe", args.recipe] if args.recipe else []) + rest)
+    if "--config" not in rest:
+        raise SystemExit("error: zoo schedule needs --recipe NAME or --config FILE")
+
+    cli = build(rest)
+    trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
+    datamodule.setup("fit")
+    steps_per_epoch, total = run_length(trainer, datamodule)
+    config = model.optimizer_config
+    global_batch = global_batch_size(trainer, datamodule) if config.reference_batch_size else None
+    optimizer = build_optimizer(model.param_groups(), config, global_batch=global_batch)
+    schedules = schedules_of(trainer)
+    lrs = simulate(schedules, optimizer, steps_per_epoch, total)
+
+    names = [g.get("name", f"pg{i}") for i, g in enumerate(optimizer.param_groups)]
+    columns = {}  # one curve per group, the weight-decay halves of a group being equal
+    for i, name in enumerate(names):
+        columns.setdefault(name.removesuffix("/no_decay"), i)
+    epochs = [s / steps_per_epoch for s in range(total)]
+    points = key_points(schedules, steps_per_epoch, total)
+
+    label = args.recipe or Path(rest[rest.index("--config") + 1]).stem
+    options = {**config.resolved(), "lr": optimizer.param_groups[0]["base_lr"] if lrs else None}
+    print(f"{label}: optimizer {config.name} (" + ", ".join(f"{k} {v}" for k, v in options.items()) + ")")
+    print(f"{total} optimizer steps = {total / steps_per_epoch:g} epochs × {steps_per_epoch} steps; "
+          f"schedules: {', '.join(type(s).__name__ for s in schedules) or 'none (constant lr)'}")  # fmt: skip
+    header = f"{'step':>8} {'epoch':>9}  " + "  ".join(f"{'lr[' + n + ']':>14}" for n in columns) + "  point"
+    print(header)
+    for step, what in points:
+        row = "  ".join(f"{lrs[step][i]:>14.6g}" for i in columns.values())
+        print(f"{step:>8} {step / steps_per_epoch:>9.3f}  {row}  {what}")
+
+    out = Path(args.output or f"lr_schedule_{label}.png")
+    curves = {n: [lr[i] for lr in lrs] for n, i in columns.items()}
+    title = f"{label}: {config.name}, " + (" × ".join(type(s).__name__ for s in schedules) or "constant lr")
+    draw(out, epochs, curves, [s / steps_per_epoch for s, _ in points[1:-1]], title, args.log)
+    print(f"wrote {out}")
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["step", "epoch", *names])
+            for step, row in enumerate(lrs):
+                writer.writerow([step, repr(epochs[step]), *map(repr, row)])
+        print(f"wrote {args.csv}")
+    return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
+import re
 from collections.abc import Callable
 
 from torch import nn
@@ -41,9 +42,9 @@ def _load_families() -> None:
 
 
 def list_models(pattern: str | None = None) -> list[str]:
-    """Names of the zoo's own models, sorted; ``pattern`` is a shell-style filter (``resnet*``)."""
+    """Names of the zoo's own models in natural order (resnet18 < resnet101); ``pattern`` is a shell-style filter (``resnet*``)."""
     _load_families()
-    names = sorted(_MODELS)
+    names = sorted(_MODELS, key=lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)])
     return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
 
 
@@ -97,6 +98,7 @@ def create_model(name: str, num_classes: int | None = None, pretrained: bool = F
         raise ValueError(
             f"model {name!r} has no option {', '.join(map(repr, unknown))}. Its options: "
             + ", ".join(f"{k}={v!r}" for k, v in options.items())
+            + ". (Switching a recipe's arch? Reset its options with --model.model_kwargs '{}'.)"
         )
     model = _MODELS[name](**kwargs)
     if pretrained_path:

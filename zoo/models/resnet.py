@@ -102,28 +102,16 @@ _IMAGENET = {
     "resnet18": (
         "basic",
         (2, 2, 2, 2),
-        "ResNet-18, basic blocks (2, 2, 2, 2), 224×224 ImageNet; 11.7M parameters.",
+        "ImageNet ResNet-18, basic blocks (2, 2, 2, 2): a fast 224×224 baseline.",
     ),
-    "resnet34": (
-        "basic",
-        (3, 4, 6, 3),
-        "ResNet-34, basic blocks (3, 4, 6, 3), 224×224 ImageNet; 21.8M parameters.",
-    ),
+    "resnet34": ("basic", (3, 4, 6, 3), "ImageNet ResNet-34, basic blocks (3, 4, 6, 3)."),
     "resnet50": (
         "bottleneck",
         (3, 4, 6, 3),
-        "ResNet-50, bottlenecks (3, 4, 6, 3), 224×224 ImageNet; 25.6M parameters.",
+        "ImageNet ResNet-50, bottlenecks (3, 4, 6, 3): the standard benchmark.",
     ),
-    "resnet101": (
-        "bottleneck",
-        (3, 4, 23, 3),
-        "ResNet-101, bottlenecks (3, 4, 23, 3), 224×224 ImageNet; 44.5M.",
-    ),
-    "resnet152": (
-        "bottleneck",
-        (3, 8, 36, 3),
-        "ResNet-152, bottlenecks (3, 8, 36, 3), 224×224 ImageNet; 60.2M.",
-    ),
+    "resnet101": ("bottleneck", (3, 4, 23, 3), "ImageNet ResNet-101, bottlenecks (3, 4, 23, 3): large data."),
+    "resnet152": ("bottleneck", (3, 8, 36, 3), "ImageNet ResNet-152, bottlenecks (3, 8, 36, 3): large data."),
 }
 for _name, (_block, _layers, _doc) in _IMAGENET.items():
     register_model(variant(ResNet, _name, _doc, fixed={"block": _block, "layers": _layers}))

@@ -19,10 +19,10 @@ CIFAR_DEFAULTS = {
     "shortcut": "pad",
 }
 _CIFAR = {
-    20: "CIFAR ResNet-20 (n = 3), 32×32 images; 0.27M parameters.",
-    32: "CIFAR ResNet-32 (n = 5), 32×32 images; 0.46M parameters.",
-    56: "CIFAR ResNet-56 (n = 9), 32×32 images; 0.85M parameters.",
-    110: "CIFAR ResNet-110 (n = 18), 32×32 images; the stochastic-depth and snapshot-ensemble net; 1.7M.",
+    20: "CIFAR ResNet-20 (n = 3) for 32×32 images: the small baseline of He et al.'s CIFAR-10 table.",
+    32: "CIFAR ResNet-32 (n = 5) for 32×32 images.",
+    56: "CIFAR ResNet-56 (n = 9) for 32×32 images.",
+    110: "CIFAR ResNet-110 (n = 18) for 32×32 images: the stochastic-depth and snapshot-ensemble network.",
 }
 for _depth, _doc in _CIFAR.items():
     _n = (_depth - 2) // 6

@@ -139,13 +139,18 @@ class VGG(ZooModel):
 _VGG = {11: "configuration A", 13: "configuration B", 16: "configuration D", 19: "configuration E"}
 for _depth, _config in _VGG.items():
     register_model(
-        variant(VGG, f"vgg{_depth}", f"VGG-{_depth} ({_config}), 224×224 ImageNet.", {"depth": _depth})
+        variant(
+            VGG,
+            f"vgg{_depth}",
+            f"VGG-{_depth} ({_config}): plain 3×3 conv stack for 224×224; most weights in its fc layers.",
+            {"depth": _depth},
+        )
     )
     register_model(
         variant(
             VGG,
             f"vgg{_depth}_bn",
-            f"VGG-{_depth} with BatchNorm after every conv, 224×224 ImageNet.",
+            f"VGG-{_depth} with BatchNorm after every conv: trains from scratch without careful init.",
             {"depth": _depth, "norm": "batch"},
         )
     )

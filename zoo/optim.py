@@ -10,6 +10,7 @@ import difflib
 import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
+from typing import Literal
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
@@ -34,7 +35,10 @@ OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], dict]] = {
         dict(lr=1.0, max_iter=20, history_size=100, line_search_fn="strong_wolfe"),
     ),
 }
-_TUNABLE = ("lr", "momentum", "nesterov", "betas", "alpha", "eps", "weight_decay")
+OptimizerName = Literal[
+    "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "rmsprop_nesterov", "adam", "adamw", "lbfgs"
+]  # fmt: skip
+_ALWAYS = ("name", "decay_norm_and_bias", "reference_batch_size")  # options of every optimizer
 
 
 @dataclass
@@ -58,7 +62,7 @@ class OptimizerConfig:
         line_search_fn: L-BFGS line search, ``strong_wolfe`` or ``none``.
     """
 
-    name: str = "momentum"
+    name: OptimizerName = "momentum"
     lr: float | None = None
     momentum: float | None = None
     nesterov: bool | None = None
@@ -80,14 +84,15 @@ class OptimizerConfig:
                 f"unknown optimizer name {self.name!r}{hint}; choose one of {', '.join(OPTIMIZERS)}"
             )
         accepted = OPTIMIZERS[self.name][1]
-        for key in (f.name for f in fields(self)):
-            if key in accepted or key in ("name", "decay_norm_and_bias", "reference_batch_size"):
-                continue
-            if getattr(self, key) is not None:
-                raise ValueError(
-                    f"optimizer.{key}={getattr(self, key)!r} is not an option of {self.name!r}; "
-                    f"its options are {', '.join(accepted)}"
-                )
+        unused = [
+            f"{f.name}={getattr(self, f.name)!r}"
+            for f in fields(self)
+            if f.name not in accepted and f.name not in _ALWAYS and getattr(self, f.name) is not None
+        ]
+        if unused:  # e.g. a recipe's SGD momentum after `--model.optimizer.name adam`
+            rank_zero_warn(
+                f"optimizer {self.name!r} ignores {', '.join(unused)}; its options are {', '.join(accepted)}"
+            )
         self._check_ranges()
 
     def _check_ranges(self) -> None:

@@ -62,7 +62,8 @@ class ImageFolderDataModule(ImageDataModule):
         found = _class_dirs(self.train_dir) if self.train_dir else None
         if found is not None and class_names is not None and list(class_names) != found:
             raise ValueError(
-                f"class_names {list(class_names)} differ from the class folders of {self.train_dir}: {found}"
+                f"class_names {list(class_names)} (given, or saved in the checkpoint) differ from the class "
+                f"folders of {self.train_dir}: {found}; a model predicts the classes it was trained on"
             )
         if found is None and class_names is None:
             raise ValueError(
@@ -118,6 +119,9 @@ class ImageFolderDataModule(ImageDataModule):
         hp = self.hparams
         val_dir, test_dir = self._subdir(VAL_DIRS), self._subdir(("test",))
         samples = self._list(self.train_dir, "train")
+        given = {
+            name: self._list(d, name) for name, d in (("val", val_dir), ("test", test_dir)) if d is not None
+        }
         labels = np.array([y for _, y in samples])
         try:
             idx = stratified_split(
@@ -131,10 +135,7 @@ class ImageFolderDataModule(ImageDataModule):
                 f"(the rarest, {self.class_names[int(counts.argmin())]!r}, has {counts.min()}): change "
                 "--data.val_fraction / --data.test_fraction, add images, or add val/ and test/ folders"
             ) from err
-        parts = {name: [samples[i] for i in ids] for name, ids in idx.items()}
-        for name, directory in (("val", val_dir), ("test", test_dir)):
-            if directory is not None:
-                parts[name] = self._list(directory, name)
+        parts = {name: [samples[i] for i in ids] for name, ids in idx.items()} | given
         mode = "L" if self.num_channels == 1 else "RGB"
         return {
             name: ImageFiles(parts[name], mode=mode) for name in ("train", "val", "test") if parts.get(name)

@@ -11,7 +11,6 @@ none (``center``: the eval resize and centre crop). Preprocessing values travel 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 from timm.data import resolve_data_config
@@ -65,16 +64,21 @@ def data_config(
     size = base.get("input_size", (in_chans, 224, 224))[1:]
     if image_size is not None:
         size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    for key in ("mean", "std"):
-        if base.get(key) is not None and len(base[key]) != in_chans:
-            base[key] = (sum(base[key]) / len(base[key]),) * in_chans
+    base["mean"], base["std"] = _channels(base.get("mean"), in_chans), _channels(base.get("std"), in_chans)
     args = {"input_size": (in_chans, *size), "interpolation": interpolation, "crop_pct": crop_pct}
-    args.update(mean=mean, std=std)
+    args.update(mean=_channels(mean, in_chans), std=_channels(std, in_chans))
     return resolve_data_config(args=args, pretrained_cfg=base)
 
 
-def eval_transform(cfg: dict, normalize: bool = True) -> Callable:
-    """Resize to ⌊size / crop_pct⌋, centre crop, to tensor in [0, 1], then (x − μ)/σ when ``normalize``."""
+def _channels(values: Sequence[float] | None, n: int) -> tuple[float, ...] | None:
+    if values is None or len(values) == n:
+        return None if values is None else tuple(values)
+    return (sum(values) / len(values),) * n
+
+
+def eval_transform(cfg: dict, normalize: bool | None = True) -> Callable:
+    """Resize the short side to ⌊size / crop_pct⌋, centre crop, to tensor in [0, 1], then (x − μ)/σ when
+    ``normalize`` (None: a uint8 tensor)."""
     channels = cfg["input_size"][0]
     return transforms_imagenet_eval(
         img_size=tuple(cfg["input_size"][1:]),
@@ -83,6 +87,7 @@ def eval_transform(cfg: dict, normalize: bool = True) -> Callable:
         interpolation=cfg["interpolation"],
         mean=cfg["mean"] if normalize else (0.0,) * channels,
         std=cfg["std"] if normalize else (1.0,) * channels,
+        normalize=normalize is not None,
     )
 
 
@@ -124,9 +129,8 @@ def train_transform(
             transforms.Resize(size, interpolation=interp),
             transforms.RandomCrop(size, padding=padding, padding_mode="reflect"),
         ]
-    elif crop == "center":
-        resize = tuple(math.floor(s / cfg["crop_pct"]) for s in size)
-        steps[0:1] = [transforms.Resize(resize, interpolation=interp), transforms.CenterCrop(size)]
+    elif crop == "center":  # the eval resize and centre crop, without its final to-tensor step
+        steps[0:1] = list(eval_transform(cfg, normalize=None).transforms[:-1])
     extra = list(secondary.transforms)
     if policy == "trivialaugment":
         extra.insert(0, transforms.TrivialAugmentWide(interpolation=interp))

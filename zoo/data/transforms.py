@@ -67,7 +67,9 @@ def data_config(
     base["mean"], base["std"] = _channels(base.get("mean"), in_chans), _channels(base.get("std"), in_chans)
     args = {"input_size": (in_chans, *size), "interpolation": interpolation, "crop_pct": crop_pct}
     args.update(mean=_channels(mean, in_chans), std=_channels(std, in_chans))
-    return resolve_data_config(args=args, pretrained_cfg=base)
+    cfg = resolve_data_config(args=args, pretrained_cfg=base)
+    cfg["mean"], cfg["std"] = _channels(cfg["mean"], in_chans), _channels(cfg["std"], in_chans)
+    return cfg
 
 
 def _channels(values: Sequence[float] | None, n: int) -> tuple[float, ...] | None:
@@ -114,7 +116,7 @@ def train_transform(
         img_size=size,
         scale=tuple(scale),
         hflip=hflip,
-        color_jitter=color_jitter or None,
+        color_jitter=None if policy else color_jitter or None,  # a policy replaces colour jitter
         auto_augment=None if policy == "trivialaugment" else policy,
         interpolation=cfg["interpolation"],
         mean=cfg["mean"],

@@ -49,7 +49,7 @@ def write_cifar(root: Path, variant: int = 10, test_size: int = 50) -> Path:
 
 
 @pytest.mark.parametrize("variant", [10, 100])
-def test_reads_the_local_files_with_a_stratified_validation_split(tmp_path, variant):
+def test_reads_the_local_files_with_a_stratified_validation_split(tmp_path, variant, capsys):
     write_cifar(tmp_path, variant, test_size=100 if variant == 100 else 50)
     dm = CIFARDataModule(str(tmp_path), variant=variant, check_md5=False, val_fraction=0.5, num_workers=0)
     dm.prepare_data()  # download=True finds the files and fetches nothing
@@ -59,6 +59,8 @@ def test_reads_the_local_files_with_a_stratified_validation_split(tmp_path, vari
     assert sizes == {"train": 100, "val": 100, "test": 100 if variant == 100 else 50}
     counts = np.bincount(dm.splits["val"].targets, minlength=variant)
     assert counts.max() - counts.min() <= 1  # stratified
+    table = capsys.readouterr().out
+    assert "kind0" in table and ("... 80 more" in table) == (variant == 100)  # 20 rows of 100 classes
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (100, 3, 32, 32) and y.dtype == torch.long
 

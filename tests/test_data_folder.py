@@ -226,7 +226,9 @@ def test_mismatched_classes_are_errors(tmp_path):
     make_folder(root / "val", {"a": 2, "c": 2})
     with pytest.raises(ValueError, match=r"class folders \['c'\] that .*train does not have"):
         module(root).setup("fit")
-    with pytest.raises(ValueError, match=r"class_names \['b', 'a'\] differ"):
+    with pytest.raises(
+        ValueError, match=r"class_names \['b', 'a'\] \(given, or saved in the checkpoint\) differ"
+    ):
         module(root, class_names=["b", "a"])
     with pytest.raises(ValueError, match="give --data.root"):
         ImageFolderDataModule()

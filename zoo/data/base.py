@@ -9,6 +9,7 @@ training split's own per-channel mean and std (``dataset``) or ImageNet's (``ima
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from zoo.data.stats import channel_stats
 from zoo.data.transforms import check_auto_augment, check_crop, data_config, eval_transform, train_transform
 
 PREPROCESS = ("auto", "model", "dataset", "imagenet", "none")
+MAX_ROWS = 20  # classes shown in the table of class counts
 FALLBACKS = ("dataset", "imagenet")
 
 
@@ -154,7 +156,7 @@ class ImageDataModule(LightningDataModule):
             cfg = data_config(cfg, c, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)
         elif source == "none":
             cfg = data_config(cfg, c, mean=(0.0,) * c, std=(1.0,) * c)
-        elif source == "dataset" and hp.mean is None:
+        elif source == "dataset" and (hp.mean is None or hp.std is None):
             mean, std = self.dataset_stats(cfg)
             cfg = data_config(cfg, c, mean=mean, std=std)
         if hp.mean is not None or hp.std is not None:
@@ -167,7 +169,7 @@ class ImageDataModule(LightningDataModule):
         """Per-channel mean/std of the training split at the eval size, computed once (kept in checkpoints)."""
         if self.stats is None:
             self.setup("fit")
-            train = self.splits["train"]
+            train = copy.copy(self.splits["train"])  # the same images, through the eval resize and crop only
             train.transform = eval_transform(cfg, normalize=False)
             hp = self.hparams
             mean, std = channel_stats(
@@ -298,8 +300,15 @@ def _print_counts(names: list[str], counts: dict[str, list[int]]) -> None:
     table.add_column("class", overflow="fold")
     for split in counts:
         table.add_column(split, justify="right")
-    for i, name in enumerate(names):
-        table.add_row(name, *(str(c[i]) for c in counts.values()))
+    order = list(range(len(names)))
+    if len(names) > MAX_ROWS:  # the rarest and the most common training classes
+        order = sorted(order, key=lambda i: next(iter(counts.values()))[i])
+        order = order[: MAX_ROWS // 2] + [-1] + order[-MAX_ROWS // 2 :]
+    for i in order:
+        if i < 0:
+            table.add_row(f"... {len(names) - MAX_ROWS} more", *("" for _ in counts))
+            continue
+        table.add_row(names[i], *(str(c[i]) for c in counts.values()))
     table.add_row("total", *(str(sum(c)) for c in counts.values()), style="bold")
     Console(width=120).print(table)
 

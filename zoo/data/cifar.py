@@ -86,6 +86,7 @@ class CIFARDataModule(ImageDataModule):
         super().__init__(batch_size=batch_size, crop=crop, **kwargs)
         self.dataset_cls = (VARIANTS if check_md5 else UNCHECKED)[variant]
         self.class_names = [str(i) for i in range(variant)]  # the names are read from the data in setup()
+        self._test: CIFAR10 | None = None
 
     def default_config(self) -> dict:
         return {"input_size": (3, 32, 32), "crop_pct": 1.0, "interpolation": "bilinear"}
@@ -108,7 +109,7 @@ class CIFARDataModule(ImageDataModule):
             self._load(train=False, download=True)
 
     def setup(self, stage: str | None = None) -> None:
-        if not hasattr(self, "_test"):
+        if self._test is None:
             self._test = self._load(train=False)
             self.class_names = list(self._test.classes)
         super().setup(stage)

@@ -117,6 +117,8 @@ class ImageFolderDataModule(ImageDataModule):
 
     def make_splits(self) -> dict[str, Dataset]:
         hp = self.hparams
+        if self.root is None:
+            raise ValueError("fit, validate and test need --data.root (the folder of class folders)")
         val_dir, test_dir = self._subdir(VAL_DIRS), self._subdir(("test",))
         samples = self._list(self.train_dir, "train")
         given = {

@@ -12,12 +12,13 @@ file fits the model with an error that says which keys do not, and listing a mod
 
 from __future__ import annotations
 
+import difflib
 from collections import Counter
 from pathlib import Path
 
 import timm
 import torch
-from timm.models import clean_state_dict, group_modules, load_pretrained
+from timm.models import clean_state_dict, group_parameters, load_pretrained
 from torch import nn
 
 LITE0_PYPI = "efficientnet-lite0-pypi"
@@ -121,14 +122,11 @@ def _pretrained_cfg(model: nn.Module, state_dict: dict, source: str) -> dict:
     """The model's ``pretrained_cfg`` describing the file: its head size and its input channels."""
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
     head = cfg.get("classifier") or "fc"
-    first = cfg.get("first_conv")
-    if not first or f"{first}.weight" not in state_dict:
-        raise ValueError(
-            f"{source}: cannot find the first conv ({first}) of {type(model).__name__} in the file"
-        )
+    first = f"{cfg.get('first_conv')}.weight"
     rows = state_dict[f"{head}.weight"].shape[0] if f"{head}.weight" in state_dict else -1  # -1: no head
     in_size = tuple(cfg.get("input_size") or (3, 224, 224))
-    cfg.update(num_classes=rows, input_size=(state_dict[f"{first}.weight"].shape[1], *in_size[1:]))
+    in_chans = state_dict[first].shape[1] if first in state_dict else in_size[0]  # else: missing, reported
+    cfg.update(num_classes=rows, input_size=(in_chans, *in_size[1:]))
     return cfg
 
 
@@ -143,7 +141,7 @@ def load_weights(
     cfg = _pretrained_cfg(model, state_dict, str(path))
     head = cfg.get("classifier") or "fc"
     _check_fits(state_dict, model, (head,) if isinstance(head, str) else tuple(head), str(path), arch)
-    in_chans = model.state_dict()[f"{cfg['first_conv']}.weight"].shape[1]
+    in_chans = model.get_submodule(cfg["first_conv"]).weight.shape[1]
     num_classes = getattr(model, "num_classes", None)
     try:
         load_pretrained(model, {**cfg, "state_dict": state_dict}, num_classes=num_classes, in_chans=in_chans)
@@ -170,7 +168,7 @@ def create_timm_model(
     has residual blocks); ``kwargs`` go to ``timm.create_model``.
     """
     if not timm.is_model(name):
-        close = timm.list_models(f"*{name.split('.')[0][:6]}*")[:10]
+        close = difflib.get_close_matches(name.split(".")[0], timm.list_models(), n=8, cutoff=0.6)
         raise ValueError(
             f"unknown timm model {name!r}; close matches: {', '.join(close) or '(none)'}. "
             "List them with `zoo models PATTERN`."
@@ -199,26 +197,42 @@ def data_config(model: nn.Module) -> dict:
     return timm.data.resolve_data_config({}, model=model)
 
 
+class Stage(nn.Module):
+    """A stage of a model: its modules, plus parameters held directly by the model (a ViT's ``cls_token``)."""
+
+    def __init__(self, modules: list[nn.Module], params: list[nn.Parameter]):
+        super().__init__()
+        self.blocks = nn.ModuleList(modules)
+        self.loose = nn.ParameterList(params)
+
+
 def model_stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The model's stages top-down: ``("head", classifier)``, then the deepest stage, ..., the stem last.
 
     Stages come from the model's ``group_matcher(coarse=True)`` (timm models and zoo models have one), as
-    grouped by ``timm.models.group_modules``; each is a ``ModuleList`` of the model's own modules, so
-    ``stage.requires_grad_(False)`` freezes it. Modules with no parameters belong to no stage.
+    grouped by ``timm.models.group_parameters``; each stage holds the model's own modules (and parameters), so
+    ``stage.requires_grad_(False)`` freezes it and ``stage.eval()`` freezes its BatchNorm statistics. Every
+    parameter is in exactly one stage.
     """
     head = model.get_classifier()
-    head_ids = {id(m) for m in head.modules()}
-    named = dict(model.named_modules())
+    head_params = {id(p) for p in head.parameters()}
+    params, named = dict(model.named_parameters()), dict(model.named_modules())
     stages = []
-    for names in group_modules(model, model.group_matcher(coarse=True)).values():
-        names = [n for n in names if id(named[n]) not in head_ids]
+    for names in group_parameters(model, model.group_matcher(coarse=True)).values():
+        names = [n for n in names if id(params[n]) not in head_params]
+        owners = list(dict.fromkeys(n.rpartition(".")[0] or n for n in names))  # module, or a loose parameter
         if names:
-            stages.append((_stage_name(names), nn.ModuleList(named[n] for n in names)))
-    repeats, seen = Counter(name for name, _ in stages), Counter()
-    for i, (name, modules) in enumerate(stages):
-        if repeats[name] > 1:  # e.g. VGG's stages all live in ``features``: features[1], features[2], ...
-            seen[name] += 1
-            stages[i] = (f"{name}[{seen[name]}]", modules)
+            modules = [named[o] for o in owners if o not in params]
+            loose = [params[o] for o in owners if o in params]
+            stages.append((_stage_name(owners), Stage(modules, loose)))
+    names = [name for name, _ in stages]
+    clashing = {n.split(".")[0] for n, count in Counter(names).items() if count > 1}
+    seen = Counter()
+    for i, (name, stage) in enumerate(stages):
+        top = name.split(".")[0]
+        if top in clashing:  # e.g. VGG's stages all live in ``features``: features[1], features[2], ...
+            seen[top] += 1
+            stages[i] = (f"{top}[{seen[top]}]", stage)
     return [("head", head), *reversed(stages)]
 
 

@@ -20,6 +20,8 @@ class LRMonitor(LearningRateMonitor):
 
     def on_train_start(self, trainer, *args, **kwargs) -> None:
         self.enabled = bool(trainer.loggers)
+        if self.log_momentum and not any({"momentum", "betas"} & set(o.defaults) for o in trainer.optimizers):
+            self.log_momentum = False  # e.g. L-BFGS, AdaGrad: nothing to log (Lightning would log zeros)
         if self.enabled:
             super().on_train_start(trainer, *args, **kwargs)
 

@@ -1,0 +1,104 @@
+"""``zoo schedule``: the lr curve of a recipe's whole run, without training, equal to what training does."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from pathlib import Path
+
+import pytest
+from conftest import FAST_TRAINER
+
+SHORT = [
+    "--trainer.max_epochs",
+    "3",
+    "--trainer.limit_train_batches",
+    "5",
+    "--trainer.accumulate_grad_batches",
+    "2",
+]
+
+
+def _read_csv(path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_schedule_draws_the_run_and_prints_its_key_points(zoo_cli, capsys):
+    assert (
+        zoo_cli(
+            "schedule",
+            "--recipe",
+            "digits",
+            "--trainer.max_epochs",
+            "4",
+            "--output",
+            "lr.png",
+            "--csv",
+            "lr.csv",
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    import matplotlib.image
+
+    image = matplotlib.image.imread("lr.png")
+    assert image.shape[0] > 200 and image.shape[1] > 400
+    rows = _read_csv("lr.csv")
+    steps = 4 * 17  # 1,077 training digits in batches of 64
+    assert len(rows) == steps and rows[-1]["step"] == str(steps - 1)
+    cos = lambda s: 0.5 * (1 + math.cos(math.pi * s / steps))  # noqa: E731
+    for row in rows:  # the digits recipe: warmup over 1 epoch, then cosine, lr 0.1
+        step = int(row["step"])
+        assert float(row["model"]) == pytest.approx(0.1 * min(1.0, step / 17) * cos(step), rel=1e-12, abs=0)
+    lines = {line.split()[0]: line for line in out.splitlines() if line.strip()[:1].isdigit()}
+    assert "start" in lines["0"] and "end of warmup" in lines["17"] and "end" in lines[str(steps - 1)]
+    assert f"{0.1 * cos(17):.6g}" in lines["17"]
+
+
+def test_schedule_equals_the_lrs_of_a_real_run(zoo_cli):
+    assert zoo_cli("schedule", "--recipe", "digits", *SHORT, "--output", "lr.png", "--csv", "sim.csv") == 0
+    simulated = {int(r["step"]): float(r["model"]) for r in _read_csv("sim.csv")}
+    assert len(simulated) == 3 * 3  # ceil(5 batches / 2) steps per epoch
+
+    args = [
+        "--trainer.log_every_n_steps",
+        "1",
+        "--trainer.limit_val_batches",
+        "1",
+        "--test_after_fit",
+        "false",
+    ]
+    assert zoo_cli("fit", "--recipe", "digits", *SHORT, *args, *FAST_TRAINER) == 0
+    (metrics,) = Path("runs/digits").glob("version_*/metrics.csv")
+    logged = {int(r["step"]): float(r["lr-SGD/model"]) for r in _read_csv(metrics) if r.get("lr-SGD/model")}
+    assert sorted(logged) == list(range(9))
+    assert all(logged[s] == pytest.approx(simulated[s], rel=1e-9, abs=0) for s in logged)
+
+
+def test_schedule_shows_the_linear_scaling_rule(zoo_cli, capsys, caplog):
+    with caplog.at_level(logging.INFO):
+        code = zoo_cli(
+            "schedule",
+            "--recipe",
+            "digits",
+            "--model.optimizer.reference_batch_size",
+            "16",
+            "--csv",
+            "lr.csv",
+        )
+    assert code == 0 and Path("lr_schedule_digits.png").is_file()
+    assert "Linear scaling rule: lr 0.1 @ 16 → 0.4 @ 64" in caplog.text
+    peak = max(float(r["model"]) for r in _read_csv("lr.csv"))
+    assert peak == pytest.approx(0.4 * 0.5 * (1 + math.cos(math.pi * 17 / 510)), rel=1e-12)
+
+
+def test_schedule_reports_a_warmup_longer_than_the_run(zoo_cli):
+    with pytest.raises(ValueError, match=r"LinearWarmup: warmup=1 epochs .* longer than the whole run"):
+        zoo_cli("schedule", "--recipe", "digits", "--trainer.max_steps", "10")
+
+
+def test_schedule_needs_a_recipe(zoo_cli):
+    with pytest.raises(SystemExit, match="needs --recipe NAME or --config FILE"):
+        zoo_cli("schedule", "--output", "x.png")

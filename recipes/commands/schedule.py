@@ -63,7 +63,10 @@ def key_points(schedules, steps_per_epoch: int, total: int) -> list[tuple[int, s
     return sorted(points.items())
 
 
-def draw(path: Path, epochs, curves: dict[str, list[float]], points, title: str, log: bool) -> None:
+def draw(
+    path: Path, epochs, curves: dict[str, list[float]], points, title: str, log: bool, legend="param group"
+):
+    """Plot one lr curve per entry of ``curves`` against epochs, with dotted lines at the key ``points``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -78,7 +81,7 @@ def draw(path: Path, epochs, curves: dict[str, list[float]], points, title: str,
     if log:
         ax.set_yscale("log")
     if len(curves) > 1:
-        ax.legend(title="param group")
+        ax.legend(title=legend)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from zoo.blocks import (
     Bottleneck,
     ChannelDropout,
     ConvNormAct,
+    DropConnectLinear,
     DropPath,
     InvertedDropout,
     PadShortcut,
@@ -171,3 +172,16 @@ def test_residual_blocks_take_every_norm(norm):
     assert block(torch.randn(2, 32, 8, 8)).shape == (2, 64, 4, 4)
     assert isinstance(block.act1, nn.LeakyReLU) and block.act1.negative_slope == 0.1
     assert (block.conv1.bias is not None) == (norm == "none")
+
+
+def test_drop_connect_drops_weights_not_activations():
+    torch.manual_seed(0)
+    layer = DropConnectLinear(200, 300, p=0.25)
+    x = torch.eye(200)  # row j reads column j of the masked weight matrix
+    w = (layer.train()(x) - layer.bias).T  # 300×200: W ⊙ M/(1 − p)
+    dropped = w == 0
+    assert torch.allclose(w[~dropped], layer.weight[~dropped] / 0.75)
+    assert dropped.float().mean().item() == pytest.approx(0.25, abs=0.01)
+    assert torch.equal(layer.eval()(x), nn.functional.linear(x, layer.weight, layer.bias))
+    with pytest.raises(ValueError, match="drop_connect_rate must be in"):
+        DropConnectLinear(2, 2, p=1.0)

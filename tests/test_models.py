@@ -14,6 +14,7 @@ from timm.layers import DropPath, GroupNorm1
 from torch import nn
 
 import zoo
+from zoo.blocks import DropConnectLinear
 from zoo.registry import model_options
 
 # torchvision's published counts with 1000 classes
@@ -222,8 +223,12 @@ def test_options_for_dropout_pooling_and_channels():
     assert sum(isinstance(m, nn.AvgPool2d) for m in model.modules()) == 2
     assert model.drop.p == 0.4
     assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
-    vgg = zoo.create_model("vgg11", drop_rate=0.3, fc_width=16)
+    vgg = zoo.create_model("vgg11", drop_rate=0.3, fc_width=16, drop_connect_rate=0.2)
     assert [m.p for m in vgg.modules() if isinstance(m, nn.Dropout)] == [0.3, 0.3]
+    assert [m.p for m in vgg.modules() if isinstance(m, DropConnectLinear)] == [0.2, 0.2]
+    resnet = zoo.create_model("resnet20", drop_connect_rate=0.1)
+    resnet.reset_classifier(3)
+    assert isinstance(resnet.fc, DropConnectLinear) and resnet.fc.p == 0.1 and resnet.fc.out_features == 3
 
 
 def test_bad_options_are_clear_errors():

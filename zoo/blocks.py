@@ -94,6 +94,36 @@ class ChannelDropout(nn.Dropout2d):
     """Spatial dropout for conv maps: drops whole channels, y[n, c] = x[n, c]·m[n, c]/(1 − p); test y = x."""
 
 
+class DropConnectLinear(nn.Linear):
+    """DropConnect: train y = (W ⊙ M/(1 − p))·x + b, M ~ Bernoulli(1 − p) per weight, per batch; test y = W·x + b.
+
+    Neither torch nor timm has it (timm's ``drop_connect`` is DropPath), so it is written here: a plain
+    ``nn.Linear`` with the same parameters and state-dict keys, masking its weights while training.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, p: float = 0.0):
+        super().__init__(in_features, out_features, bias)
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"drop_connect_rate must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return super().forward(x)
+        mask = torch.empty_like(self.weight).bernoulli_(1.0 - self.p)
+        return nn.functional.linear(x, self.weight * mask / (1.0 - self.p), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, p={self.p}"
+
+
+def make_linear(in_features: int, out_features: int, drop_connect_rate: float = 0.0) -> nn.Linear:
+    """Fully connected layer y = W·x + b, with DropConnect on its weights when ``drop_connect_rate`` > 0."""
+    if drop_connect_rate:
+        return DropConnectLinear(in_features, out_features, p=drop_connect_rate)
+    return nn.Linear(in_features, out_features)
+
+
 class DropPath(_TimmDropPath):
     """Stochastic depth on a residual branch: train y = b·m/(1 − p), m ~ Bernoulli(1 − p) per sample; test y = b."""
 

@@ -14,6 +14,8 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
+from zoo.blocks import make_linear
+
 
 class ZooModel(nn.Module):
     """Base of the zoo's families: ``forward(x) = forward_head(forward_features(x))``; the head is ``self.fc``."""
@@ -37,7 +39,8 @@ class ZooModel(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        rate = getattr(self.fc, "p", 0.0)  # keep DropConnect on a new head
+        self.fc = make_linear(self.num_features, num_classes, rate) if num_classes > 0 else nn.Identity()
 
     def group_matcher(self, coarse: bool = False) -> dict:
         raise NotImplementedError

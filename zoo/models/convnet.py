@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from zoo.blocks import ChannelDropout, ConvNormAct, InvertedDropout, make_pool
+from zoo.blocks import ChannelDropout, ConvNormAct, InvertedDropout, make_linear, make_pool
 from zoo.init import init_weights
 from zoo.models.base import ZooModel, no_residuals, set_cfg, variant
 from zoo.registry import register_model
@@ -22,6 +22,7 @@ class ConvNet(ZooModel):
         pool: ``max``, ``avg`` or ``fractional`` pooling after each stage.
         drop_rate: inverted dropout before the classifier.
         channel_drop_rate: spatial dropout of whole feature maps after each stage.
+        drop_connect_rate: DropConnect on the classifier's weights.
         init, init_std: initialisation scheme (``zoo.init``); ``default`` keeps torch's
             U(−b, b), b = 1/sqrt(fan_in) for the weights, which suits a network this shallow.
     """
@@ -37,6 +38,7 @@ class ConvNet(ZooModel):
         pool: str = "max",
         drop_rate: float = 0.25,
         channel_drop_rate: float = 0.0,
+        drop_connect_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         init: str = "default",
         init_std: float = 0.01,
@@ -57,7 +59,7 @@ class ConvNet(ZooModel):
         self.drop_rate = drop_rate
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.drop = InvertedDropout(drop_rate)
-        self.fc = nn.Linear(chans, num_classes)
+        self.fc = make_linear(chans, num_classes, drop_connect_rate)
         init_weights(self, init, init_std, act)
         set_cfg(self, 32, in_chans, num_classes, "features.0.0")
 

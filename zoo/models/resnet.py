@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from torch import nn
 
-from zoo.blocks import BasicBlock, Bottleneck, InvertedDropout, drop_path_rates, make_act, make_norm
+from zoo.blocks import (
+    BasicBlock,
+    Bottleneck,
+    InvertedDropout,
+    drop_path_rates,
+    make_act,
+    make_linear,
+    make_norm,
+)
 from zoo.init import init_weights
 from zoo.models.base import ZooModel, set_cfg, variant
 from zoo.registry import register_model
@@ -30,6 +38,7 @@ class ResNet(ZooModel):
         norm, act: see ``zoo.blocks.make_norm`` and ``make_act``.
         drop_rate: inverted dropout before the classifier.
         drop_path_rate: stochastic depth of the last block; block l of L drops with (l/L)·drop_path_rate.
+        drop_connect_rate: DropConnect on the classifier's weights.
         init, init_std: initialisation scheme (``zoo.init``); ``zero_init_last`` zeroes each block's last γ.
     """
 
@@ -47,6 +56,7 @@ class ResNet(ZooModel):
         act: str = "relu",
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        drop_connect_rate: float = 0.0,
         init: str = "kaiming",
         init_std: float = 0.01,
         zero_init_last: bool = False,
@@ -83,7 +93,7 @@ class ResNet(ZooModel):
         self.drop_rate = drop_rate
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.drop = InvertedDropout(drop_rate)
-        self.fc = nn.Linear(chans, num_classes) if num_classes > 0 else nn.Identity()
+        self.fc = make_linear(chans, num_classes, drop_connect_rate) if num_classes > 0 else nn.Identity()
         init_weights(self, init, init_std, act, zero_init_last)
         set_cfg(self, 224 if stem == "imagenet" else 32, in_chans, num_classes, "conv1")
 

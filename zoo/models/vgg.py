@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from zoo.blocks import InvertedDropout, make_act, make_norm, make_pool
+from zoo.blocks import InvertedDropout, make_act, make_linear, make_norm, make_pool
 from zoo.init import init_weights
 from zoo.models.base import ZooModel, no_residuals, set_cfg, variant
 from zoo.registry import register_model
@@ -56,6 +56,7 @@ class VGG(ZooModel):
         pool_size: side of the pooled map fed to the classifier (7 for 224×224 inputs; 1 for 32×32).
         fc_width: width of the two hidden fc layers (4096 in the paper).
         drop_rate: inverted dropout after each hidden fc (0.5 in the paper).
+        drop_connect_rate: DropConnect on the weights of the two hidden fc layers.
         init, init_std: initialisation scheme (``zoo.init``).
     """
 
@@ -70,6 +71,7 @@ class VGG(ZooModel):
         pool_size: int = 7,
         fc_width: int = 4096,
         drop_rate: float = 0.5,
+        drop_connect_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         init: str = "kaiming",
         init_std: float = 0.01,
@@ -95,10 +97,10 @@ class VGG(ZooModel):
         self.drop_rate = drop_rate
         self.global_pool = nn.AdaptiveAvgPool2d(pool_size)
         self.classifier = nn.Sequential(
-            nn.Linear(chans * pool_size * pool_size, fc_width),
+            make_linear(chans * pool_size * pool_size, fc_width, drop_connect_rate),
             make_act(act),
             InvertedDropout(drop_rate),
-            nn.Linear(fc_width, fc_width),
+            make_linear(fc_width, fc_width, drop_connect_rate),
             make_act(act),
             InvertedDropout(drop_rate),
             nn.Linear(fc_width, num_classes) if num_classes > 0 else nn.Identity(),

@@ -81,7 +81,11 @@ def main(argv: list[str]) -> int:
             return 2
         in_size = tuple(args.input_size or data_config(model)["input_size"])
     try:
-        summary = summarize(model, in_size, device="meta" if args.model != "conv" else None)
+        try:
+            summary = summarize(model, in_size)
+        except NotImplementedError:  # an operation without a meta kernel: run it for real on the CPU
+            model = create_model(args.model, num_classes=args.num_classes, **options)
+            summary = summarize(model, in_size)
     except ValueError as err:
         console.print(f"[bold red]error:[/] {err}", highlight=False)
         return 1

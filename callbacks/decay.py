@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from callbacks.lr_schedule import LRSchedule
+from callbacks.lr_schedule import LRSchedule, Unit
 
 
 def _positive(cls: str, key: str, value: float, allow_zero: bool = False) -> float:
@@ -31,8 +31,8 @@ class StepDecay(LRSchedule):
         self,
         step_size: float,
         gamma: float = 0.1,
-        unit: str = "epoch",
-        interval: str = "step",
+        unit: Unit = "epoch",
+        interval: Unit = "step",
         start: float = 0.0,
         groups: Sequence[str] | None = None,
     ):
@@ -66,8 +66,8 @@ class MultiStepDecay(LRSchedule):
         self,
         milestones: Sequence[float],
         gamma: float = 0.1,
-        unit: str = "epoch",
-        interval: str = "step",
+        unit: Unit = "epoch",
+        interval: Unit = "step",
         start: float = 0.0,
         groups: Sequence[str] | None = None,
     ):
@@ -100,8 +100,8 @@ class ExponentialDecay(LRSchedule):
     def __init__(
         self,
         k: float,
-        unit: str = "epoch",
-        interval: str = "step",
+        unit: Unit = "epoch",
+        interval: Unit = "step",
         start: float = 0.0,
         groups: Sequence[str] | None = None,
     ):
@@ -121,8 +121,8 @@ class InverseTimeDecay(LRSchedule):
     def __init__(
         self,
         k: float,
-        unit: str = "epoch",
-        interval: str = "step",
+        unit: Unit = "epoch",
+        interval: Unit = "step",
         start: float = 0.0,
         groups: Sequence[str] | None = None,
     ):
@@ -148,8 +148,8 @@ class CosineDecay(LRSchedule):
         self,
         T: float | None = None,
         floor: float = 0.0,
-        unit: str = "epoch",
-        interval: str = "step",
+        unit: Unit = "epoch",
+        interval: Unit = "step",
         start: float = 0.0,
         groups: Sequence[str] | None = None,
     ):

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 
-UNITS = ("epoch", "step")
+Unit = Literal["epoch", "step"]
+UNITS = get_args(Unit)
 
 
 class LRSchedule(Callback):
@@ -38,8 +40,8 @@ class LRSchedule(Callback):
 
     def __init__(
         self,
-        unit: str = "epoch",
-        interval: str = "step",
+        unit: Unit = "epoch",
+        interval: Unit = "step",
         start: float = 0.0,
         groups: Sequence[str] | None = None,
     ):

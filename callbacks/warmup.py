@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from callbacks.lr_schedule import LRSchedule
+from callbacks.lr_schedule import LRSchedule, Unit
 
 
 class LinearWarmup(LRSchedule):
@@ -25,9 +25,9 @@ class LinearWarmup(LRSchedule):
     def __init__(
         self,
         warmup: float,
-        unit: str = "epoch",
+        unit: Unit = "epoch",
         start_factor: float = 0.0,
-        interval: str = "step",
+        interval: Unit = "step",
         start: float = 0.0,
         groups: Sequence[str] | None = None,
     ):

@@ -1,0 +1,137 @@
+"""End-of-fit classification report and epoch throughput, on a short real digits run."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch.loggers import CSVLogger
+from sklearn.metrics import confusion_matrix
+
+from callbacks.report import ClassificationReport, per_class_accuracy
+from callbacks.throughput import EpochThroughput
+from zoo.data import DigitsDataModule
+from zoo.module import ImageClassifier
+
+EPOCHS = 2
+
+
+def _rows(path: Path) -> list[list[str]]:
+    with path.open() as f:
+        return list(csv.reader(f))
+
+
+def _metrics(log_dir: Path) -> list[dict[str, str]]:
+    with (log_dir / "metrics.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """Two epochs of the convnet on digits with the report (8 mistakes at most) and the throughput meter."""
+    seed_everything(0)
+    root = tmp_path_factory.mktemp("report")
+    data = DigitsDataModule(batch_size=64)
+    model = ImageClassifier("convnet", num_classes=10, in_chans=1, model_kwargs={"widths": [16, 32]})
+    report, meter = ClassificationReport(max_images=8), EpochThroughput()
+    trainer = Trainer(
+        max_epochs=EPOCHS,
+        logger=CSVLogger(root, name="digits"),
+        callbacks=[report, meter],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        log_every_n_steps=5,
+    )
+    trainer.fit(model, datamodule=data)
+    return trainer, model, data, report, meter, Path(trainer.logger.log_dir)
+
+
+def test_confusion_matrix_equals_sklearn_on_the_final_model(fitted):
+    _, model, data, report, _, log_dir = fitted
+    x = data.splits["val"].x
+    y = data.splits["val"].y
+    norm = data.splits["val"].normalize
+    model.eval()
+    with torch.no_grad():
+        preds = model(norm(x)).argmax(-1)
+    expected = confusion_matrix(y.numpy(), preds.numpy(), labels=list(range(10)))
+    written = np.array([[int(v) for v in row[1:]] for row in _rows(log_dir / "confusion_matrix.csv")[1:]])
+    assert (written == expected).all()
+    assert (report.confusion.numpy() == expected).all()
+    # rows are the true classes: each row sums to that class's count in the validation split
+    assert (written.sum(1) == np.bincount(y.numpy(), minlength=10)).all()
+    assert (log_dir / "confusion_matrix.png").stat().st_size > 1000
+
+
+def test_report_accuracy_is_the_last_logged_val_top1(fitted):
+    _, _, _, report, _, log_dir = fitted
+    m = report.confusion
+    last_top1 = [float(r["val/top1"]) for r in _metrics(log_dir) if r.get("val/top1")][-1]
+    assert float(m.trace() / m.sum()) == pytest.approx(last_top1, abs=1e-6)
+
+
+def test_per_class_accuracy_is_diagonal_over_row_sum(fitted):
+    _, _, _, report, _, log_dir = fitted
+    m = report.confusion
+    rows = _rows(log_dir / "per_class_accuracy.csv")
+    assert rows[0] == ["class", "images", "correct", "accuracy"]
+    for c, (name, images, correct, acc) in enumerate(rows[1:]):
+        assert name == str(c)
+        assert int(images) == int(m[c].sum()) and int(correct) == int(m[c, c])
+        assert float(acc) == pytest.approx(int(m[c, c]) / int(m[c].sum()))
+
+
+def test_misclassified_grid_lists_real_mistakes(fitted):
+    _, _, _, report, _, log_dir = fitted
+    m = report.confusion
+    mistakes = _rows(log_dir / "misclassified.csv")[1:]
+    assert len(mistakes) == min(8, int(m.sum() - m.trace()))
+    assert all(true != pred and 0 < float(conf) <= 1 for true, pred, conf in mistakes)
+    assert (log_dir / "misclassified.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_throughput_counts_every_training_image(fitted):
+    _, _, data, _, meter, log_dir = fitted
+    last = meter.last
+    assert last["images"] == len(data.splits["train"])
+    assert 0 < last["train_time"] <= last["epoch_time"]
+    logged = [r for r in _metrics(log_dir) if r.get("train/images_per_sec")]
+    assert len(logged) == EPOCHS
+    assert all(r.get("train/epoch_time") for r in logged)
+    # one process: images/s is this epoch's images over its training time
+    assert float(logged[-1]["train/images_per_sec"]) == pytest.approx(
+        last["images"] / last["train_time"], rel=1e-5
+    )
+    assert float(logged[-1]["train/epoch_time"]) == pytest.approx(last["epoch_time"], rel=1e-5)
+
+
+def test_per_class_accuracy_closed_form_and_absent_class():
+    m = torch.tensor([[3, 1, 0], [2, 2, 0], [0, 0, 0]])
+    rows = per_class_accuracy(m, ["a", "b", "c"])
+    assert rows[0] == ["a", 4, 3, 0.75] and rows[1] == ["b", 4, 2, 0.5]
+    assert rows[2][:3] == ["c", 0, 0] and math.isnan(rows[2][3])
+
+
+def test_no_validation_data_writes_no_report(tmp_path):
+    data = DigitsDataModule(batch_size=64)
+    model = ImageClassifier("convnet", num_classes=10, in_chans=1, model_kwargs={"widths": [8]})
+    report = ClassificationReport()
+    trainer = Trainer(
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=0,
+        logger=CSVLogger(tmp_path, name="none"),
+        callbacks=[report],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    trainer.fit(model, datamodule=data)
+    assert report.confusion is None and report.files == {}
+    assert not list(tmp_path.rglob("confusion_matrix.csv"))

@@ -18,6 +18,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from callbacks.loss_curves import LossCurveDiagnostics
 from callbacks.lr_monitor import LRMonitor
+from callbacks.lr_plot import LRPlot
 from callbacks.predictions import PredictionWriter
 from callbacks.report import ClassificationReport
 from callbacks.run_config import RunConfig
@@ -81,6 +82,7 @@ class ZooCLI(LightningCLI):
         parser.add_lightning_class_args(LossCurveDiagnostics, "diagnostics")
         parser.add_lightning_class_args(EpochThroughput, "throughput")
         parser.add_lightning_class_args(ClassificationReport, "report")
+        parser.add_lightning_class_args(LRPlot, "lr_plot")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.num_channels", "model.in_chans", apply_on="instantiate")
         parser.add_argument(

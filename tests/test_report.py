@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.loggers import CSVLogger
 from sklearn.metrics import confusion_matrix
 
+from callbacks.decay import CosineDecay
+from callbacks.lr_plot import LRPlot
 from callbacks.report import ClassificationReport, per_class_accuracy
 from callbacks.throughput import EpochThroughput
 from zoo.data import DigitsDataModule
@@ -33,27 +36,36 @@ def _metrics(log_dir: Path) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
-    """Two epochs of the convnet on digits with the report (8 mistakes at most) and the throughput meter."""
+    """Two epochs of the convnet on digits (cosine lr) with the report (8 mistakes at most), the throughput
+    meter and the lr plot."""
     seed_everything(0)
     root = tmp_path_factory.mktemp("report")
     data = DigitsDataModule(batch_size=64)
     model = ImageClassifier("convnet", num_classes=10, in_chans=1, model_kwargs={"widths": [16, 32]})
-    report, meter = ClassificationReport(max_images=8), EpochThroughput()
+    report, meter, lr_plot = ClassificationReport(max_images=8), EpochThroughput(), LRPlot()
     trainer = Trainer(
         max_epochs=EPOCHS,
         logger=CSVLogger(root, name="digits"),
-        callbacks=[report, meter],
+        callbacks=[report, meter, lr_plot, CosineDecay(unit="step")],
         enable_progress_bar=False,
         enable_model_summary=False,
         enable_checkpointing=False,
         log_every_n_steps=5,
     )
     trainer.fit(model, datamodule=data)
-    return trainer, model, data, report, meter, Path(trainer.logger.log_dir)
+    return SimpleNamespace(
+        trainer=trainer,
+        model=model,
+        data=data,
+        report=report,
+        meter=meter,
+        lr_plot=lr_plot,
+        log_dir=Path(trainer.logger.log_dir),
+    )
 
 
 def test_confusion_matrix_equals_sklearn_on_the_final_model(fitted):
-    _, model, data, report, _, log_dir = fitted
+    model, data, report, log_dir = fitted.model, fitted.data, fitted.report, fitted.log_dir
     x = data.splits["val"].x
     y = data.splits["val"].y
     norm = data.splits["val"].normalize
@@ -70,14 +82,14 @@ def test_confusion_matrix_equals_sklearn_on_the_final_model(fitted):
 
 
 def test_report_accuracy_is_the_last_logged_val_top1(fitted):
-    _, _, _, report, _, log_dir = fitted
+    report, log_dir = fitted.report, fitted.log_dir
     m = report.confusion
     last_top1 = [float(r["val/top1"]) for r in _metrics(log_dir) if r.get("val/top1")][-1]
     assert float(m.trace() / m.sum()) == pytest.approx(last_top1, abs=1e-6)
 
 
 def test_per_class_accuracy_is_diagonal_over_row_sum(fitted):
-    _, _, _, report, _, log_dir = fitted
+    report, log_dir = fitted.report, fitted.log_dir
     m = report.confusion
     rows = _rows(log_dir / "per_class_accuracy.csv")
     assert rows[0] == ["class", "images", "correct", "accuracy"]
@@ -88,7 +100,7 @@ def test_per_class_accuracy_is_diagonal_over_row_sum(fitted):
 
 
 def test_misclassified_grid_lists_real_mistakes(fitted):
-    _, _, _, report, _, log_dir = fitted
+    report, log_dir = fitted.report, fitted.log_dir
     m = report.confusion
     mistakes = _rows(log_dir / "misclassified.csv")[1:]
     assert len(mistakes) == min(8, int(m.sum() - m.trace()))
@@ -97,7 +109,7 @@ def test_misclassified_grid_lists_real_mistakes(fitted):
 
 
 def test_throughput_counts_every_training_image(fitted):
-    _, _, data, _, meter, log_dir = fitted
+    data, meter, log_dir = fitted.data, fitted.meter, fitted.log_dir
     last = meter.last
     assert last["images"] == len(data.splits["train"])
     assert 0 < last["train_time"] <= last["epoch_time"]
@@ -135,3 +147,15 @@ def test_no_validation_data_writes_no_report(tmp_path):
     trainer.fit(model, datamodule=data)
     assert report.confusion is None and report.files == {}
     assert not list(tmp_path.rglob("confusion_matrix.csv"))
+
+
+def test_lr_plot_records_the_lr_of_every_step(fitted):
+    (points,) = fitted.lr_plot.lrs.values()  # one param group
+    T = fitted.trainer.global_step
+    assert len(points) == T
+    # the notes' cosine decay ½α0(1 + cos(πt/T)), α0 = 0.1, at step t = 0..T-1
+    for t, (_, lr) in enumerate(points):
+        assert lr == pytest.approx(0.05 * (1 + math.cos(math.pi * t / T)), rel=1e-9, abs=1e-15)
+    epochs = [x for x, _ in points]
+    assert epochs[0] == 0 and epochs == sorted(epochs) and epochs[-1] < EPOCHS
+    assert (fitted.log_dir / "lr_schedule.png").read_bytes()[:4] == b"\x89PNG"

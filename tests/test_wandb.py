@@ -234,6 +234,8 @@ def test_offline_digits_run_records_metrics_config_and_report(tmp_path):
             "[a,b]",
             "--trainer.max_epochs",
             "2",
+            "--trainer.limit_train_batches",
+            "4",
             *FAST_TRAINER,
         ],
         tmp_path,
@@ -266,8 +268,12 @@ def test_offline_digits_run_records_metrics_config_and_report(tmp_path):
         "val/per_class_accuracy",
         "val/misclassified",
         "val/confusion_matrix_table",
+        "train/lr_schedule",
     ):
         assert key in names, f"{key} missing from {sorted(names)}"
+    # lr and momentum of every param group (Lightning's LearningRateMonitor, on by default)
+    assert any(k.startswith("lr-") and not k.endswith("-momentum") for k in names), sorted(names)
+    assert any(k.startswith("lr-") and k.endswith("-momentum") for k in names), sorted(names)
     # the confusion matrix logged to W&B is the one written next to the checkpoints
     (table,) = (run_dir / "files" / "media" / "table" / "val").glob("confusion_matrix_table_*.table.json")
     cells = json.loads(table.read_text())

@@ -3,11 +3,19 @@
 import zoo  # noqa: F401  (first: imports timm without wandb, see zoo/_timm_import.py)
 from callbacks.decay import CosineDecay, ExponentialDecay, InverseTimeDecay, MultiStepDecay, StepDecay
 from callbacks.lr_monitor import LRMonitor
+from callbacks.lr_plot import LRPlot
 from callbacks.lr_schedule import LRSchedule
 from callbacks.predictions import PredictionWriter
+from callbacks.report import ClassificationReport
+from callbacks.throughput import EpochThroughput
+from callbacks.wandb_run import WandbRunId
 from callbacks.warmup import LinearWarmup
 
 __all__ = [
+    "ClassificationReport",
+    "EpochThroughput",
+    "LRPlot",
+    "WandbRunId",
     "CosineDecay",
     "ExponentialDecay",
     "InverseTimeDecay",

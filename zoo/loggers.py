@@ -129,6 +129,7 @@ class WandbLogger(_LightningWandbLogger):
                 "upload it later with the `wandb sync` command printed at the end."
             )
         extra = {k: v for k, v in {**(init_kwargs or {}), **kwargs}.items() if v is not None}
+        extra.pop("mode", None)  # decided above: use `offline` or WANDB_MODE
         extra.update({k: v for k, v in dict(group=group, tags=tags, notes=notes, entity=entity).items() if v})
         if job_type:
             extra["job_type"] = job_type

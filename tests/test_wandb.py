@@ -259,6 +259,7 @@ def test_offline_digits_run_records_metrics_config_and_report(tmp_path):
     for key in (
         "train/loss",
         "train/top1",
+        "train/top5",
         "val/loss",
         "val/top1",
         "val/top5",

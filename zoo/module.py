@@ -18,7 +18,7 @@ class ImageClassifier(LightningModule):
     """Classify images with any zoo model (``arch``: a zoo name or ``timm/<name>``).
 
     The loss is softmax cross-entropy, L = −Σ_j y_j log p_j, whose gradient w.r.t. the logits is p − y.
-    Logs ``train/loss``, ``train/top1``, ``val/loss``, ``val/top1``, ``val/top5`` and ``test/top1``.
+    Logs ``train/loss``, ``train/top1``, ``train/top5``, ``val/loss``, ``val/top1``, ``val/top5`` and ``test/top1``.
 
     Args:
         arch: model name, e.g. ``convnet``, ``resnet18`` or ``timm/efficientnet_lite0``.
@@ -70,6 +70,7 @@ class ImageClassifier(LightningModule):
         self.num_classes = num_classes
         self.guard = NonFiniteGuard(max_nonfinite_steps)
         self.train_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.train_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
         self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.val_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
         self.test_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
@@ -89,8 +90,10 @@ class ImageClassifier(LightningModule):
         if not self.guard.ok(self, loss, saved):
             return None  # skip this step: no NaN reaches the weights or a checkpoint
         self.train_top1(logits, y)
+        self.train_top5(logits, y)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/top1", self.train_top1, on_step=False, on_epoch=True)
+        self.log("train/top5", self.train_top5, on_step=False, on_epoch=True)
         return loss
 
     def validation_step(self, batch, batch_idx):

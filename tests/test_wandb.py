@@ -297,7 +297,6 @@ def test_wandb_mode_disabled_writes_nothing(zoo_cli, tmp_path, monkeypatch):
     assert not list(tmp_path.rglob("*.wandb"))
 
 
-@pytest.mark.slow
 def test_resume_from_checkpoint_continues_the_same_run(zoo_cli, tmp_path, monkeypatch):
     from callbacks.wandb_run import wandb_run_id
 

@@ -5,8 +5,11 @@ from callbacks.decay import CosineDecay, ExponentialDecay, InverseTimeDecay, Mul
 from callbacks.lr_monitor import LRMonitor
 from callbacks.lr_plot import LRPlot
 from callbacks.lr_schedule import LRSchedule
+from callbacks.precise_bn import PreciseBN
 from callbacks.predictions import PredictionWriter
 from callbacks.report import ClassificationReport
+from callbacks.snapshot import SnapshotEnsemble
+from callbacks.stochastic_depth import StochasticDepth
 from callbacks.throughput import EpochThroughput
 from callbacks.wandb_run import WandbRunId
 from callbacks.warmup import LinearWarmup
@@ -25,4 +28,7 @@ __all__ = [
     "MultiStepDecay",
     "StepDecay",
     "PredictionWriter",
+    "PreciseBN",
+    "SnapshotEnsemble",
+    "StochasticDepth",
 ]

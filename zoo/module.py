@@ -10,6 +10,7 @@ from lightning.pytorch import LightningModule
 from torchmetrics.classification import MulticlassAccuracy
 
 from zoo.guard import NonFiniteGuard
+from zoo.mixup import build_mixup, mix_batch, soft_target_cross_entropy
 from zoo.optim import OptimizerConfig, build_optimizer, global_batch_size, warn_lbfgs_noise
 from zoo.registry import create_model
 
@@ -32,6 +33,10 @@ class ImageClassifier(LightningModule):
         optimizer: optimizer name and hyper-parameters.
         label_smoothing: ε of label-smoothed cross-entropy.
         max_nonfinite_steps: stop training after this many non-finite losses in a row (each is skipped).
+        mixup_alpha: α of mixup's λ ~ Beta(α, α) on training batches (timm's ``Mixup``; 0: off).
+        cutmix_alpha: α of CutMix (0: off); with both on, a batch takes CutMix with ``mixup_switch_prob``.
+        mixup_prob: chance that a training batch is mixed at all.
+        mixup_switch_prob: chance of CutMix instead of mixup when both alphas are set.
     """
 
     def __init__(
@@ -47,6 +52,10 @@ class ImageClassifier(LightningModule):
         optimizer: OptimizerConfig | None = None,
         label_smoothing: float = 0.0,
         max_nonfinite_steps: int = 10,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        mixup_prob: float = 1.0,
+        mixup_switch_prob: float = 0.5,
     ):
         super().__init__()
         optimizer = optimizer or OptimizerConfig()
@@ -69,6 +78,9 @@ class ImageClassifier(LightningModule):
         )
         self.num_classes = num_classes
         self.guard = NonFiniteGuard(max_nonfinite_steps)
+        self.mixup = build_mixup(
+            mixup_alpha, cutmix_alpha, mixup_prob, mixup_switch_prob, label_smoothing, num_classes
+        )
         self.train_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.train_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
         self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
@@ -80,13 +92,20 @@ class ImageClassifier(LightningModule):
         return self.model(x)
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if target.is_floating_point():  # soft targets of mixup/CutMix (label smoothing already in them)
+            return soft_target_cross_entropy(logits, target)
         return F.cross_entropy(logits, target, label_smoothing=self.hparams.label_smoothing)
 
     def training_step(self, batch, batch_idx):
         x, y = batch
+        target = y
+        if self.mixup is not None:
+            x, y, target = mix_batch(self.mixup, x, y)
+            if not len(x):
+                return None  # a batch of one image cannot be mixed
         saved = self.guard.save(self.model)
         logits = self(x)
-        loss = self.loss(logits, y)
+        loss = self.loss(logits, target)
         if not self.guard.ok(self, loss, saved):
             return None  # skip this step: no NaN reaches the weights or a checkpoint
         self.train_top1(logits, y)

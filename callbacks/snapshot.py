@@ -1,0 +1,171 @@
+"""Snapshot ensembles (Huang et al., 2017): M cycles of cosine annealing with restarts in one training budget,
+a snapshot of the weights at the end of each cycle, and the average of the snapshots' softmax at test time.
+
+The lr is one more ``LRSchedule`` factor, so it is written by the same code as every schedule of the zoo and
+composes with a ``LinearWarmup``; the snapshots are Lightning checkpoints (``trainer.save_checkpoint``), so
+``zoo ensemble`` and ``zoo test`` read them; the ensemble is scored by :mod:`zoo.ensemble`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
+
+from callbacks.lr_schedule import LRSchedule, Unit, schedules_of
+from callbacks.warmup import LinearWarmup
+
+
+class SnapshotEnsemble(LRSchedule):
+    """lr(t) = α0/2·(cos(π·mod(t, T/M)/(T/M)) + 1): M cosine cycles of length T/M, a snapshot at each cycle end.
+
+    T is the run from ``start`` to its end (``trainer.max_epochs``/``max_steps``), α0 each group's base lr.
+    The snapshots are ``<dirpath>/snapshot-MM.ckpt`` (weights and hyper-parameters, no optimizer state).
+    At the end of training, with ``evaluate``, each snapshot and the ensemble (mean of their softmax
+    outputs; also of the last ``last`` ones) are scored on the validation split, printed as a table,
+    logged as ``snapshot/val_top1/<m>`` and ``snapshot/val_top1/ensemble``, and kept in ``results``.
+
+    Args:
+        cycles: M, the number of cycles and snapshots (Huang et al.: 5 or 6 on CIFAR with α0 = 0.1 or 0.2).
+        dirpath: folder of the snapshots; default ``<run dir>/snapshots``.
+        evaluate: score the snapshots and the ensemble on the validation split when training ends.
+        last: also score the ensemble of the last k snapshots (the paper's "M = k" rows).
+        unit, interval, start, groups: see :class:`~callbacks.lr_schedule.LRSchedule`; ``start`` = a
+            warmup's length makes the cycles begin after it.
+    """
+
+    def __init__(
+        self,
+        cycles: int = 5,
+        dirpath: str | None = None,
+        evaluate: bool = True,
+        last: int | None = None,
+        unit: Unit = "epoch",
+        interval: Unit = "step",
+        start: float = 0.0,
+        groups: Sequence[str] | None = None,
+    ):
+        super().__init__(unit=unit, interval=interval, start=start, groups=groups)
+        if not (isinstance(cycles, int) and cycles >= 1):
+            raise ValueError(f"SnapshotEnsemble: cycles={cycles!r} must be a whole number ≥ 1")
+        if last is not None and not 1 <= last <= cycles:
+            raise ValueError(f"SnapshotEnsemble: last={last!r} must be between 1 and cycles={cycles}")
+        self.cycles, self.dirpath, self.evaluate, self.last = cycles, dirpath, evaluate, last
+        self.snapshots: list[str] = []
+        self.results: dict[str, dict[str, float]] = {}
+
+    # --- the curve -----------------------------------------------------------------------------
+    @property
+    def cycle_length(self) -> float:
+        """T/M in ``unit``s."""
+        return (self.total - self.start) / self.cycles
+
+    def factor(self, t: float) -> float:
+        x = t / self.cycle_length
+        position = max(x - math.floor(x + 1e-9), 0.0)  # mod(t, T/M)/(T/M), exact at the restarts
+        return 0.5 * (math.cos(math.pi * position) + 1.0)
+
+    def breakpoints(self) -> list[tuple[float, str]]:
+        restarts = [(self.start + m * self.cycle_length, f"restart {m + 1}") for m in range(1, self.cycles)]
+        return [*super().breakpoints(), *restarts]
+
+    def cycle_ends(self) -> list[int]:
+        """Optimizer steps after which each snapshot is taken (the last is the run's last step)."""
+        spe = self.steps_per_epoch if self.unit == "epoch" else 1
+        return [round((self.start + m * self.cycle_length) * spe) for m in range(1, self.cycles + 1)]
+
+    def check(self) -> None:
+        ends = [round(self.start * (self.steps_per_epoch if self.unit == "epoch" else 1)), *self.cycle_ends()]
+        if any(b - a < 2 for a, b in zip(ends, ends[1:])):
+            raise ValueError(
+                f"SnapshotEnsemble: {self.cycles} cycles in a run of {self.total:g} {self.unit}s "
+                f"({self.total_steps} optimizer steps, starting at {self.start:g}) leave fewer than 2 steps per "
+                "cycle: lower cycles or raise trainer.max_epochs"
+            )
+
+    # --- Lightning hooks -----------------------------------------------------------------------
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage != "fit":
+            return
+        others = [
+            type(s).__name__ for s in schedules_of(trainer) if not isinstance(s, (LinearWarmup, type(self)))
+        ]
+        if others:
+            raise ValueError(
+                f"SnapshotEnsemble sets the lr's cosine cycles itself, but trainer.callbacks also has "
+                f"{', '.join(others)}: remove them (a LinearWarmup may stay)"
+            )
+        if self.dirpath is None:
+            from zoo.loggers import run_dir
+
+            self.dirpath = trainer.strategy.broadcast(str(run_dir(trainer) / "snapshots"))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        ends = self.cycle_ends()
+        while len(self.snapshots) < self.cycles and trainer.global_step >= ends[len(self.snapshots)]:
+            path = Path(self.dirpath) / f"snapshot-{len(self.snapshots) + 1:02d}.ckpt"
+            trainer.save_checkpoint(path, weights_only=True)
+            self.snapshots.append(str(path))
+            rank_zero_info(
+                f"Snapshot {len(self.snapshots)}/{self.cycles} at step {trainer.global_step}: {path}"
+            )
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if len(self.snapshots) < self.cycles:
+            rank_zero_warn(
+                f"SnapshotEnsemble: training ended after {len(self.snapshots)} of {self.cycles} snapshots "
+                "(stopped early?); the ensemble has only those"
+            )
+        if self.evaluate and self.snapshots and trainer.is_global_zero:
+            self._evaluate(trainer, pl_module)
+
+    def _evaluate(self, trainer, pl_module) -> None:
+        from zoo.ensemble import evaluate, predict_probs, read_checkpoint
+
+        dm = trainer.datamodule
+        loader = dm.val_dataloader() if dm is not None else trainer.val_dataloaders
+        if not loader:
+            rank_zero_info("SnapshotEnsemble: no validation data, so the snapshots are not scored")
+            return
+        current = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        members, target = {}, None
+        try:
+            for m, path in enumerate(self.snapshots, 1):
+                pl_module.load_state_dict(read_checkpoint(path)["state_dict"])
+                members[f"snapshot {m}"], target = predict_probs(pl_module, loader, pl_module.device)
+        finally:
+            pl_module.load_state_dict(current)
+        self.results = evaluate(members, target, self.last)
+        _report(trainer, self.results)
+
+    # --- checkpoint state ----------------------------------------------------------------------
+    def _key(self) -> dict:
+        return {**super()._key(), "cycles": self.cycles}
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "snapshots": list(self.snapshots), "dirpath": self.dirpath}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self.snapshots, self.dirpath = list(state_dict["snapshots"]), state_dict["dirpath"]
+
+
+@rank_zero_only
+def _report(trainer, results: dict[str, dict[str, float]]) -> None:
+    from zoo.ensemble import print_table
+
+    print_table({"val": results}, title="Snapshot ensemble")
+    metrics = {}
+    for (
+        name,
+        s,
+    ) in results.items():  # "snapshot 3" -> 3, "ensemble of 5" -> ensemble, "… of last 2" -> ensemble_last2
+        key = name.split()[-1] if name.startswith("snapshot") else "ensemble"
+        key += f"_last{name.split()[-1]}" if "last" in name else ""
+        metrics[f"snapshot/val_top1/{key}"] = s["top1"]
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=trainer.global_step)
+        logger.save()

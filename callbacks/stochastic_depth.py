@@ -1,0 +1,121 @@
+"""Stochastic depth (Huang et al., 2016): drop whole residual branches while training, keep them all at test.
+
+The dropping itself is timm's ``DropPath`` (the zoo ResNets' blocks and timm's residual families hold one per
+branch); this callback only sets each module's ``drop_prob`` by the block's depth, ramps the rates over the
+run if asked, and logs them. timm's own ``drop_path_rate`` fixes the rates at construction, with no ramp.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
+from timm.layers import DropPath
+from torch import nn
+
+Rule = Literal["huang", "timm"]
+
+
+def depth_rates(p_last: float, num_blocks: int, rule: Rule = "huang") -> list[float]:
+    """Rates of blocks l = 1..L: ``huang`` p_l = (l/L)·p_L; ``timm`` p_l = (l − 1)/(L − 1)·p_L (0 at the first)."""
+    if rule == "huang":
+        return [p_last * (i + 1) / num_blocks for i in range(num_blocks)]
+    if rule == "timm":
+        return [p_last * i / max(num_blocks - 1, 1) for i in range(num_blocks)]
+    raise ValueError(f"StochasticDepth: unknown rule {rule!r}; choose 'huang' or 'timm'")
+
+
+def drop_path_blocks(model: nn.Module, replace_identity: bool = True) -> list[list[DropPath]]:
+    """The model's DropPath modules grouped by the block that holds them, in depth order.
+
+    A block is the module whose direct children include the DropPath (a ViT block has two, ``drop_path1``
+    and ``drop_path2``, which share the block's rate). timm builds ``nn.Identity`` in place of a DropPath
+    when its ``drop_path_rate`` is 0; with ``replace_identity`` such children named ``drop_path*`` become
+    DropPath modules (no parameters, so weights and checkpoints are unchanged).
+    """
+    blocks: dict[str, list[DropPath]] = {}
+    for parent_name, parent in model.named_modules():
+        for name, child in list(parent.named_children()):
+            if replace_identity and isinstance(child, nn.Identity) and name.startswith("drop_path"):
+                child = DropPath(0.0)
+                setattr(parent, name, child)
+            if isinstance(child, DropPath):
+                blocks.setdefault(parent_name, []).append(child)
+    return list(blocks.values())
+
+
+class StochasticDepth(Callback):
+    """Block l of L drops its residual branch with p_l = (l/L)·p_L (train y = x + b·m/(1 − p_l); test y = x + b).
+
+    The rate of the last block ramps over the run: p_L(e) = p_L·clip((e − s + 1)/max(R, 1), 0, 1) at epoch e,
+    with s = ``start_epoch`` and R = ``ramp_epochs`` (0 for the first s epochs, then up to p_L in R epochs).
+    In evaluation (validation, test, predict) timm's DropPath is the identity, so the whole network runs
+    deterministically. Logs ``stochastic_depth/p_L`` and ``stochastic_depth/mean`` (expected share of
+    branches dropped) each epoch, and prints the per-block rates once.
+
+    Args:
+        drop_path_rate: p_L, the rate of the deepest block (Huang et al.: 0.5 for 110-layer CIFAR ResNets).
+        rule: ``huang`` (l/L, as the zoo ResNets' ``drop_path_rate``) or ``timm`` (linspace from 0 to p_L).
+        start_epoch: s, epochs trained without dropping.
+        ramp_epochs: R, epochs over which p_L rises from 0 (0 or 1: at once).
+        replace_identity: turn timm's ``nn.Identity`` stand-ins named ``drop_path*`` into DropPath modules.
+    """
+
+    def __init__(
+        self,
+        drop_path_rate: float = 0.5,
+        rule: Rule = "huang",
+        start_epoch: int = 0,
+        ramp_epochs: int = 0,
+        replace_identity: bool = True,
+    ):
+        if not (math.isfinite(drop_path_rate) and 0.0 <= drop_path_rate < 1.0):
+            raise ValueError(f"StochasticDepth: drop_path_rate={drop_path_rate!r} must be in [0, 1)")
+        if start_epoch < 0 or ramp_epochs < 0:
+            raise ValueError(
+                f"StochasticDepth: start_epoch={start_epoch!r} and ramp_epochs={ramp_epochs!r} must be ≥ 0"
+            )
+        depth_rates(drop_path_rate, 1, rule)  # validates the rule name
+        self.drop_path_rate, self.rule = float(drop_path_rate), rule
+        self.start_epoch, self.ramp_epochs = int(start_epoch), int(ramp_epochs)
+        self.replace_identity = replace_identity
+        self.blocks: list[list[DropPath]] = []
+        self.rates: list[float] = []
+
+    def p_last(self, epoch: int) -> float:
+        """p_L(e) of the ramp."""
+        ramp = (epoch - self.start_epoch + 1) / max(self.ramp_epochs, 1)
+        return self.drop_path_rate * min(max(ramp, 0.0), 1.0)
+
+    def attach(self, model: nn.Module) -> list[list[DropPath]]:
+        """Find (and, for timm models, create) the DropPath modules of ``model``."""
+        self.blocks = drop_path_blocks(model, self.replace_identity)
+        if not self.blocks:
+            raise ValueError(
+                f"StochasticDepth: {type(model).__name__} has no residual branches with drop-path modules "
+                "(timm's DropPath, or children named drop_path*); use a residual model (resnet*, a timm "
+                "ResNet/ConvNeXt/EfficientNet/ViT) or remove the callback"
+            )
+        return self.blocks
+
+    def set_rates(self, p_last: float) -> list[float]:
+        """Set every block's ``drop_prob`` by the depth rule for a last-block rate ``p_last``."""
+        self.rates = depth_rates(p_last, len(self.blocks), self.rule)
+        for modules, rate in zip(self.blocks, self.rates):
+            for m in modules:
+                m.drop_prob = rate
+        return self.rates
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage == "fit":
+            self.attach(pl_module)
+            self.set_rates(self.drop_path_rate)
+            shown = ", ".join(f"{r:.3f}" for r in self.rates)
+            rank_zero_info(f"Stochastic depth over {len(self.blocks)} blocks, rates at full ramp: {shown}")
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        rates = self.set_rates(self.p_last(trainer.current_epoch))
+        pl_module.log("stochastic_depth/p_L", rates[-1], on_step=False, on_epoch=True)
+        pl_module.log("stochastic_depth/mean", sum(rates) / len(rates), on_step=False, on_epoch=True)

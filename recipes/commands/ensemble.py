@@ -1,0 +1,130 @@
+"""``zoo ensemble --recipe NAME --ckpt A.ckpt B.ckpt ...``: score each checkpoint and the average of their
+softmax outputs on the recipe's validation (and test) split, print a table, and optionally write predictions.
+
+The recipe (with any ``--section.key value`` overrides, as in ``zoo fit``) gives the data and the model every
+checkpoint must fit; ``--own-arch`` rebuilds each member from its checkpoint instead (an ensemble of
+different architectures). Checkpoints load with ``torch.load(weights_only=True)`` unless ``--no-weights-only``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+EPILOG = """examples:
+  zoo ensemble --recipe digits --ckpt runs/digits/version_0/checkpoints/last.ckpt runs/digits/version_1/checkpoints/last.ckpt
+  zoo ensemble --recipe digits --ckpt runs/digits_snapshot/version_0/snapshots/*.ckpt --last 3 --json scores.json
+  zoo ensemble --recipe digits --ckpt a.ckpt b.ckpt --predictions ensemble.csv"""
+
+
+def build(rest: list[str]):
+    """The recipe's model and data module, instantiated by the zoo's CLI without running anything."""
+    from lightning.pytorch import LightningDataModule
+
+    from recipes.cli import ZooCLI
+    from zoo.module import ImageClassifier
+
+    saved, sys.argv = sys.argv, sys.argv[:1]  # options come from `rest`
+    try:
+        cli = ZooCLI(
+            ImageClassifier,
+            LightningDataModule,
+            subclass_mode_data=True,
+            auto_configure_optimizers=False,
+            save_config_callback=None,
+            run=False,
+            args=[*rest, "--trainer.logger", "false"],
+        )
+    finally:
+        sys.argv = saved
+    return cli.model, cli.datamodule
+
+
+def split_loaders(datamodule, splits: list[str]) -> dict:
+    """``{split: loader}`` for the requested splits the data module has (``test`` only when it has one)."""
+    loaders = {}
+    for split in splits:
+        datamodule.setup("fit" if split == "val" else split)
+        try:
+            loader = getattr(datamodule, f"{split}_dataloader")()
+        except (NotImplementedError, KeyError, AttributeError, TypeError):
+            loader = None
+        if loader is not None and len(loader) > 0:
+            loaders[split] = loader
+    return loaders
+
+
+def main(argv: list[str]) -> int:
+    from recipes.cli import expand_recipe
+    from zoo.ensemble import average, evaluate, load_member, predict_probs, print_table, write_predictions
+
+    parser = argparse.ArgumentParser(
+        prog="zoo ensemble",
+        description="Evaluate the averaged softmax of several checkpoints (independent models or snapshots).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--recipe", help="the shipped recipe the checkpoints were trained with (or --config FILE)"
+    )
+    parser.add_argument("--ckpt", nargs="+", required=True, help="checkpoints, the ensemble's members")
+    parser.add_argument("--split", nargs="+", default=["val", "test"], choices=["val", "test"])
+    parser.add_argument("--last", type=int, help="also score the ensemble of the last K checkpoints")
+    parser.add_argument("--own-arch", action="store_true", help="build each member from its checkpoint")
+    parser.add_argument("--no-weights-only", action="store_true", help="trust pickled objects in checkpoints")
+    parser.add_argument("--predictions", help="write the ensemble's top-k on the predict split to this CSV")
+    parser.add_argument("--top-k", type=int, default=3, help="classes per row of --predictions")
+    parser.add_argument("--json", help="also write the scores to this JSON file")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args, rest = parser.parse_known_args(argv)
+    rest = expand_recipe((["--recipe", args.recipe] if args.recipe else []) + rest)
+    if "--config" not in rest:
+        raise SystemExit("error: zoo ensemble needs --recipe NAME or --config FILE (the data to score on)")
+    if args.last is not None and not 1 <= args.last <= len(args.ckpt):
+        raise SystemExit(f"error: --last {args.last} must be between 1 and the {len(args.ckpt)} checkpoints")
+
+    missing = [p for p in args.ckpt if not Path(p).is_file()]
+    if missing:
+        raise SystemExit(f"error: checkpoint(s) not found: {', '.join(missing)}")
+    template, datamodule = build(rest)
+    weights_only = not args.no_weights_only
+    try:
+        members = {p: load_member(p, None if args.own_arch else template, weights_only) for p in args.ckpt}
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"error: {err}") from None
+    data_classes = getattr(datamodule, "num_classes", None)
+    for path, model in members.items():
+        classes = model.hparams.get("num_classes")
+        if data_classes is not None and classes != data_classes:
+            raise SystemExit(f"error: {path} has {classes} classes, the recipe's data {data_classes}")
+
+    results, scores = {}, {}
+    for split, loader in split_loaders(datamodule, args.split).items():
+        probs, target = {}, None
+        for path, model in members.items():
+            probs[path], target = predict_probs(model, loader, args.device)
+        results[split] = evaluate(probs, target, args.last)
+    if not results:
+        raise SystemExit(f"error: the recipe's data has none of the splits {', '.join(args.split)}")
+    print_table(results, title=f"Ensemble of {len(members)} checkpoints")
+    for split, rows in results.items():
+        for row, s in rows.items():
+            scores.setdefault(row, {})[split] = s
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(scores, indent=2) + "\n")
+        print(f"Wrote the scores to {args.json}")
+    if args.predictions:
+        datamodule.setup("predict")
+        loader = datamodule.predict_dataloader()
+        outputs = [predict_probs(m, loader, args.device) for m in members.values()]
+        names = getattr(datamodule, "class_names", None)
+        out = write_predictions(
+            args.predictions, average([p for p, _ in outputs]), outputs[0][1], names, args.top_k
+        )
+        print(f"Wrote {len(outputs[0][1])} ensemble predictions to {out}")
+    return 0

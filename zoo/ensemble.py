@@ -1,0 +1,170 @@
+"""Model ensembles (the notes: train several independent models, average their results at test time).
+
+The ensemble's prediction is the mean of the members' softmax outputs, p(x) = (1/M)·Σ_m softmax(f_m(x)).
+Neither Lightning nor timm averages separately trained checkpoints (timm's ``avg_checkpoints.py`` averages
+*weights*, which is parameter averaging, not an ensemble), so the few functions below do it: load members
+from checkpoints, collect each member's probabilities once, and score every member and the average with
+torchmetrics. ``zoo ensemble`` and ``callbacks.SnapshotEnsemble`` both use them.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import inspect
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.functional.classification import multiclass_accuracy
+
+
+def read_checkpoint(path: str | Path, weights_only: bool = True) -> dict:
+    """A Lightning checkpoint as a dict; a missing or foreign file is an error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as err:  # pickle errors of weights_only, truncated files
+        hint = " (saved with objects other than tensors? pass --no-weights-only if you trust it)"
+        raise ValueError(
+            f"cannot load checkpoint {str(path)!r}: {err}{hint if weights_only else ''}"
+        ) from err
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ValueError(f"{str(path)!r} is not a Lightning checkpoint: it has no 'state_dict'")
+    return ckpt
+
+
+def check_fits(model: nn.Module, state_dict: dict, source: str, arch: str | None = None) -> None:
+    """Raise an error naming ``source`` and the missing, unexpected and mis-shaped keys if the weights do not fit."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [
+        f"{k} (checkpoint {tuple(state_dict[k].shape)}, model {tuple(v.shape)})"
+        for k, v in own.items()
+        if k in state_dict and hasattr(state_dict[k], "shape") and state_dict[k].shape != v.shape
+    ]
+    if not (missing or unexpected or shapes):
+        return
+
+    def show(keys: list[str]) -> str:
+        return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+
+    found = {"missing keys": missing, "unexpected keys": unexpected, "shape mismatches": shapes}
+    parts = [f"{name} {show(keys)}" for name, keys in found.items() if keys]
+    ours = dict(getattr(model, "hparams", {})).get("arch")
+    what = f"checkpoint arch {arch!r}, model arch {ours!r}"
+    raise ValueError(
+        f"{source}: the checkpoint does not fit the model ({what}): {'; '.join(parts)}. Evaluate it with the "
+        "recipe it was trained with (--recipe/--config and the same --model options), or pass --own-arch"
+    )
+
+
+def load_member(path: str | Path, template: nn.Module | None = None, weights_only: bool = True) -> nn.Module:
+    """An ``ImageClassifier`` holding the checkpoint's weights, in eval mode.
+
+    ``template`` (the recipe's model) is copied and must fit the weights exactly; without it the model is
+    rebuilt from the checkpoint's own hyper-parameters (members of different architectures).
+    """
+    from zoo.module import ImageClassifier
+
+    ckpt = read_checkpoint(path, weights_only)
+    hparams = dict(ckpt.get("hyper_parameters") or {})
+    if template is not None:
+        model = copy.deepcopy(template)
+    else:
+        accepted = inspect.signature(ImageClassifier.__init__).parameters
+        options = {k: v for k, v in hparams.items() if k in accepted}
+        options.update(pretrained=False, pretrained_path=None)  # the checkpoint holds every weight
+        model = ImageClassifier(**options)
+    check_fits(model, ckpt["state_dict"], str(path), hparams.get("arch"))
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval()
+
+
+@torch.no_grad()
+def predict_probs(
+    model: nn.Module, loader, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, list | torch.Tensor]:
+    """softmax(f(x)) of every input of ``loader`` (N×C, on the CPU) and the batches' second items
+    (the labels, or the ids of a predict loader)."""
+    was_training = model.training
+    model.eval().to(device)
+    probs, seconds = [], []
+    for batch in loader:
+        x, second = (batch[0], batch[1]) if isinstance(batch, (list, tuple)) else (batch, None)
+        probs.append(model(x.to(device)).float().softmax(-1).cpu())
+        seconds.append(second)
+    model.train(was_training)
+    if seconds and all(isinstance(s, torch.Tensor) for s in seconds):
+        return torch.cat(probs), torch.cat(seconds)
+    return torch.cat(probs), [i for s in seconds if s is not None for i in s]
+
+
+def average(probs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The ensemble's prediction: (1/M)·Σ_m p_m."""
+    if not probs:
+        raise ValueError("an ensemble needs at least one member")
+    return torch.stack(list(probs)).mean(0)
+
+
+def score(probs: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """Top-1 accuracy and the negative log-likelihood −mean log p_y of probabilities ``probs``."""
+    top1 = multiclass_accuracy(probs, target, num_classes=probs.shape[-1], average="micro")
+    nll = F.nll_loss(probs.clamp_min(1e-12).log(), target)
+    return {"top1": float(top1), "nll": float(nll)}
+
+
+def evaluate(
+    members: dict[str, torch.Tensor], target: torch.Tensor, last: int | None = None
+) -> dict[str, dict[str, float]]:
+    """Scores of each member (by name, in order), of the average of all, and of the last ``last`` members."""
+    names = list(members)
+    out = {name: score(p, target) for name, p in members.items()}
+    out[f"ensemble of {len(names)}"] = score(average(list(members.values())), target)
+    if last is not None and 0 < last < len(names):
+        out[f"ensemble of last {last}"] = score(average([members[n] for n in names[-last:]]), target)
+    return out
+
+
+def print_table(results: dict[str, dict[str, dict[str, float]]], title: str) -> None:
+    """One row per member and ensemble, a top-1 and an NLL column per split: ``results[split][row]``."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("model", overflow="fold")
+    for split in results:
+        table.add_column(f"{split} top1", justify="right")
+        table.add_column(f"{split} NLL", justify="right")
+    rows = list(next(iter(results.values())))
+    for row in rows:
+        cells = []
+        for split in results:
+            s = results[split][row]
+            cells += [f"{s['top1']:.4f}", f"{s['nll']:.4f}"]
+        table.add_row(row, *cells, style="bold" if row.startswith("ensemble") else None)
+    Console(width=140).print(table)
+
+
+def write_predictions(
+    path: str | Path, probs: torch.Tensor, ids: Sequence, class_names: Sequence[str] | None, top_k: int = 3
+) -> Path:
+    """CSV ``path,class_1,prob_1,…`` of the ensemble's top-k classes, as ``zoo predict`` writes them."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    k = min(top_k, probs.shape[-1])
+    values, indices = probs.topk(k, dim=-1)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path"] + [h for i in range(1, k + 1) for h in (f"class_{i}", f"prob_{i}")])
+        for ident, vals, idxs in zip(ids, values.tolist(), indices.tolist()):
+            row = [str(ident)]
+            for v, c in zip(vals, idxs):
+                row += [class_names[c] if class_names else c, f"{v:.6f}"]
+            writer.writerow(row)
+    return path

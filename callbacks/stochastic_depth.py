@@ -95,8 +95,9 @@ class StochasticDepth(Callback):
         if not self.blocks:
             raise ValueError(
                 f"StochasticDepth: {type(model).__name__} has no residual branches with drop-path modules "
-                "(timm's DropPath, or children named drop_path*); use a residual model (resnet*, a timm "
-                "ResNet/ConvNeXt/EfficientNet/ViT) or remove the callback"
+                "(timm's DropPath, or children named drop_path*); use a residual model (zoo resnet*, timm "
+                "ConvNeXt/EfficientNet/ViT), or for a timm ResNet, which keeps no module at rate 0, set "
+                "model.drop_path_rate to any value > 0 so that its DropPath modules exist"
             )
         return self.blocks
 

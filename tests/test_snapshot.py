@@ -1,0 +1,142 @@
+"""Snapshot ensembles: the cyclic cosine lr (against torch's warm restarts and the logged lr of a real run),
+M snapshots at the cycle ends, the ensemble's table, warmup, and clear errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FAST_TRAINER
+
+from callbacks import CosineDecay, LinearWarmup, SnapshotEnsemble
+from callbacks.lr_schedule import simulate
+from zoo.ensemble import read_checkpoint
+
+
+def _sgd(lr: float = 0.1) -> torch.optim.SGD:
+    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+
+
+def test_lr_is_the_papers_cyclic_cosine_and_torchs_warm_restarts():
+    spe, total, cycles = 7, 70, 5  # 10 epochs of 7 steps, cycles of 2 epochs = 14 steps
+    lrs = [row[0] for row in simulate([SnapshotEnsemble(cycles)], _sgd(0.2), spe, total)]
+    T_M = total / cycles
+    closed = [0.2 / 2 * (math.cos(math.pi * (t % T_M) / T_M) + 1) for t in range(total)]
+    assert lrs == pytest.approx(closed, abs=1e-12)
+    opt = _sgd(0.2)
+    torch_sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=14)
+    reference = []
+    for _ in range(total):
+        reference.append(opt.param_groups[0]["lr"])
+        opt.step()
+        torch_sched.step()
+    assert lrs == pytest.approx(reference, abs=1e-12)
+
+
+def test_cycles_begin_after_a_warmup_given_as_start():
+    schedules = [LinearWarmup(2), SnapshotEnsemble(4, start=2)]
+    lrs = [row[0] for row in simulate(schedules, _sgd(0.1), 10, 100)]  # 10 epochs: 2 warmup + 4 cycles of 2
+    assert lrs[:20] == pytest.approx([0.1 * s / 20 for s in range(20)])
+    assert [lrs[s] for s in (20, 40, 60, 80)] == pytest.approx([0.1] * 4)  # restarts after the warmup
+    assert schedules[1].cycle_ends() == [40, 60, 80, 100]
+
+
+@pytest.fixture(scope="module")
+def snapshot_run(tmp_path_factory):
+    """The shipped snapshot recipe for 5 epochs of 8 steps: 5 cycles of one epoch, the lr logged every step."""
+    import os
+
+    from recipes.cli import main
+
+    where = tmp_path_factory.mktemp("snapshot")
+    cwd = os.getcwd()
+    os.chdir(where)
+    try:
+        args = ["fit", "--recipe", "digits_snapshot", "--trainer.max_epochs", "5"]
+        args += ["--trainer.limit_train_batches", "8", "--trainer.log_every_n_steps", "1"]
+        assert main([*args, "--test_after_fit", "false", *FAST_TRAINER]) == 0
+    finally:
+        os.chdir(cwd)
+    return where, where / "runs" / "digits_snapshot" / "version_0"
+
+
+def test_saves_exactly_m_snapshots_at_the_cycle_ends(snapshot_run):
+    _, run = snapshot_run
+    files = sorted((run / "snapshots").glob("*.ckpt"))
+    assert [f.name for f in files] == [f"snapshot-0{m}.ckpt" for m in range(1, 6)]
+    steps = [read_checkpoint(f)["global_step"] for f in files]
+    assert steps == [8, 16, 24, 32, 40]
+    first, last = (read_checkpoint(f)["state_dict"] for f in (files[0], files[-1]))
+    assert not torch.equal(first["model.fc.weight"], last["model.fc.weight"])
+
+
+def test_logged_lr_restarts_at_each_cycle_start(snapshot_run):
+    _, run = snapshot_run
+    with (run / "metrics.csv").open() as f:
+        lr = {int(r["step"]): float(r["lr-SGD/model"]) for r in csv.DictReader(f) if r.get("lr-SGD/model")}
+    assert sorted(lr) == list(range(40))
+    for start in (8, 16, 24, 32):  # each cycle starts again at α0 = 0.1 after decaying to near 0
+        assert lr[start] == pytest.approx(0.1)
+        if start > 8:  # the first cycle ends under the warmup (below)
+            assert lr[start - 1] == pytest.approx(0.05 * (math.cos(math.pi * 7 / 8) + 1))
+    # the first cycle is also under the 1-epoch warmup: lr = 0.1·(s/8)·cos-factor
+    assert [lr[s] for s in range(8)] == pytest.approx(
+        [0.1 * s / 8 * 0.5 * (math.cos(math.pi * s / 8) + 1) for s in range(8)]
+    )
+
+
+def test_table_scores_each_snapshot_and_the_ensemble_as_zoo_ensemble_does(snapshot_run, zoo_cli, capsys):
+    where, run = snapshot_run
+    with (run / "metrics.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r.get("snapshot/val_top1/ensemble")]
+    assert len(rows) == 1
+    logged = {k.rsplit("/", 1)[-1]: float(v) for k, v in rows[0].items() if k.startswith("snapshot/") and v}
+    assert set(logged) == {"1", "2", "3", "4", "5", "ensemble"}
+    assert logged["ensemble"] > 0.7  # 40 steps in all: far above chance (0.1)
+    files = sorted(str(p) for p in (run / "snapshots").glob("*.ckpt"))
+    assert zoo_cli("ensemble", "--recipe", "digits_snapshot", "--ckpt", *files, "--json", "s.json") == 0
+    scores = json.loads(Path("s.json").read_text())
+    assert scores["ensemble of 5"]["val"]["top1"] == pytest.approx(logged["ensemble"], abs=1e-6)
+    for m, path in enumerate(files, 1):
+        assert scores[path]["val"]["top1"] == pytest.approx(logged[str(m)], abs=1e-6)
+    assert "ensemble of 5" in capsys.readouterr().out
+
+
+def test_another_decay_or_too_many_cycles_is_a_clear_error(zoo_cli):
+    from lightning.pytorch import Trainer
+
+    from zoo.data import DigitsDataModule
+    from zoo.module import ImageClassifier
+
+    trainer = Trainer(callbacks=[SnapshotEnsemble(3), CosineDecay()], max_epochs=3, logger=False)
+    with pytest.raises(ValueError, match="also has CosineDecay: remove them"):
+        trainer.fit(ImageClassifier(in_chans=1), DigitsDataModule())
+    args = [
+        "fit",
+        "--recipe",
+        "digits_snapshot",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "4",
+    ]
+    with pytest.raises(
+        ValueError, match="5 cycles in a run of 1 epochs .* leave fewer than 2 steps per cycle"
+    ):
+        zoo_cli(*args, *FAST_TRAINER)
+    with pytest.raises(ValueError, match="last=6 must be between 1 and cycles=5"):
+        SnapshotEnsemble(5, last=6)
+
+
+def test_state_is_in_the_checkpoint(snapshot_run):
+    _, run = snapshot_run
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    state = next(v for k, v in ckpt["callbacks"].items() if k.startswith("SnapshotEnsemble"))
+    assert [Path(p).name for p in state["snapshots"]] == [f"snapshot-0{m}.ckpt" for m in range(1, 6)]
+    restored = SnapshotEnsemble(5)
+    restored.load_state_dict(state)
+    assert restored.snapshots == state["snapshots"] and restored.total_steps == 40

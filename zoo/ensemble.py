@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import csv
 import inspect
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,11 +29,16 @@ def read_checkpoint(path: str | Path, weights_only: bool = True) -> dict:
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=weights_only)
-    except Exception as err:  # pickle errors of weights_only, truncated files
-        hint = " (saved with objects other than tensors? pass --no-weights-only if you trust it)"
+    except pickle.UnpicklingError as err:  # weights_only met an object other than tensors and plain types
+        found = next((line.strip() for line in str(err).splitlines() if "Unsupported global" in line), "")
+        if not found:
+            raise ValueError(f"cannot load checkpoint {str(path)!r}: not a torch file, or truncated") from err
         raise ValueError(
-            f"cannot load checkpoint {str(path)!r}: {err}{hint if weights_only else ''}"
+            f"cannot load checkpoint {str(path)!r} with weights_only=True: it holds pickled objects "
+            f"({found.split('. Please')[0]}); pass --no-weights-only only if you trust the file"
         ) from err
+    except (RuntimeError, EOFError) as err:  # truncated or not a torch file
+        raise ValueError(f"cannot load checkpoint {str(path)!r}: {err}") from err
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise ValueError(f"{str(path)!r} is not a Lightning checkpoint: it has no 'state_dict'")
     return ckpt

@@ -1,0 +1,118 @@
+"""``zoo ensemble`` on two digits checkpoints: each model's and the ensemble's accuracy, predictions, and
+clear errors for checkpoints that do not fit."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FAST_TRAINER
+
+from zoo.data import DigitsDataModule
+from zoo.module import ImageClassifier
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory) -> list[str]:
+    """Two digits models trained independently (different seeds) for 2 epochs each."""
+    import os
+
+    from recipes.cli import main
+
+    where = tmp_path_factory.mktemp("ensemble")
+    cwd = os.getcwd()
+    os.chdir(where)
+    try:
+        for seed in (1, 2):
+            args = ["fit", "--recipe", "digits", "--seed_everything", str(seed), "--trainer.max_epochs", "2"]
+            assert main([*args, "--test_after_fit", "false", *FAST_TRAINER]) == 0
+    finally:
+        os.chdir(cwd)
+    return [str(where / f"runs/digits/version_{v}/checkpoints/last.ckpt") for v in (0, 1)]
+
+
+def _probs(path: str, loader) -> tuple[torch.Tensor, torch.Tensor]:
+    model = ImageClassifier.load_from_checkpoint(path, weights_only=True).eval()
+    with torch.no_grad():
+        pairs = [(model(x).softmax(-1), y) for x, y in loader]
+    return torch.cat([p for p, _ in pairs]), torch.cat([y for _, y in pairs])
+
+
+def test_prints_each_models_and_the_ensembles_accuracy(two_runs, zoo_cli, capsys):
+    assert zoo_cli("ensemble", "--recipe", "digits", "--ckpt", *two_runs, "--json", "scores.json") == 0
+    out = capsys.readouterr().out
+    assert "ensemble of 2" in out and "val top1" in out and "test top1" in out
+    for path in two_runs:
+        assert Path(path).name in out
+    scores = json.loads(Path("scores.json").read_text())
+    dm = DigitsDataModule()
+    dm.setup("fit")
+    for split, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader())):
+        (p0, y), (p1, _) = _probs(two_runs[0], loader), _probs(two_runs[1], loader)
+        for path, p in zip(two_runs, (p0, p1)):
+            assert scores[path][split]["top1"] == pytest.approx(
+                (p.argmax(1) == y).float().mean().item(), abs=1e-6
+            )
+        mean = (p0 + p1) / 2  # the ensemble: the mean of the softmax outputs
+        assert scores["ensemble of 2"][split]["top1"] == pytest.approx(
+            (mean.argmax(1) == y).float().mean().item(), abs=1e-6
+        )
+        nll = -mean[torch.arange(len(y)), y].log().mean().item()
+        assert scores["ensemble of 2"][split]["nll"] == pytest.approx(nll, rel=1e-5)
+        assert scores["ensemble of 2"][split]["top1"] > 0.9
+
+
+def test_writes_the_ensembles_predictions(two_runs, zoo_cli):
+    assert zoo_cli("ensemble", "--recipe", "digits", "--ckpt", *two_runs, "--predictions", "ens.csv") == 0
+    with open("ens.csv") as f:
+        rows = list(csv.DictReader(f))
+    dm = DigitsDataModule()
+    dm.setup("fit")
+    p0, y = _probs(two_runs[0], dm.test_dataloader())
+    p1, _ = _probs(two_runs[1], dm.test_dataloader())
+    mean = (p0 + p1) / 2
+    assert len(rows) == len(y) == 360
+    assert [int(r["class_1"]) for r in rows] == mean.argmax(1).tolist()
+    assert [float(r["prob_1"]) for r in rows] == pytest.approx(mean.max(1).values.tolist(), abs=1e-6)
+    assert all(float(r["prob_1"]) >= float(r["prob_2"]) >= float(r["prob_3"]) for r in rows)
+
+
+def test_checkpoint_of_another_architecture_names_the_file_and_keys(two_runs, zoo_cli):
+    with pytest.raises(
+        SystemExit, match=r"last.ckpt: the checkpoint does not fit.*shape mismatches model\.features"
+    ):
+        zoo_cli(
+            "ensemble", "--recipe", "digits", "--ckpt", *two_runs, "--model.model_kwargs.widths", "[16,32]"
+        )
+    with pytest.raises(
+        SystemExit, match=r"checkpoint arch 'convnet', model arch 'resnet20'.*missing keys model\.conv1"
+    ):
+        zoo_cli(
+            "ensemble",
+            "--recipe",
+            "digits",
+            "--ckpt",
+            two_runs[0],
+            "--model.arch",
+            "resnet20",
+            "--model.model_kwargs",
+            "{}",
+        )
+    # each member built from its own checkpoint instead
+    other_arch = ["--model.arch", "resnet20", "--model.model_kwargs", "{}"]
+    assert zoo_cli("ensemble", "--recipe", "digits", "--ckpt", two_runs[0], "--own-arch", *other_arch) == 0
+    with pytest.raises(SystemExit, match="checkpoint.s. not found: nowhere.ckpt"):
+        zoo_cli("ensemble", "--recipe", "digits", "--ckpt", "nowhere.ckpt")
+
+
+def test_checkpoint_with_pickled_objects_needs_an_explicit_opt_out(two_runs, zoo_cli):
+    ckpt = torch.load(two_runs[0], weights_only=True)
+    ckpt["extra"] = argparse.Namespace(note="a pickled object")
+    torch.save(ckpt, "pickled.ckpt")
+    with pytest.raises(SystemExit, match="cannot load checkpoint 'pickled.ckpt'.*--no-weights-only"):
+        zoo_cli("ensemble", "--recipe", "digits", "--ckpt", "pickled.ckpt", "--split", "val")
+    assert zoo_cli("ensemble", "--recipe", "digits", "--ckpt", "pickled.ckpt", "--no-weights-only") == 0

@@ -2,6 +2,7 @@
 
 import zoo  # noqa: F401  (first: imports timm without wandb, see zoo/_timm_import.py)
 from callbacks.decay import CosineDecay, ExponentialDecay, InverseTimeDecay, MultiStepDecay, StepDecay
+from callbacks.ema import EMA
 from callbacks.lr_monitor import LRMonitor
 from callbacks.lr_plot import LRPlot
 from callbacks.lr_schedule import LRSchedule
@@ -29,6 +30,7 @@ __all__ = [
     "StepDecay",
     "PredictionWriter",
     "PreciseBN",
+    "EMA",
     "SnapshotEnsemble",
     "StochasticDepth",
 ]

@@ -59,8 +59,24 @@ def make_pool(pool: str, kernel_size: int = 2, stride: int | None = None) -> nn.
     if pool == "avg":
         return nn.AvgPool2d(kernel_size, stride)
     if pool == "fractional":
-        return nn.FractionalMaxPool2d(kernel_size, output_ratio=2**-0.5)
+        return FractionalMaxPool(kernel_size, output_ratio=2**-0.5)
     raise ValueError(f"unknown pooling {pool!r}; choose one of {', '.join(POOLS)}")
+
+
+class FractionalMaxPool(nn.FractionalMaxPool2d):
+    """Fractional max pooling W → ⌊W/√2⌋: train random regions (u ~ U(0, 1) per map); test fixed regions (u = 0.5).
+
+    torch's ``nn.FractionalMaxPool2d`` draws new regions in eval mode too, so a model's test outputs would
+    change from call to call; the notes' first test-time choice, pre-determined regions, is used here.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return super().forward(x)
+        samples = x.new_full((*x.shape[:-2], 2), 0.5).reshape(-1 if x.dim() == 4 else 1, x.shape[-3], 2)
+        return nn.functional.fractional_max_pool2d(
+            x, self.kernel_size, self.output_size, self.output_ratio, _random_samples=samples
+        )
 
 
 class ConvNormAct(nn.Sequential):

@@ -56,11 +56,11 @@ class LossCurveDiagnostics(Callback):
     def on_fit_end(self, trainer, pl_module):
         self.history.skipped_nonfinite = pl_module.guard.skipped if hasattr(pl_module, "guard") else 0
         self.findings = diagnose(self.history)
+        log_dir = Path(trainer.log_dir or trainer.default_root_dir)  # a collective call: every rank makes it
         if not trainer.is_global_zero:
             return
         for finding in self.findings:
             rank_zero_info(f"Loss curve: {finding.kind}: {finding.message}")
-        log_dir = Path(trainer.log_dir or trainer.default_root_dir)
         log_dir.mkdir(parents=True, exist_ok=True)
         report = {"findings": [f.__dict__ for f in self.findings], "history": self.history.__dict__}
         (log_dir / "diagnosis.json").write_text(json.dumps(report, indent=2, default=str) + "\n")

@@ -16,6 +16,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
+from callbacks.finetuning import FineTuning
 from callbacks.loss_curves import LossCurveDiagnostics
 from callbacks.lr_monitor import LRMonitor
 from callbacks.lr_plot import LRPlot
@@ -83,6 +84,7 @@ class ZooCLI(LightningCLI):
         parser.add_lightning_class_args(EpochThroughput, "throughput")
         parser.add_lightning_class_args(ClassificationReport, "report")
         parser.add_lightning_class_args(LRPlot, "lr_plot")
+        parser.add_lightning_class_args(FineTuning, "finetune")  # strategy none (the default): left out
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.num_channels", "model.in_chans", apply_on="instantiate")
         parser.add_argument(
@@ -99,9 +101,15 @@ class ZooCLI(LightningCLI):
         if self.subcommand == "fit":
             _resume_wandb_run(config)
         fill_class_names(config.get("data"), config.get("ckpt_path"))  # predict without the training data
+        model = config.get("model")
+        if self.subcommand in ("validate", "test", "predict") and config.get("ckpt_path") and model:
+            model.pretrained, model.pretrained_path = False, None  # the weights come from the checkpoint
 
     def instantiate_trainer(self, **kwargs):
         trainer = super().instantiate_trainer(**kwargs)
+        trainer.callbacks = [
+            c for c in trainer.callbacks if not (isinstance(c, FineTuning) and c.strategy == "none")
+        ]
         wants_bar = self._get(self.config_init, "trainer").get("enable_progress_bar") is not False
         if wants_bar and not any(isinstance(c, ProgressBar) for c in trainer.callbacks):
             # swap Lightning's default TQDM bar for a Rich one

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torchmetrics.classification import MulticlassAccuracy
 
+from zoo import freeze
 from zoo.guard import NonFiniteGuard
 from zoo.mixup import build_mixup, mix_batch, soft_target_cross_entropy
 from zoo.optim import OptimizerConfig, build_optimizer, global_batch_size, warn_lbfgs_noise
@@ -37,6 +39,9 @@ class ImageClassifier(LightningModule):
         cutmix_alpha: α of CutMix (0: off); with both on, a batch takes CutMix with ``mixup_switch_prob``.
         mixup_prob: chance that a training batch is mixed at all.
         mixup_switch_prob: chance of CutMix instead of mixup when both alphas are set.
+        backbone_lr_scale: lr of the layers outside the classifier as a fraction of the head's (the notes: a
+            smaller lr for pretrained layers, e.g. 0.1); below 1, or with frozen layers, the optimizer gets the
+            param groups ``head`` and ``backbone`` (see :mod:`zoo.freeze`).
     """
 
     def __init__(
@@ -56,8 +61,11 @@ class ImageClassifier(LightningModule):
         cutmix_alpha: float = 0.0,
         mixup_prob: float = 1.0,
         mixup_switch_prob: float = 0.5,
+        backbone_lr_scale: float = 1.0,
     ):
         super().__init__()
+        if not (math.isfinite(backbone_lr_scale) and backbone_lr_scale >= 0):
+            raise ValueError(f"model.backbone_lr_scale={backbone_lr_scale!r} must be a number ≥ 0 (e.g. 0.1)")
         optimizer = optimizer or OptimizerConfig()
         if isinstance(optimizer, dict):  # from a checkpoint's hyper-parameters
             optimizer = OptimizerConfig.from_dict(optimizer)
@@ -154,7 +162,16 @@ class ImageClassifier(LightningModule):
         """Parameter groups as ``[{"name", "params" (module or tensors), "lr_scale"}]``; each group's lr is
         ``optimizer.lr × lr_scale``, and every group is then split by weight decay (``NAME/no_decay``).
         Override to give parts of the model their own lr (e.g. a backbone at 0.1× the head)."""
-        return [{"name": "model", "params": self.model, "lr_scale": 1.0}]
+        scale = self.hparams.get("backbone_lr_scale", 1.0)
+        if scale == 1.0 and all(p.requires_grad for p in self.model.parameters()):
+            return [{"name": "model", "params": self.model, "lr_scale": 1.0}]
+        return freeze.param_groups(self.model, scale)  # head, and the trainable rest at lr × scale
+
+    def train(self, mode: bool = True):
+        """``nn.Module.train``, leaving frozen layers (:func:`zoo.freeze.freeze`) in eval mode."""
+        super().train(mode)
+        freeze.keep_frozen_eval(self)
+        return self
 
     def configure_optimizers(self):
         config = self.optimizer_config

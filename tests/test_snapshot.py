@@ -140,3 +140,44 @@ def test_state_is_in_the_checkpoint(snapshot_run):
     restored = SnapshotEnsemble(5)
     restored.load_state_dict(state)
     assert restored.snapshots == state["snapshots"] and restored.total_steps == 40
+
+
+def _val_by_epoch(run: Path) -> dict[int, float]:
+    with (run / "metrics.csv").open() as f:
+        return {int(r["epoch"]): float(r["val/top1"]) for r in csv.DictReader(f) if r.get("val/top1")}
+
+
+def _snapshot_scores(run: Path) -> dict[str, float]:
+    with (run / "metrics.csv").open() as f:
+        row = next(r for r in csv.DictReader(f) if r.get("snapshot/val_top1/ensemble"))
+    return {k.rsplit("/", 1)[-1]: float(v) for k, v in row.items() if k.startswith("snapshot/") and v}
+
+
+def test_each_snapshot_scores_what_the_validation_after_it_logged(snapshot_run):
+    _, run = snapshot_run  # cycles of one epoch: snapshot m is the model validated at the end of epoch m − 1
+    val, snaps = _val_by_epoch(run), _snapshot_scores(run)
+    assert [snaps[str(m)] for m in range(1, 6)] == pytest.approx([val[e] for e in range(5)], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_ddp_with_precise_bn_snapshots_hold_the_validated_statistics(tmp_path):
+    """Two CPU processes (gloo); PreciseBN's statistics, averaged over them, are in every snapshot."""
+    import subprocess
+    import sys
+
+    zoo = Path(sys.executable).with_name("zoo")
+    args = [str(zoo), "fit", "--recipe", "digits_snapshot", "--trainer.max_epochs", "5"]
+    args += ["--trainer.limit_train_batches", "4", "--trainer.accelerator", "cpu", "--trainer.devices", "2"]
+    args += [
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.callbacks+=callbacks.PreciseBN",
+        "--test_after_fit",
+        "false",
+    ]
+    done = subprocess.run([*args, *FAST_TRAINER], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "runs" / "digits_snapshot" / "version_0"
+    assert len(list((run / "snapshots").glob("snapshot-*.ckpt"))) == 5
+    val, snaps = _val_by_epoch(run), _snapshot_scores(run)
+    assert [snaps[str(m)] for m in range(1, 6)] == pytest.approx([val[e] for e in range(5)], abs=1e-6)

@@ -3,6 +3,7 @@
 import zoo  # noqa: F401  (first: imports timm without wandb, see zoo/_timm_import.py)
 from callbacks.decay import CosineDecay, ExponentialDecay, InverseTimeDecay, MultiStepDecay, StepDecay
 from callbacks.ema import EMA
+from callbacks.finetuning import FineTuning
 from callbacks.lr_monitor import LRMonitor
 from callbacks.lr_plot import LRPlot
 from callbacks.lr_schedule import LRSchedule
@@ -22,6 +23,7 @@ __all__ = [
     "WandbRunId",
     "CosineDecay",
     "ExponentialDecay",
+    "FineTuning",
     "InverseTimeDecay",
     "LRMonitor",
     "LRSchedule",

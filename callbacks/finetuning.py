@@ -10,9 +10,11 @@ the unfreezing before the optimizer state is loaded, and DDP wraps the model aga
 from __future__ import annotations
 
 import difflib
+import warnings
 
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
 from callbacks.finetune_strategies import (
     DESCRIPTIONS,
@@ -28,6 +30,8 @@ from callbacks.warmup import LinearWarmup
 from zoo import freeze as fz
 from zoo.backbones import model_stages
 from zoo.optim import build_param_groups
+
+EVAL_MODE_WARNING = r"Found \d+ module\(s\) in eval mode at the start of training"  # Lightning's
 
 
 class FineTuning(Callback):
@@ -110,6 +114,8 @@ class FineTuning(Callback):
             elif self.keep_bn_eval:
                 fz.freeze_norm_stats(stage)
         self.joined = [j.name for j in self.joins if j.epoch == 0]
+        if len(at_start) < len(self.stages):  # the frozen stages are in eval mode on purpose: said in _report
+            warnings.filterwarnings("ignore", EVAL_MODE_WARNING, PossibleUserWarning)
         self._add_warmups(trainer)
         self._report(pl_module)
 

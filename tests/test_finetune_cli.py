@@ -158,3 +158,13 @@ def test_ddp_two_processes_freeze_unfreeze_keeps_ranks_in_sync(tmp_path):
     assert got["groups"] == ["head/no_decay", "head", "backbone/no_decay", "backbone"]
     assert got["moved"] > 0  # the backbone trained after its unfreeze ...
     assert got["rank_diff"] == 0.0  # ... with its gradients averaged over both processes
+
+
+def test_checkpoint_of_an_earlier_run_as_pretrained_weights_gets_a_new_head(fitted):
+    tmp, _ = fitted
+    ckpt = tmp / "runs/finetune/version_0/checkpoints/last.ckpt"
+    saved = torch.load(ckpt, weights_only=True)["state_dict"]
+    model = zoo.ImageClassifier("timm/efficientnet_lite0", num_classes=2, pretrained_path=str(ckpt)).model
+    assert model.classifier.weight.shape == (2, 1280)  # a new head for the 2 classes
+    assert torch.equal(model.conv_head.weight, saved["model.conv_head.weight"])
+    assert torch.equal(model.blocks[6][0].bn3.running_var, saved["model.blocks.6.0.bn3.running_var"])

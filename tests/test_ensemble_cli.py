@@ -66,6 +66,16 @@ def test_prints_each_models_and_the_ensembles_accuracy(two_runs, zoo_cli, capsys
         assert scores["ensemble of 2"][split]["top1"] > 0.9
 
 
+def test_last_k_is_the_ensemble_of_the_last_checkpoints(two_runs, zoo_cli):
+    args = ["ensemble", "--recipe", "digits", "--ckpt", *two_runs, "--split", "val", "--last", "1"]
+    assert zoo_cli(*args, "--json", "last.json") == 0
+    scores = json.loads(Path("last.json").read_text())
+    assert scores["ensemble of last 1"] == scores[two_runs[1]]  # the mean of one model is that model
+    assert set(next(iter(scores.values()))) == {"val"}
+    with pytest.raises(SystemExit, match="--last 3 must be between 1 and the 2 checkpoints"):
+        zoo_cli("ensemble", "--recipe", "digits", "--ckpt", *two_runs, "--last", "3")
+
+
 def test_writes_the_ensembles_predictions(two_runs, zoo_cli):
     assert zoo_cli("ensemble", "--recipe", "digits", "--ckpt", *two_runs, "--predictions", "ens.csv") == 0
     with open("ens.csv") as f:

@@ -4,6 +4,7 @@ import zoo  # noqa: F401  (first: imports timm without wandb, see zoo/_timm_impo
 from callbacks.decay import CosineDecay, ExponentialDecay, InverseTimeDecay, MultiStepDecay, StepDecay
 from callbacks.ema import EMA
 from callbacks.finetuning import FineTuning
+from callbacks.last_checkpoint import LastCheckpoint
 from callbacks.lr_monitor import LRMonitor
 from callbacks.lr_plot import LRPlot
 from callbacks.lr_schedule import LRSchedule
@@ -27,6 +28,7 @@ __all__ = [
     "InverseTimeDecay",
     "LRMonitor",
     "LRSchedule",
+    "LastCheckpoint",
     "LinearWarmup",
     "MultiStepDecay",
     "StepDecay",

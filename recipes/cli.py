@@ -17,6 +17,7 @@ from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from callbacks.finetuning import FineTuning
+from callbacks.last_checkpoint import LastCheckpoint
 from callbacks.loss_curves import LossCurveDiagnostics
 from callbacks.lr_monitor import LRMonitor
 from callbacks.lr_plot import LRPlot
@@ -26,6 +27,8 @@ from callbacks.run_config import RunConfig
 from callbacks.throughput import EpochThroughput
 from callbacks.wandb_run import WandbRunId, wandb_run_id
 from recipes.catalog import recipe_names, recipe_path
+from recipes.resume import resolve_last
+from zoo.accelerate import cpu_fallbacks
 from zoo.data.base import fill_class_names
 from zoo.loggers import finish_wandb, run_dir
 from zoo.module import ImageClassifier
@@ -78,6 +81,8 @@ class ZooCLI(LightningCLI):
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
+        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")  # last.ckpt every N steps too
+        parser.link_arguments("checkpoint.dirpath", "last_checkpoint.dirpath")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
         parser.add_lightning_class_args(LRMonitor, "lr_monitor")  # lr and momentum of each param group
         parser.add_lightning_class_args(LossCurveDiagnostics, "diagnostics")
@@ -98,6 +103,9 @@ class ZooCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config  # run=False: `zoo schedule`
         if "weights_only" in config and config["weights_only"] is None:
             config["weights_only"] = True  # checkpoints hold tensors and plain types only
+        if self.subcommand:
+            resolve_last(config, self.subcommand)  # --ckpt_path last: the runs' newest last.ckpt
+            cpu_fallbacks(config.get("trainer"))  # e.g. sync_batchnorm off on a CPU
         if self.subcommand == "fit":
             _resume_wandb_run(config)
         fill_class_names(config.get("data"), config.get("ckpt_path"))  # predict without the training data

@@ -11,6 +11,7 @@ from lightning.pytorch import LightningModule
 from torchmetrics.classification import MulticlassAccuracy
 
 from zoo import freeze
+from zoo.accelerate import channels_last_input, compile_module, to_channels_last
 from zoo.guard import NonFiniteGuard
 from zoo.mixup import build_mixup, mix_batch, soft_target_cross_entropy
 from zoo.optim import OptimizerConfig, build_optimizer, global_batch_size, warn_lbfgs_noise
@@ -42,6 +43,10 @@ class ImageClassifier(LightningModule):
         backbone_lr_scale: lr of the layers outside the classifier as a fraction of the head's (the notes: a
             smaller lr for pretrained layers, e.g. 0.1); below 1, or with frozen layers, the optimizer gets the
             param groups ``head`` and ``backbone`` (see :mod:`zoo.freeze`).
+        channels_last: keep conv weights and input batches in N×H×W×C memory order (faster convolutions on
+            GPUs with tensor cores, with bf16-mixed precision); see :mod:`zoo.accelerate`.
+        compile: compile the network with ``torch.compile`` (in place: checkpoints keep the same keys).
+        compile_options: options of ``torch.compile``, e.g. ``{mode: max-autotune}``.
     """
 
     def __init__(
@@ -62,6 +67,9 @@ class ImageClassifier(LightningModule):
         mixup_prob: float = 1.0,
         mixup_switch_prob: float = 0.5,
         backbone_lr_scale: float = 1.0,
+        channels_last: bool = False,
+        compile: bool = False,
+        compile_options: dict[str, Any] | None = None,
     ):
         super().__init__()
         if not (math.isfinite(backbone_lr_scale) and backbone_lr_scale >= 0):
@@ -84,6 +92,11 @@ class ImageClassifier(LightningModule):
         self.model = create_model(
             arch, num_classes=num_classes, in_chans=in_chans, pretrained=pretrained, **options
         )
+        if channels_last:
+            to_channels_last(self.model)
+        if compile:
+            compile_module(self.model, compile_options)
+        self.channels_last = channels_last
         self.num_classes = num_classes
         self.guard = NonFiniteGuard(max_nonfinite_steps)
         self.mixup = build_mixup(
@@ -97,7 +110,7 @@ class ImageClassifier(LightningModule):
         self.test_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        return self.model(channels_last_input(x) if self.channels_last else x)
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if target.is_floating_point():  # soft targets of mixup/CutMix (label smoothing already in them)

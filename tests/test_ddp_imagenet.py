@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -38,7 +39,7 @@ def write_imagenet_folder(root: Path) -> Path:
     return root
 
 
-def fit(cwd: Path, data: Path, *extra: str) -> str:
+def fit(cwd: Path, data: Path, *extra: str, launcher: tuple[str, ...] = (ZOO,)) -> str:
     args = [
         *("fit", "--recipe", RECIPE, "--data.root", str(data), "--data.image_size", "16"),
         *("--data.batch_size", str(BATCH), "--data.num_workers", "0"),
@@ -52,7 +53,7 @@ def fit(cwd: Path, data: Path, *extra: str) -> str:
         *extra,
     ]
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([ZOO, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([*launcher, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-4000:]
     return out
@@ -114,3 +115,23 @@ def test_two_process_ddp_run_logs_once_and_resumes_from_its_step(tmp_path):
     check_lrs(resumed, range(STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH))
     final = torch.load(run1 / "checkpoints" / "last.ckpt", weights_only=True)
     assert final["global_step"] == 2 * STEPS_PER_EPOCH and final["epoch"] == 1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_torchrun_launch_as_documented_for_clusters_without_slurm(tmp_path):
+    data = write_imagenet_folder(tmp_path / "imagenet")
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    launcher = (torchrun, "--nnodes", "1", "--nproc-per-node", str(DEVICES), "--node-rank", "0")
+    launcher += ("--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "recipes.cli")
+    out = fit(tmp_path, data, "--trainer.num_nodes", "1", launcher=launcher)
+    # torchrun started both processes (Lightning launched none): one scaling line, one run folder
+    assert out.count(f"Linear scaling rule: lr 0.1 @ 256 → {SCALED_LR:g} @ {GLOBAL_BATCH}") == 1, out[-3000:]
+    (run,) = (tmp_path / "runs" / RECIPE).glob("version_*")
+    check_lrs(logged(run), range(STEPS_PER_EPOCH))
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == STEPS_PER_EPOCH

@@ -82,7 +82,10 @@ def offline_runs(root: Path) -> list[Path]:
 
 
 def run_cli(args, cwd: Path, mode: str = "offline", timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": mode, "WANDB_SILENT": "true"}
+    """The real ``zoo`` in its own process, with its own W&B service (WANDB_SERVICE would attach it to
+    one this test process may have started)."""
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    env.update(WANDB_MODE=mode, WANDB_SILENT="true")
     done = subprocess.run([ZOO, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
@@ -299,11 +302,11 @@ def test_wandb_mode_disabled_writes_nothing(zoo_cli, tmp_path, monkeypatch):
     assert not list(tmp_path.rglob("*.wandb"))
 
 
-def test_resume_from_checkpoint_continues_the_same_run(zoo_cli, tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_resume_from_checkpoint_continues_the_same_run(tmp_path):
     from callbacks.wandb_run import wandb_run_id
 
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    assert zoo_cli("fit", "--recipe", "digits", "--logger", "wandb", *QUICK) == 0
+    run_cli(["fit", "--recipe", "digits", "--logger", "wandb", *QUICK], tmp_path)
     (first,) = offline_runs(tmp_path)
     run_id = read_run(first)["run"].run_id
     (ckpt,) = (tmp_path / "runs" / "lightning-zoo" / run_id / "checkpoints").glob("last.ckpt")
@@ -311,7 +314,10 @@ def test_resume_from_checkpoint_continues_the_same_run(zoo_cli, tmp_path, monkey
     assert torch.load(ckpt, weights_only=True)["callbacks"]["WandbRunId"]["id"] == run_id
 
     more = ("--trainer.max_epochs", "2", "--trainer.limit_train_batches", "4", *FAST_TRAINER)
-    assert zoo_cli("fit", "--recipe", "digits", "--logger", "wandb", "--ckpt_path", str(ckpt), *more) == 0
+    done = run_cli(
+        ["fit", "--recipe", "digits", "--logger", "wandb", "--ckpt_path", str(ckpt), *more], tmp_path
+    )
+    assert f"W&B: resuming run {run_id}" in done.stdout + done.stderr
     second = [p for p in offline_runs(tmp_path) if p != first]
     assert len(second) == 1 and second[0].name.endswith(run_id)
     resumed = read_run(second[0])

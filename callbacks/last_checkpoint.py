@@ -24,5 +24,12 @@ class LastCheckpoint(ModelCheckpoint):
                 f"last_checkpoint.every_n_train_steps={every_n_train_steps!r} must be ≥ 0 (0: off)"
             )
         super().__init__(
-            dirpath=dirpath, save_top_k=0, save_last=True, every_n_train_steps=every_n_train_steps
+            dirpath=dirpath,
+            save_top_k=0,
+            save_last=True,
+            every_n_train_steps=every_n_train_steps,
+            enable_version_counter=False,  # overwrite the main checkpoint's last.ckpt, not write last-v1.ckpt
         )
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        """Nothing more at the end: the main checkpoint has written last.ckpt at the last epoch's end."""

@@ -102,6 +102,7 @@ def test_two_process_ddp_run_logs_once_and_resumes_from_its_step(tmp_path):
     assert sorted(s for s, r in rows.items() if "train/loss" in r) == list(range(STEPS_PER_EPOCH))
     saved = torch.load(run0 / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["global_step"] == STEPS_PER_EPOCH and saved["epoch"] == 0
+    assert [p.name for p in (run0 / "checkpoints").glob("last*")] == ["last.ckpt"]
 
     second = fit(tmp_path, data, "--ckpt_path", "last")
     assert second.count(f"--ckpt_path last: resuming from {Path('runs') / RECIPE / run0.name}") == 1

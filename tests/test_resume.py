@@ -110,6 +110,8 @@ def test_fit_ckpt_path_last_continues_the_stopped_run(zoo_cli, tmp_path):
         "3",
         "--trainer.limit_val_batches",
         "2",
+        "--last_checkpoint.every_n_train_steps",
+        "2",
     )
     quick = (
         *run,
@@ -129,3 +131,5 @@ def test_fit_ckpt_path_last_continues_the_stopped_run(zoo_cli, tmp_path):
     assert steps == [3, 4, 5]  # the second run starts at the first run's last step
     last = torch.load(runs / "version_1" / "checkpoints" / "last.ckpt", weights_only=True)
     assert (last["global_step"], last["epoch"]) == (6, 1)
+    # one last.ckpt, written by the epoch-end and the step-wise checkpoints alike (no last-v1.ckpt)
+    assert [p.name for p in (runs / "version_1" / "checkpoints").glob("last*")] == ["last.ckpt"]

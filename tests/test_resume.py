@@ -12,11 +12,14 @@ import torch
 from conftest import FAST_TRAINER
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import Callback
 
-from callbacks import LastCheckpoint
+from callbacks import LastCheckpoint, LinearWarmup
 from recipes.resume import find_last_checkpoint, resolve_last, run_folders
 from zoo import ImageClassifier
 from zoo.data import SyntheticDataModule
+
+SMALL = {"widths": [4], "depth": 1}
 
 
 def touch(path: Path, mtime: float) -> Path:
@@ -133,3 +136,52 @@ def test_fit_ckpt_path_last_continues_the_stopped_run(zoo_cli, tmp_path):
     assert (last["global_step"], last["epoch"]) == (6, 1)
     # one last.ckpt, written by the epoch-end and the step-wise checkpoints alike (no last-v1.ckpt)
     assert [p.name for p in (runs / "version_1" / "checkpoints").glob("last*")] == ["last.ckpt"]
+
+
+class StartState(Callback):
+    """What the trainer holds when training (re)starts: weights, momentum buffers, lrs, step and epoch."""
+
+    def on_train_start(self, trainer, pl_module):
+        optimizer = trainer.optimizers[0]
+        self.weights = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        self.momentum = [s["momentum_buffer"].clone() for s in optimizer.state.values()]
+        self.lrs = [g["lr"] for g in optimizer.param_groups]
+        self.step, self.epoch = trainer.global_step, trainer.current_epoch
+
+
+def test_mid_epoch_last_ckpt_restores_weights_optimizer_schedule_epoch_and_step(tmp_path):
+    def run(ckpt_path=None) -> StartState:
+        start = StartState()
+        trainer = Trainer(
+            accelerator="cpu",
+            max_epochs=4,
+            limit_train_batches=5,
+            limit_val_batches=0,
+            callbacks=[LinearWarmup(warmup=4), LastCheckpoint(every_n_train_steps=7, dirpath="ckpts"), start],
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        trainer.fit(model, data, ckpt_path=ckpt_path, weights_only=True)
+        return start
+
+    torch.manual_seed(0)
+    options = {"name": "sgd", "lr": 0.1, "momentum": 0.9}
+    model = ImageClassifier("convnet", num_classes=4, in_chans=1, model_kwargs=SMALL, optimizer=options)
+    data = SyntheticDataModule(num_classes=4, image_size=8, num_channels=1, batch_size=4)
+    run()
+    ckpt = torch.load("ckpts/last.ckpt", weights_only=True)
+    assert (ckpt["global_step"], ckpt["epoch"]) == (14, 2)  # written at step 14, in the middle of epoch 2
+
+    torch.manual_seed(1)
+    model = ImageClassifier("convnet", num_classes=4, in_chans=1, model_kwargs=SMALL, optimizer=options)
+    start = run("ckpts/last.ckpt")
+    assert (start.step, start.epoch) == (14, 2)
+    for key, value in ckpt["state_dict"].items():
+        torch.testing.assert_close(start.weights[key], value)
+    saved = [s["momentum_buffer"] for s in ckpt["optimizer_states"][0]["state"].values()]
+    assert len(start.momentum) == len(saved) > 0
+    for got, want in zip(start.momentum, saved):
+        torch.testing.assert_close(got, want)
+    # the 4-epoch warmup goes on from step 14 = 2.8 epochs: lr = 0.1 × 2.8 / 4, not 0 as at a fresh start
+    assert start.lrs == pytest.approx([0.07] * len(start.lrs))

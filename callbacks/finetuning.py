@@ -35,8 +35,10 @@ EVAL_MODE_WARNING = r"Found \d+ module\(s\) in eval mode at the start of trainin
 
 
 class FineTuning(Callback):
-    """Strategies of the notes' transfer-learning table: little similar data → a linear classifier on top; more
-    data → fine-tune more layers; the pretrained layers always at a smaller lr (``model.backbone_lr_scale``).
+    """lr_backbone = backbone_lr_scale × lr_head; little data → a linear classifier on top, more → more layers.
+
+    The strategies follow the notes' transfer-learning table (:mod:`callbacks.finetune_strategies`), and the
+    pretrained layers always train at a smaller lr (``model.backbone_lr_scale``, e.g. 0.1).
 
     Frozen stages have ``requires_grad = False`` and stay in eval mode (BatchNorm running statistics unchanged).
     A stage that is unfrozen joins the optimizer as a new param group (``backbone``, or ``backbone/<stage>`` for
@@ -120,8 +122,7 @@ class FineTuning(Callback):
         self._report(pl_module)
 
     def _resolve(self, trainer, pl_module) -> str:
-        hp = pl_module.hparams
-        pretrained = bool(hp.get("pretrained") or hp.get("pretrained_path"))
+        pretrained = _pretrained(pl_module)
         if self.strategy != "auto":
             if not pretrained and self.strategy in ("linear", "freeze_unfreeze", "gradual"):
                 rank_zero_warn(
@@ -167,15 +168,15 @@ class FineTuning(Callback):
             f"Fine-tuning strategy {self.resolved}: {DESCRIPTIONS[self.resolved]}. Frozen now: "
             f"{len(frozen)} of {len(self.stages)} backbone stages; backbone lr × {scale:g}."
         )
-        trains_backbone = bool(self.joins)
-        if (
-            trains_backbone
-            and scale == 1.0
-            and (pl_module.hparams.get("pretrained") or pl_module.hparams.get("pretrained_path"))
-        ):
+        if self.joins and scale == 1.0 and _pretrained(pl_module):
             rank_zero_warn(
                 "the pretrained backbone trains at the head's lr; the notes advise a smaller lr for pretrained "
                 "layers: set --model.backbone_lr_scale 0.1"
+            )
+        elif self.joins and scale < 1.0 and not _pretrained(pl_module):
+            rank_zero_warn(
+                f"model.backbone_lr_scale={scale:g} slows down layers that have no pretrained weights: "
+                "set --model.backbone_lr_scale 1 to train a model from scratch"
             )
 
     # --- unfreezing --------------------------------------------------------------------------------------------
@@ -250,6 +251,10 @@ class FineTuning(Callback):
                 f"resume with --finetune.strategy {saved}"
             )
         self._replay = [n for n in state_dict.get("joined", []) if n not in self.joined]
+
+
+def _pretrained(pl_module) -> bool:
+    return bool(pl_module.hparams.get("pretrained") or pl_module.hparams.get("pretrained_path"))
 
 
 def _train_targets(trainer):

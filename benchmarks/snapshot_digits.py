@@ -28,6 +28,7 @@ import torch
 
 HERE = Path(__file__).parent
 ZOO = str(Path(sys.executable).with_name("zoo"))
+LAST = 3  # also score the ensemble of the last 3 snapshots (the early ones are the weakest)
 QUIET = ["--trainer.enable_progress_bar", "false", "--test_after_fit", "false"]
 
 
@@ -38,9 +39,10 @@ def fit(recipe: str, seed: int, where: str, options: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def scores(ckpts: list[Path], where: str) -> dict:
+def scores(ckpts: list[Path], where: str, last: int | None = None) -> dict:
     out = Path(where) / "scores.json"
     args = [ZOO, "ensemble", "--recipe", "digits", "--ckpt", *map(str, ckpts), "--json", str(out)]
+    args += ["--last", str(last)] if last else []
     subprocess.run(args, cwd=where, check=True, capture_output=True)
     return json.loads(out.read_text())
 
@@ -53,7 +55,7 @@ def run(seed: int, lr: float, cycles: int, epochs: int) -> dict:
         plain = scores([Path(tmp) / "runs/digits/version_0/checkpoints/last.ckpt"], tmp)
         snaps = sorted((Path(tmp) / "runs/digits_snapshot/version_0/snapshots").glob("*.ckpt"))
         assert len(snaps) == cycles, snaps
-        snap = scores(snaps, tmp)
+        snap = scores(snaps, tmp, last=LAST if cycles > LAST else None)
     members = [snap[str(p)] for p in snaps]
     best = max(range(cycles), key=lambda i: (members[i]["val"]["top1"], -members[i]["val"]["nll"]))
     ensemble = snap[f"ensemble of {cycles}"]
@@ -64,6 +66,7 @@ def run(seed: int, lr: float, cycles: int, epochs: int) -> dict:
         "snapshots": members,
         "best_snapshot": best + 1,
         "ensemble": ensemble,
+        f"ensemble_last{LAST}": snap.get(f"ensemble of last {LAST}"),
         "wall_s": {"plain": round(plain_s, 1), "snapshot": round(snap_s, 1)},
     }
 
@@ -71,16 +74,17 @@ def run(seed: int, lr: float, cycles: int, epochs: int) -> dict:
 def table(runs: list[dict], cycles: int) -> list[str]:
     lines = [
         f"| seed | plain cosine | best snapshot (by val) | last snapshot | ensemble of {cycles} | "
-        "test NLL: plain / best / ensemble |",
-        "|---:|---:|---:|---:|---:|---:|",
+        f"ensemble of last {LAST} | test NLL: plain / best / ensemble |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
-        best = r["snapshots"][r["best_snapshot"] - 1]
-        last = r["snapshots"][-1]
+        best, last = r["snapshots"][r["best_snapshot"] - 1], r["snapshots"][-1]
+        tail = r.get(f"ensemble_last{LAST}")
         lines.append(
             f"| {r['seed']} | {r['plain_cosine']['test']['top1']:.4f} | {best['test']['top1']:.4f} "
             f"(#{r['best_snapshot']}) | {last['test']['top1']:.4f} | **{r['ensemble']['test']['top1']:.4f}** | "
-            f"{r['plain_cosine']['test']['nll']:.4f} / {best['test']['nll']:.4f} / {r['ensemble']['test']['nll']:.4f} |"
+            f"{tail['test']['top1'] if tail else float('nan'):.4f} | {r['plain_cosine']['test']['nll']:.4f} / "
+            f"{best['test']['nll']:.4f} / {r['ensemble']['test']['nll']:.4f} |"
         )
     return lines
 
@@ -116,6 +120,7 @@ def main() -> None:
             "plain_cosine": mean(lambda r: r["plain_cosine"]["test"]["top1"]),
             "best_snapshot": mean(lambda r: r["snapshots"][r["best_snapshot"] - 1]["test"]["top1"]),
             "ensemble": mean(lambda r: r["ensemble"]["test"]["top1"]),
+            "ensemble_last": mean(lambda r: (r[f"ensemble_last{LAST}"] or r["ensemble"])["test"]["top1"]),
         },
         "mean_test_nll": {
             "plain_cosine": mean(lambda r: r["plain_cosine"]["test"]["nll"]),
@@ -140,6 +145,7 @@ def main() -> None:
         "",
         *table(runs, args.cycles),
         f"| mean | {m['plain_cosine']:.4f} | {m['best_snapshot']:.4f} | | **{m['ensemble']:.4f}** | "
+        f"{m['ensemble_last']:.4f} | "
         f"{summary['mean_test_nll']['plain_cosine']:.4f} / {summary['mean_test_nll']['best_snapshot']:.4f} / "
         f"{summary['mean_test_nll']['ensemble']:.4f} |",
         "",

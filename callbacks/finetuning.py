@@ -108,6 +108,12 @@ class FineTuning(Callback):
     def _start(self, trainer, pl_module) -> None:
         self.joins = plan(self.resolved, list(self.stages), self.unfreeze_epoch, self.every, self.max_stages)
         self._check_length(trainer)
+        lbfgs = getattr(getattr(pl_module, "optimizer_config", None), "name", None) == "lbfgs"
+        if lbfgs and any(j.epoch > 0 for j in self.joins):
+            raise ValueError(
+                f"finetune.strategy={self.resolved} adds param groups mid-run, but L-BFGS takes one group: "
+                "use another optimizer, or finetune.strategy full / linear"
+            )
         at_start = {s for j in self.joins if j.epoch == 0 for s in j.stages}
         for name, stage in self.stages.items():
             fz.unfreeze(stage, train=pl_module.training)
@@ -206,11 +212,6 @@ class FineTuning(Callback):
                 fz.freeze_norm_stats(self.stages[name])
         params = fz.ParamSet(pl_module.model, [p for n in join.stages for p in self.stages[n].parameters()])
         optimizer = trainer.optimizers[0]
-        if pl_module.optimizer_config.name == "lbfgs":
-            raise ValueError(
-                "L-BFGS takes one parameter group, so layers cannot join it mid-run: use another optimizer, "
-                "or finetune.strategy full / linear"
-            )
         group = {
             "name": join.name,
             "params": params,

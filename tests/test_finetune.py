@@ -206,6 +206,14 @@ def test_unfreeze_after_the_last_epoch_is_an_error_naming_the_option(folder):
         )
 
 
+def test_strategies_that_add_groups_refuse_lbfgs(folder):
+    model = classifier(optimizer=OptimizerConfig(name="lbfgs"), backbone_lr_scale=1.0)
+    with pytest.raises(
+        ValueError, match=r"freeze_unfreeze adds param groups mid-run, but L-BFGS takes one group"
+    ):
+        trainer([FineTuning("freeze_unfreeze")], max_epochs=2).fit(model, datamodule(folder))
+
+
 # --- resuming --------------------------------------------------------------------------------------------------
 
 

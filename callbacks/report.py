@@ -21,6 +21,8 @@ from zoo.loggers import run_dir
 
 # W&B tables hold 10,000 rows; a confusion chart has one row per (true, predicted) pair
 WANDB_CHART_MAX_CLASSES = 100
+PLOT_LABELS_UP_TO = 50
+PLOT_MAX_INCHES = 24.0
 
 
 def _first_loader(loaders):
@@ -99,12 +101,7 @@ class ClassificationReport(Callback):
             writer = csv.writer(f)
             writer.writerow(["class", "images", "correct", "accuracy"])
             writer.writerows(rows)
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(max(5, 0.45 * len(names)), max(4, 0.4 * len(names))))
-        metric.plot(
-            val=self.confusion, ax=fig.subplots(), add_text=len(names) <= self.annotate_up_to, labels=names
-        )
+        fig = confusion_figure(metric, self.confusion, names, self.annotate_up_to)
         self.files["confusion_png"] = out / "confusion_matrix.png"
         fig.savefig(self.files["confusion_png"], dpi=100, bbox_inches="tight")
         if mistakes:
@@ -142,6 +139,25 @@ class ClassificationReport(Callback):
         if "misclassified_png" in self.files:
             logged["val/misclassified"] = wandb.Image(str(self.files["misclassified_png"]))
         logger.log_metrics(logged, step=step)
+
+
+def confusion_figure(metric, confusion: torch.Tensor, names: list[str], annotate_up_to: int = 30):
+    """The confusion matrix as a figure that grows with the classes up to ``PLOT_MAX_INCHES``; beyond
+    ``PLOT_LABELS_UP_TO`` classes it drops the labels (1,000 classes would otherwise need 45,000 pixels)."""
+    from matplotlib.figure import Figure
+
+    n = len(names)
+    side = min(max(5.0, 0.45 * n), PLOT_MAX_INCHES)
+    fig = Figure(figsize=(side, side * 0.9))
+    ax = fig.subplots()
+    metric.plot(
+        val=confusion, ax=ax, add_text=n <= annotate_up_to, labels=names if n <= PLOT_LABELS_UP_TO else None
+    )
+    if n > PLOT_LABELS_UP_TO:  # class indices every few classes instead of one unreadable label per class
+        ticks = list(range(0, n, math.ceil(n / 20)))
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.set_yticks(ticks, [str(t) for t in ticks])
+    return fig
 
 
 def per_class_accuracy(confusion: torch.Tensor, names: list[str]) -> list[list]:

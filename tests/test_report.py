@@ -159,3 +159,17 @@ def test_lr_plot_records_the_lr_of_every_step(fitted):
     epochs = [x for x, _ in points]
     assert epochs[0] == 0 and epochs == sorted(epochs) and epochs[-1] < EPOCHS
     assert (fitted.log_dir / "lr_schedule.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_confusion_figure_stays_bounded_for_imagenet_sized_label_sets():
+    from torchmetrics.classification import MulticlassConfusionMatrix
+
+    from callbacks.report import PLOT_MAX_INCHES, confusion_figure
+
+    names = [f"class{i}" for i in range(1000)]
+    fig = confusion_figure(MulticlassConfusionMatrix(1000), torch.zeros(1000, 1000, dtype=torch.long), names)
+    width, height = fig.get_size_inches()
+    assert width <= PLOT_MAX_INCHES and height <= PLOT_MAX_INCHES
+    assert len(fig.axes[0].get_xticklabels()) <= 20  # class indices, not 1,000 overlapping labels
+    small = confusion_figure(MulticlassConfusionMatrix(3), torch.eye(3, dtype=torch.long), ["a", "b", "c"])
+    assert [t.get_text() for t in small.axes[0].get_xticklabels()] == ["a", "b", "c"]

@@ -136,6 +136,12 @@ class ZooCLI(LightningCLI):
         best = ckpt.best_model_path if ckpt else ""
         if ckpt is not None and ckpt.best_model_score is not None:
             results[f"best {ckpt.monitor}"] = f"{float(ckpt.best_model_score):.4f}"
+            if ckpt.monitor != "val/top1" and best:  # say the best checkpoint's top-1 too
+                validated = trainer.validate(
+                    self.model, datamodule=self.datamodule, ckpt_path=best, weights_only=True, verbose=False
+                )
+                if validated and "val/top1" in validated[0]:
+                    results["val/top1"] = f"{validated[0]['val/top1']:.4f}"
         if self.config["fit"].get("test_after_fit") and self._has_test_data():
             tested = trainer.test(
                 self.model, datamodule=self.datamodule, ckpt_path=best or None, weights_only=True

@@ -146,3 +146,13 @@ def test_recipes_command_lists_each_recipe(tmp_path):
     zoo = Path(sys.executable).with_name("zoo")
     out = subprocess.run([str(zoo), "recipes"], capture_output=True, text=True, check=True).stdout
     assert "digits" in out and "convnet" in out and "DigitsDataModule" in out
+
+
+def test_fit_ends_with_a_results_table(zoo_cli, capsys):
+    assert zoo_cli("fit", "--recipe", "digits", "--trainer.max_epochs", "1", *FAST_TRAINER) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("Results") :]
+    for row in ("best val/loss", "val/top1", "test/top1", "best checkpoint", "log dir"):
+        assert row in table, row
+    best = next(Path("runs/digits/version_0/checkpoints").glob("best-*.ckpt"))
+    assert best.name in table.replace("\n", "").replace("│", "").replace(" ", "")

@@ -263,18 +263,33 @@ def run_lightning(argv: list[str]) -> ZooCLI:
     saved, sys.argv = sys.argv, [sys.argv[0], command, *rest]
     cli = None
     try:
-        cli = ZooCLI(
-            ImageClassifier,
-            LightningDataModule,
-            subclass_mode_data=True,
-            auto_configure_optimizers=False,
-            save_config_callback=RunConfig,
-            save_config_kwargs={"overwrite": True},
-        )
+        cli = make_cli(save_config_callback=RunConfig, save_config_kwargs={"overwrite": True})
         return cli
     finally:
         sys.argv = saved
         finish_wandb(getattr(cli, "trainer", None))  # close the W&B run; offline runs print `wandb sync`
+
+
+def make_cli(args: list[str] | None = None, run: bool = True, **kwargs) -> ZooCLI:
+    """The zoo's CLI over ``ImageClassifier`` and any data module (``args`` None: read ``sys.argv``)."""
+    return ZooCLI(
+        ImageClassifier,
+        LightningDataModule,
+        subclass_mode_data=True,
+        auto_configure_optimizers=False,
+        run=run,
+        args=args,
+        **kwargs,
+    )
+
+
+def build_recipe(args: list[str]) -> ZooCLI:
+    """Instantiate a recipe's trainer, model and data module from ``args`` without running anything."""
+    saved, sys.argv = sys.argv, sys.argv[:1]  # the options come from `args`, not the command line
+    try:
+        return make_cli(args, run=False, save_config_callback=None)
+    finally:
+        sys.argv = saved
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
@@ -23,24 +22,9 @@ EPILOG = """examples:
 
 def build(rest: list[str]):
     """The recipe's model and data module, instantiated by the zoo's CLI without running anything."""
-    from lightning.pytorch import LightningDataModule
+    from recipes.cli import build_recipe
 
-    from recipes.cli import ZooCLI
-    from zoo.module import ImageClassifier
-
-    saved, sys.argv = sys.argv, sys.argv[:1]  # options come from `rest`
-    try:
-        cli = ZooCLI(
-            ImageClassifier,
-            LightningDataModule,
-            subclass_mode_data=True,
-            auto_configure_optimizers=False,
-            save_config_callback=None,
-            run=False,
-            args=[*rest, "--trainer.logger", "false"],
-        )
-    finally:
-        sys.argv = saved
+    cli = build_recipe([*rest, "--trainer.logger", "false"])
     return cli.model, cli.datamodule
 
 

@@ -10,13 +10,9 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import sys
 from pathlib import Path
 
-from lightning.pytorch import LightningDataModule
-
 from callbacks.lr_schedule import schedules_of, simulate
-from zoo.module import ImageClassifier
 from zoo.optim import build_optimizer, global_batch_size
 
 EPILOG = """Any other option overrides the recipe as in `zoo fit`, e.g.
@@ -91,21 +87,9 @@ def draw(
 
 def build(rest: list[str]):
     """Instantiate the recipe's trainer, model and data module with the zoo's CLI, without running it."""
-    from recipes.cli import ZooCLI
+    from recipes.cli import build_recipe
 
-    saved, sys.argv = sys.argv, sys.argv[:1]  # the options come from `rest`, not the command line
-    try:
-        return ZooCLI(
-            ImageClassifier,
-            LightningDataModule,
-            subclass_mode_data=True,
-            auto_configure_optimizers=False,
-            save_config_callback=None,
-            run=False,
-            args=rest,
-        )
-    finally:
-        sys.argv = saved
+    return build_recipe(rest)
 
 
 def main(argv: list[str]) -> int:

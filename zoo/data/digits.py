@@ -9,20 +9,7 @@ from torchvision.transforms import v2
 
 from zoo.data.normalize import fit_normalizer
 from zoo.data.split import stratified_split
-from zoo.data.tensor import TensorImageDataset
-
-
-class _Indexed(Dataset):
-    """Images of a split with a string id each, for ``predict``."""
-
-    def __init__(self, base: TensorImageDataset, prefix: str):
-        self.base, self.prefix = base, prefix
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, i: int):
-        return self.base[i][0], f"{self.prefix}/{i}"
+from zoo.data.tensor import TensorImageDataset, WithIds
 
 
 class DigitsDataModule(LightningDataModule):
@@ -102,4 +89,4 @@ class DigitsDataModule(LightningDataModule):
         return self._loader(self.splits["test"])
 
     def predict_dataloader(self):
-        return self._loader(_Indexed(self.splits["test"], "test"))
+        return self._loader(WithIds(self.splits["test"], "test"))

@@ -15,6 +15,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from zoo.data.base import MissingSplitError
+from zoo.data.tensor import WithIds
 
 SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
 
@@ -125,15 +126,4 @@ class SyntheticDataModule(LightningDataModule):
 
     def predict_dataloader(self):
         self.setup()
-        return DataLoader(_WithIds(self.splits["test"], "test"), batch_size=self.batch_size)
-
-
-class _WithIds(Dataset):
-    def __init__(self, base: SyntheticImages, name: str):
-        self.base, self.name = base, name
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, i: int):
-        return self.base[i][0], f"{self.name}/{i}"
+        return DataLoader(WithIds(self.splits["test"], "test"), batch_size=self.batch_size)

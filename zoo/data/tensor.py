@@ -32,3 +32,16 @@ class TensorImageDataset(Dataset):
         if self.normalize is not None:
             x = self.normalize(x)
         return x, self.y[i]
+
+
+class WithIds(Dataset):
+    """``(image, "prefix/i")`` for the images of another dataset, for ``predict``: the ids fill the CSV."""
+
+    def __init__(self, base: Dataset, prefix: str):
+        self.base, self.prefix = base, prefix
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        return self.base[i][0], f"{self.prefix}/{i}"

@@ -35,8 +35,10 @@ def run_folders(config) -> list[Path]:
     for logger in loggers if isinstance(loggers, list) else [loggers]:
         args = _get(logger, "init_args")
         save_dir = _get(args, "save_dir")
-        if save_dir:
-            folders.append(Path(save_dir) / str(_get(args, "name", "") or _get(args, "project", "")))
+        if save_dir:  # CSV/TensorBoard: save_dir/name/version_N; W&B: save_dir/project/<run id>
+            folders += [
+                Path(save_dir) / str(_get(args, key)) for key in ("name", "project") if _get(args, key)
+            ]
     folders.append(Path(_get(trainer, "default_root_dir", ".")))
     return list(dict.fromkeys(folders))
 

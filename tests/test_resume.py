@@ -48,6 +48,21 @@ def test_last_is_the_newest_last_ckpt_of_the_recipes_runs():
     assert cfg.ckpt_path == str(newest)
 
 
+def test_wandb_runs_are_found_under_their_project():
+    # Lightning's checkpoints of a W&B run live in save_dir/<project>/<run id>/checkpoints
+    logger = Namespace(
+        class_path="zoo.loggers.WandbLogger",
+        init_args=Namespace(save_dir="runs", name="r", project="zoo-runs"),
+    )
+    cfg = Namespace(
+        ckpt_path="last", trainer=Namespace(default_root_dir="runs/r", logger=logger), checkpoint=None
+    )
+    touch(Path("runs/other/version_0/checkpoints/last.ckpt"), 3000)  # another recipe's run
+    wandb_last = touch(Path("runs/zoo-runs/abc123/checkpoints/last.ckpt"), 2000)
+    assert Path("runs/zoo-runs") in run_folders(cfg)
+    assert resolve_last(cfg, "fit") == wandb_last
+
+
 def test_a_newer_slurm_hpc_checkpoint_wins():
     touch(Path("runs/r/version_0/checkpoints/last.ckpt"), 1000)
     hpc = touch(Path("runs/r/hpc_ckpt_2.ckpt"), 2000)  # Lightning's save on SIGUSR1, in default_root_dir

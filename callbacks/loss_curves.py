@@ -9,6 +9,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
 from zoo.diagnose import History, diagnose
+from zoo.loggers import run_dir
 
 
 class LossCurveDiagnostics(Callback):
@@ -56,9 +57,9 @@ class LossCurveDiagnostics(Callback):
     def on_fit_end(self, trainer, pl_module):
         self.history.skipped_nonfinite = pl_module.guard.skipped if hasattr(pl_module, "guard") else 0
         self.findings = diagnose(self.history)
-        log_dir = Path(trainer.log_dir or trainer.default_root_dir)  # a collective call: every rank makes it
         if not trainer.is_global_zero:
             return
+        log_dir = run_dir(trainer)
         for finding in self.findings:
             rank_zero_info(f"Loss curve: {finding.kind}: {finding.message}")
         log_dir.mkdir(parents=True, exist_ok=True)

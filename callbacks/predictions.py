@@ -9,6 +9,8 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
+from zoo.loggers import run_dir
+
 
 class PredictionWriter(BasePredictionWriter):
     """Collect ``{"probs", "ids"}`` from ``predict_step`` and write ``path,class_1,prob_1,...,class_k,prob_k``.
@@ -40,9 +42,9 @@ class PredictionWriter(BasePredictionWriter):
             gathered = [None] * trainer.world_size
             torch.distributed.all_gather_object(gathered, rows)
             rows = [r for part in gathered for r in part]
-        out = Path(self.output or Path(trainer.log_dir or ".") / "predictions.csv")  # log_dir: on every rank
         if not trainer.is_global_zero:
             return
+        out = Path(self.output) if self.output else run_dir(trainer) / "predictions.csv"
         out.parent.mkdir(parents=True, exist_ok=True)
         k = (len(rows[0]) - 1) // 2 if rows else self.top_k
         with out.open("w", newline="") as f:

@@ -125,8 +125,8 @@ def test_non_image_ignored_and_unreadable_image_skipped_by_name(tmp_path):
     with pytest.warns(UserWarning) as record:
         dm.setup("fit")
     messages = " ".join(str(w.message) for w in record)
-    assert "ignored 1 file(s)" in messages and "notes.txt" in messages
-    assert "skipped 1 unreadable image(s)" in messages and "broken.png" in messages
+    assert "1 not an image (by extension) (cat/notes.txt)" in messages
+    assert "1 unreadable (PIL cannot identify it) (dog/broken.png)" in messages
     listed = files(dm.splits["train"]) + files(dm.splits["val"])
     assert len(listed) == 12 and "broken.png" not in listed and "notes.txt" not in listed
 

@@ -1,17 +1,19 @@
-"""LightningDataModules of the zoo."""
+"""LightningDataModules of the zoo (imported when first used, so file listing and checks need no Lightning)."""
 
-from zoo.data.base import ImageDataModule
-from zoo.data.cifar import CIFARDataModule
-from zoo.data.digits import DigitsDataModule
-from zoo.data.folder import ImageFolderDataModule
-from zoo.data.imagenet import ImageNetDataModule
-from zoo.data.synthetic import SyntheticDataModule
+from importlib import import_module
 
-__all__ = [
-    "CIFARDataModule",
-    "DigitsDataModule",
-    "ImageDataModule",
-    "ImageFolderDataModule",
-    "ImageNetDataModule",
-    "SyntheticDataModule",
-]
+_MODULES = {
+    "CIFARDataModule": "zoo.data.cifar",
+    "DigitsDataModule": "zoo.data.digits",
+    "ImageDataModule": "zoo.data.base",
+    "ImageFolderDataModule": "zoo.data.folder",
+    "ImageNetDataModule": "zoo.data.imagenet",
+    "SyntheticDataModule": "zoo.data.synthetic",
+}
+__all__ = sorted(_MODULES)
+
+
+def __getattr__(name: str):
+    if name in _MODULES:
+        return getattr(import_module(_MODULES[name]), name)
+    raise AttributeError(f"module 'zoo.data' has no attribute {name!r}")

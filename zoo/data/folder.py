@@ -7,21 +7,20 @@ has no folder of its own is held out of ``train`` the same way.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 from torch.utils.data import Dataset
 
 from zoo.data.base import ImageDataModule
-from zoo.data.files import ImageFiles, Listing, list_class_folders, list_images
+from zoo.data.files import ImageFiles, Listing, class_dirs, class_owners, list_class_folders, list_images
 from zoo.data.split import stratified_split
 
 VAL_DIRS = ("val", "valid", "validation")
 
 
 def _class_dirs(directory: Path) -> list[str]:
-    return sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
+    return class_dirs(directory)
 
 
 class ImageFolderDataModule(ImageDataModule):
@@ -103,7 +102,10 @@ class ImageFolderDataModule(ImageDataModule):
                 f"{directory} has class folders {extra} that {self.train_dir} does not have; "
                 "every class of val/ and test/ needs training images"
             )
-        listing: Listing = list_class_folders(directory, self.class_names, self.hparams.check_images)
+        splits = {"train": self.train_dir, "val": self._subdir(VAL_DIRS), "test": self._subdir(("test",))}
+        owners = class_owners({k: d for k, d in splits.items() if d is not None}, self.class_names)
+        check = self.hparams.check_images
+        listing: Listing = list_class_folders(directory, self.class_names, check, owners, where)
         listing.report(directory)
         if where == "train":
             counts = np.bincount([y for _, y in listing.samples], minlength=self.num_classes)

@@ -41,6 +41,7 @@ COMMANDS = {
     "summary": "recipes.commands.summary",
     "schedule": "recipes.commands.schedule",
     "ensemble": "recipes.commands.ensemble",
+    "export": "recipes.commands.export",
     "check-data": "recipes.commands.check_data",
 }
 

@@ -1,0 +1,156 @@
+"""``zoo export --recipe NAME --ckpt_path CKPT --format onnx|pt2 --output FILE``: a checkpoint for deployment.
+
+The network in eval mode with a dynamic batch dimension, as ONNX or a ``torch.export`` program, carrying the
+preprocessing and class names the checkpoint was trained with (see :mod:`zoo.export`). The export is checked:
+the exported model runs on a few real inputs (the recipe's validation images, through the checkpoint's eval
+preprocessing; random inputs when the recipe's data is not at hand) and the largest difference from the
+checkpoint's own outputs is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import logging
+import sys
+from pathlib import Path
+
+EPILOG = """examples:
+  zoo export --recipe digits --ckpt_path runs/digits/version_0/checkpoints/last.ckpt --format onnx --output digits.onnx
+  zoo export --recipe finetune --data.root photos --ckpt_path best.ckpt --format pt2 --output model.pt2
+Any other option overrides the recipe as in `zoo fit` (e.g. --data.root DIR for the check's real images)."""
+
+
+def _bool(text: str) -> bool:
+    value = text.lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+    return value in ("true", "1", "yes")
+
+
+@contextlib.contextmanager
+def quiet_lightning():
+    """Hide Lightning's info lines (seed, accelerators, tips) while a recipe is built but not run."""
+    logs = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [log.level for log in logs]
+    for log in logs:
+        log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for log, level in zip(logs, levels):
+            log.setLevel(level)
+
+
+def real_inputs(rest: list[str], config: dict, count: int) -> tuple[object, str, list[str] | None]:
+    """``count`` inputs from the recipe's data (validation split first), where they came from, and the data's
+    class names; (None, why, None) when the recipe's data cannot be built. Image data modules take the
+    checkpoint's eval preprocessing."""
+    import numpy as np
+    import torch
+
+    from recipes.cli import build_recipe
+    from zoo.data.transforms import eval_transform
+
+    try:
+        with quiet_lightning():
+            cli = build_recipe([*rest, "--trainer.logger", "false", "--model.pretrained", "false"])
+        datamodule = cli.datamodule
+        datamodule.setup("fit")
+        splits = getattr(datamodule, "splits", None) or {}
+        name = next((n for n in ("val", "test", "train") if n in splits), None)
+        if config.get("mean") and name is not None and hasattr(splits[name], "transform"):
+            dataset = copy.copy(splits[name])  # the same images through the checkpoint's eval transform
+            dataset.transform = eval_transform(config)
+            picks = np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round().astype(int)
+            x = torch.stack([dataset[int(i)][0] for i in picks])
+        else:
+            name = "val"
+            x = next(iter(datamodule.val_dataloader()))[0][:count]
+    except (Exception, SystemExit) as err:  # any reason the data is not at hand: check on random inputs
+        reason = err.__cause__ or err  # jsonargparse wraps the data module's own message
+        return None, (str(reason).splitlines() or [type(reason).__name__])[0], None
+    return x.float(), f"{len(x)} {name} images of the recipe's data", getattr(datamodule, "class_names", None)
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="zoo export",
+        description="Export a checkpoint as ONNX or a torch.export program, with its preprocessing and classes.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--recipe", help="the shipped recipe the checkpoint was trained with (or --config FILE)"
+    )
+    parser.add_argument("--ckpt_path", required=True, help="the checkpoint to export")
+    parser.add_argument("--format", default="onnx", help="onnx (for onnxruntime) or pt2 (torch.export)")
+    parser.add_argument("--output", help="file to write (default: the checkpoint's name with .onnx or .pt2)")
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
+    parser.add_argument("--weights_only", type=_bool, default=True, help="false: trust pickled objects")
+    parser.add_argument("--check_inputs", type=int, default=8, help="inputs the exported model is checked on")
+    parser.add_argument("--atol", type=float, default=1e-3, help="largest difference accepted (logits)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    args, rest = parser.parse_known_args(argv)
+    try:
+        return run(args, rest)
+    except Exception as err:
+        from zoo.export import ExportError
+
+        if args.debug or not isinstance(err, (ExportError, FileNotFoundError)):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace, rest: list[str]) -> int:
+    import torch
+
+    from recipes.cli import expand_recipe
+    from zoo import export
+
+    fmt = export.check_format(args.format)
+    if args.opset is not None and fmt != "onnx":
+        raise export.ExportError("--opset is for --format onnx")
+    rest = expand_recipe((["--recipe", args.recipe] if args.recipe else []) + rest)
+    output = Path(args.output or Path(args.ckpt_path).with_suffix(f".{fmt}").name)
+    ckpt = export.load_checkpoint(args.ckpt_path, args.weights_only)
+    net = export.network(ckpt, args.ckpt_path)
+    config = export.preprocessing(ckpt)
+
+    x, where, names = None, "no recipe given (--recipe NAME or --config FILE)", None
+    if "--config" in rest:
+        x, where, names = real_inputs(rest, config, args.check_inputs)
+    size = config.get("input_size") or (list(x.shape[1:]) if x is not None else None)
+    if size is None:
+        raise export.ExportError(
+            f"the checkpoint saved no input size and the recipe's data is not at hand ({where}); "
+            "give the recipe and its data (--recipe NAME --data.root DIR) so the input size is known"
+        )
+    if x is None:
+        print(f"Checking on random inputs: the recipe's data is not at hand ({where})")
+        x, where = torch.randn(args.check_inputs, *size), f"{args.check_inputs} random inputs"
+    meta = export.metadata(ckpt, size, names)
+    if "mean" not in meta:
+        print(
+            "Note: the checkpoint saved no preprocessing (mean/std); the metadata gives the input size only"
+        )
+
+    path = export.export(net, fmt, output, meta, args.opset or export.DEFAULT_OPSET)
+    worst = export.max_difference(net, path, x)
+    shape = "×".join(str(s) for s in size)
+    what = f"ONNX opset {args.opset or export.DEFAULT_OPSET}" if fmt == "onnx" else "torch.export program"
+    print(f"Exported {meta.get('arch', 'the model')} ({shape} → {meta['num_classes']} classes) to {path}")
+    print(f"  {what}, {_size(path.stat().st_size)}, dynamic batch dimension")
+    if fmt == "pt2":
+        print(f"  metadata: {export.metadata_path(path)}")
+    print(f"  checked on {where}: largest |logit difference| from the checkpoint {worst:.2e}")
+    if not worst <= args.atol:
+        print(f"error: the exported model differs from the checkpoint by {worst:.2e} > --atol {args.atol}")
+        return 1
+    return 0

@@ -18,9 +18,11 @@ import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.data.random_erasing import RandomErasing
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from zoo.data.files import collate_present
+from zoo.data.pipeline import normalize
 from zoo.data.stats import channel_stats
 from zoo.data.transforms import check_auto_augment, check_crop, data_config, eval_transform, train_transform
 
@@ -170,7 +172,7 @@ class ImageDataModule(LightningDataModule):
         if self.stats is None:
             self.setup("fit")
             train = copy.copy(self.splits["train"])  # the same images, through the eval resize and crop only
-            train.transform = eval_transform(cfg, normalize=False)
+            train.transform = eval_transform(cfg)  # uint8: channel_stats scales it to [0, 1]
             hp = self.hparams
             mean, std = channel_stats(
                 train, hp.stats_images, batch_size=self.batch_size, num_workers=hp.num_workers
@@ -198,6 +200,18 @@ class ImageDataModule(LightningDataModule):
             cfg, hp.crop, hp.scale, hp.padding, hp.hflip, hp.color_jitter, hp.auto_augment, hp.re_prob
         )
         return train, eval_transform(cfg)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """A uint8 batch, now on its device: (x / 255 − μ)/σ there, then random erasing while training."""
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8:
+            return batch
+        cfg = self.config if self.config is not None else self.preprocess_config()
+        x = normalize(x, cfg["mean"], cfg["std"])
+        trainer = self.trainer
+        if self.hparams.re_prob > 0 and trainer is not None and trainer.training and len(x):
+            x = RandomErasing(self.hparams.re_prob, mode="const", device=x.device)(x)
+        return [x, *batch[1:]] if isinstance(batch, (list, tuple)) else x
 
     # --- class counts ------------------------------------------------------------------------------
     def report_classes(self) -> None:

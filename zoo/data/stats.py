@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 def channel_stats(
     dataset: Dataset, max_images: int = 0, seed: int = 0, batch_size: int = 64, num_workers: int = 0
 ) -> tuple[list[float], list[float]]:
-    """Mean and standard deviation per channel of the images of ``dataset`` (items ``(C×H×W tensor, ...)``).
+    """Mean and standard deviation per channel of the images of ``dataset`` (items ``(C×H×W tensor, ...)``;
+    uint8 images count as x / 255).
 
     ``max_images > 0`` estimates them from that many images drawn without replacement with ``seed``.
     """
@@ -27,7 +28,8 @@ def channel_stats(
     total = total_sq = None
     count = 0
     for batch in DataLoader(dataset, batch_size=batch_size, num_workers=num_workers):
-        x = (batch[0] if isinstance(batch, (list, tuple)) else batch).double()
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        x = x.double() / 255 if x.dtype == torch.uint8 else x.double()
         if total is None:
             total = torch.zeros(x.shape[1], dtype=torch.float64)
             total_sq = torch.zeros_like(total)

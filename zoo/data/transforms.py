@@ -1,22 +1,34 @@
-"""Train and eval image transforms, built by timm (``transforms_imagenet_train`` / ``transforms_imagenet_eval``).
+"""Train and eval image transforms: timm's recipe (``transforms_imagenet_train`` / ``_eval``) on uint8 tensors.
 
-- train: crop → flip → colour jitter or an automatic policy → tensor → normalise (x − μ)/σ → random erasing
-- eval:  resize to ⌊size / crop_pct⌋ → centre crop ``size`` → tensor → normalise (x − μ)/σ
+- train: crop → flip → colour jitter or an automatic policy → uint8 tensor
+- eval:  resize to ⌊size / crop_pct⌋ → centre crop ``size`` → uint8 tensor
+- then, per batch on its device: normalise (x / 255 − μ)/σ → random erasing (training) (``ImageDataModule``)
 
 The crop is RandomResizedCrop (``random_resized``: a random area in ``scale`` and aspect in [3/4, 4/3], resized
 to ``size``), pad-and-crop (``pad``: zero-cost translation by up to ``padding`` pixels, the CIFAR recipe), or
 none (``center``: the eval resize and centre crop). Preprocessing values travel as timm's data config dict
 (``input_size``, ``interpolation``, ``mean``, ``std``, ``crop_pct``, ``crop_mode``).
+
+The crops decode JPEGs at reduced size when they shrink them anyway (:mod:`zoo.data.pipeline`); the rest runs
+on uint8 tensors with ``transforms.v2``. timm's RandAugment, AutoAugment and AugMix need PIL images: with one
+of them (and for eval modes other than a square centre crop) the pipeline is timm's own PIL one, ending in a
+uint8 tensor as well. ``normalize=True`` appends the normalisation (and random erasing) to the pipeline itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Sequence
 
+import torch
 from timm.data import resolve_data_config
+from timm.data.random_erasing import RandomErasing
 from timm.data.transforms import str_to_interp_mode
 from timm.data.transforms_factory import transforms_imagenet_eval, transforms_imagenet_train
 from torchvision import transforms
+from torchvision.transforms import v2
+
+from zoo.data.pipeline import DecodePIL, RandomResizedCropDecode, ResizeDecode
 
 CROPS = ("random_resized", "pad", "center")
 # names of automatic augmentation policies -> timm's policy strings (TrivialAugment comes from torchvision)
@@ -78,19 +90,58 @@ def _channels(values: Sequence[float] | None, n: int) -> tuple[float, ...] | Non
     return (sum(values) / len(values),) * n
 
 
-def eval_transform(cfg: dict, normalize: bool | None = True) -> Callable:
-    """Resize the short side to ⌊size / crop_pct⌋, centre crop, to tensor in [0, 1], then (x − μ)/σ when
-    ``normalize`` (None: a uint8 tensor)."""
-    channels = cfg["input_size"][0]
+class Pipeline(v2.Compose):
+    """``v2.Compose`` whose first step takes an image file opened but not decoded (``ImageFiles`` passes one)."""
+
+    takes_source = True
+
+
+def _finish(steps: list, cfg: dict, normalize: bool, re_prob: float = 0.0) -> Pipeline:
+    if normalize:
+        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(cfg["mean"]), list(cfg["std"]))]
+        if re_prob > 0:
+            steps.append(RandomErasing(re_prob, mode="const", device="cpu"))
+    return Pipeline(steps)
+
+
+def _scale_size(cfg: dict) -> tuple[int, int]:
+    """timm's eval resize: ⌊size / crop_pct⌋ per side."""
+    return tuple(math.floor(s / cfg["crop_pct"]) for s in cfg["input_size"][1:])
+
+
+def _fast_eval(cfg: dict) -> bool:
+    """A square centre crop with a fixed interpolation: the tensor path; other eval modes take timm's PIL one."""
+    size = cfg["input_size"][1:]
+    return (
+        cfg.get("crop_mode", "center") in (None, "center") and size[0] == size[1] and _interp(cfg) is not None
+    )
+
+
+def _interp(cfg: dict):
+    return None if cfg["interpolation"] == "random" else str_to_interp_mode(cfg["interpolation"])
+
+
+def _timm_eval(cfg: dict) -> transforms.Compose:
+    """timm's PIL eval transform, ending in a uint8 tensor."""
     return transforms_imagenet_eval(
         img_size=tuple(cfg["input_size"][1:]),
         crop_pct=cfg["crop_pct"],
         crop_mode=cfg["crop_mode"],
         interpolation=cfg["interpolation"],
-        mean=cfg["mean"] if normalize else (0.0,) * channels,
-        std=cfg["std"] if normalize else (1.0,) * channels,
-        normalize=normalize is not None,
+        use_prefetcher=True,
     )
+
+
+def _eval_steps(cfg: dict) -> list:
+    if _fast_eval(cfg):
+        return [ResizeDecode(_scale_size(cfg)[0], cfg["input_size"][1:], _interp(cfg))]
+    return [DecodePIL(), *_timm_eval(cfg).transforms]
+
+
+def eval_transform(cfg: dict, normalize: bool = False) -> Pipeline:
+    """Resize the short side to ⌊size / crop_pct⌋, centre crop, to a uint8 tensor; then (x / 255 − μ)/σ
+    when ``normalize`` (else the data module normalises whole batches on their device)."""
+    return _finish(_eval_steps(cfg), cfg, normalize)
 
 
 def train_transform(
@@ -102,38 +153,63 @@ def train_transform(
     color_jitter: float = 0.0,
     auto_augment: str | None = None,
     re_prob: float = 0.0,
-) -> Callable:
-    """The training pipeline of the module docstring; timm builds it, torchvision supplies pad-and-crop,
-    the centre crop without augmentation and TrivialAugment, which timm does not have."""
+    normalize: bool = False,
+) -> Pipeline:
+    """The training pipeline of the module docstring, to a uint8 tensor; with ``normalize``, on to
+    (x / 255 − μ)/σ and random erasing with probability ``re_prob`` (else the data module does both per batch)."""
     size = tuple(cfg["input_size"][1:])
     policy = check_auto_augment(auto_augment)
+    check_crop(crop)
     if policy and policy != "trivialaugment" and cfg["input_size"][0] != 3:
         raise ValueError(
             f"auto_augment {auto_augment!r} (a timm policy) needs RGB images; with "
             f"{cfg['input_size'][0]}-channel images use 'trivialaugment' or colour jitter"
         )
+    interp = _interp(cfg)
+    if (policy and policy != "trivialaugment") or interp is None:
+        return _finish(
+            _timm_pil_steps(cfg, crop, scale, padding, hflip, color_jitter, policy), cfg, normalize, re_prob
+        )
+    if crop == "random_resized":
+        steps = [RandomResizedCropDecode(size, scale, interpolation=interp)]
+    elif crop == "pad":
+        steps = [
+            ResizeDecode(size, None, interp),
+            v2.RandomCrop(size, padding=padding, padding_mode="reflect"),
+        ]
+    else:  # the eval resize and centre crop
+        steps = _eval_steps(cfg)
+    if hflip > 0:
+        steps.append(v2.RandomHorizontalFlip(hflip))
+    if policy == "trivialaugment":
+        steps.append(v2.TrivialAugmentWide(interpolation=interp))
+    elif color_jitter:
+        steps.append(v2.ColorJitter(color_jitter, color_jitter, color_jitter))
+    return _finish(steps, cfg, normalize, re_prob)
+
+
+def _timm_pil_steps(cfg, crop, scale, padding, hflip, color_jitter, policy) -> list:
+    """timm's PIL pipeline (for its augmentation policies), from the decoded image to a uint8 tensor."""
+    size = tuple(cfg["input_size"][1:])
     primary, secondary, final = transforms_imagenet_train(
         img_size=size,
         scale=tuple(scale),
         hflip=hflip,
         color_jitter=None if policy else color_jitter or None,  # a policy replaces colour jitter
-        auto_augment=None if policy == "trivialaugment" else policy,
+        auto_augment=policy,
         interpolation=cfg["interpolation"],
         mean=cfg["mean"],
         std=cfg["std"],
-        re_prob=re_prob,
+        use_prefetcher=True,  # ends in a uint8 tensor: normalisation and erasing come later
         separate=True,
     )
     steps = list(primary.transforms)
-    interp = str_to_interp_mode(cfg["interpolation"])
-    if check_crop(crop) == "pad":
+    interp = str_to_interp_mode(cfg["interpolation"] if cfg["interpolation"] != "random" else "bilinear")
+    if crop == "pad":
         steps[0:1] = [
             transforms.Resize(size, interpolation=interp),
             transforms.RandomCrop(size, padding=padding, padding_mode="reflect"),
         ]
-    elif crop == "center":  # the eval resize and centre crop, without its final to-tensor step
-        steps[0:1] = list(eval_transform(cfg, normalize=None).transforms[:-1])
-    extra = list(secondary.transforms)
-    if policy == "trivialaugment":
-        extra.insert(0, transforms.TrivialAugmentWide(interpolation=interp))
-    return transforms.Compose(steps + extra + list(final.transforms))
+    elif crop == "center":
+        steps[0:1] = _timm_eval(cfg).transforms[:-1]
+    return [DecodePIL(), *steps, *secondary.transforms, *final.transforms]

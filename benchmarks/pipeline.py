@@ -1,0 +1,187 @@
+"""Input pipeline benchmark: images/s of the zoo's image-folder loader next to torchvision's reference.
+
+    .venv/bin/python benchmarks/pipeline.py [--images 640 --repeats 5 --workers 2 --batch 64]
+
+Both sides read the same folder of 500×375 JPEGs (crops of scikit-learn's two sample photos) with
+RandomResizedCrop 224 and horizontal flips, 2 loader workers and batches of 64, and end with normalised
+float32 batches on the CPU:
+
+- reference: ``ImageFolder`` + PIL + ``RandomResizedCrop(224)``, ``RandomHorizontalFlip``, ``ToTensor``,
+  ``Normalize`` (torchvision's classification reference);
+- zoo: ``ImageFolderDataModule``'s training loader (the crop drawn before decoding, uint8 tensors) and its
+  ``on_after_batch_transfer`` (the normalisation, here on the CPU, in the main process).
+
+Each repeat times one whole epoch of each side, alternately (workers already started); the figure is the
+median over repeats. Writes benchmarks/results/pipeline.json and pipeline.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+HERE = Path(__file__).parent
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def make_folder(root: Path, images: int, size: tuple[int, int] = (500, 375), classes: int = 4) -> Path:
+    """``images`` JPEGs of ``size`` (w, h), random crops of the two sample photos, in ``classes`` folders."""
+    from sklearn.datasets import load_sample_images
+
+    photos = [Image.fromarray(a) for a in load_sample_images().images]
+    rng = np.random.default_rng(0)
+    for i in range(images):
+        photo = photos[i % 2]
+        w, h = photo.size
+        s = rng.uniform(0.5, 1.0)
+        cw, ch = int(w * s), int(h * s)
+        x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        folder = root / f"class{i % classes}"
+        folder.mkdir(parents=True, exist_ok=True)
+        photo.crop((x, y, x + cw, y + ch)).resize(size, Image.BILINEAR).save(
+            folder / f"{i:05d}.jpg", quality=90
+        )
+    return root
+
+
+def reference_loader(root: Path, size: int, batch: int, workers: int):
+    """torchvision's reference pipeline (references/classification/train.py, ``ClassificationPresetTrain``)."""
+    from torchvision import datasets, transforms
+
+    t = transforms.Compose(
+        [
+            transforms.RandomResizedCrop(size),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(MEAN, STD),
+        ]
+    )
+    ds = datasets.ImageFolder(str(root), t)
+    return torch.utils.data.DataLoader(
+        ds, batch_size=batch, shuffle=True, num_workers=workers, persistent_workers=workers > 0
+    ), (lambda b: b)
+
+
+def zoo_loader(root: Path, size: int, batch: int, workers: int):
+    """The zoo's training loader of ``root`` (every image in the training split) and its batch hook."""
+    from zoo.data import ImageFolderDataModule
+
+    dm = ImageFolderDataModule(
+        str(root),
+        image_size=size,
+        val_fraction=0.0,
+        test_fraction=0.0,
+        preprocess="imagenet",
+        interpolation="bilinear",
+        batch_size=batch,
+        num_workers=workers,
+        check_images=False,
+    )
+    dm.setup("fit")
+    return dm.train_dataloader(), (lambda b: dm.on_after_batch_transfer(b, 0))
+
+
+def epoch(loader, finish) -> tuple[int, float, torch.Tensor]:
+    """(images, seconds, last batch) of one pass over ``loader``, each batch through ``finish``."""
+    start, n, x = time.perf_counter(), 0, None
+    for b in loader:
+        x = finish(b)[0]
+        n += len(x)
+    return n, time.perf_counter() - start, x
+
+
+def measure(root: Path, size: int = 224, batch: int = 64, workers: int = 2, repeats: int = 5) -> dict:
+    """Median images/s of each side over ``repeats`` interleaved epochs, and what each side delivered."""
+    sides = {
+        "zoo": zoo_loader(root, size, batch, workers),
+        "torchvision": reference_loader(root, size, batch, workers),
+    }
+    for loader, finish in sides.values():
+        epoch(loader, finish)  # start the workers, warm the page cache
+    rates = {name: [] for name in sides}
+    shapes = {}
+    for _ in range(repeats):
+        for name, (loader, finish) in sides.items():
+            n, seconds, x = epoch(loader, finish)
+            rates[name].append(n / seconds)
+            shapes[name] = {
+                "images": n,
+                "shape": list(x.shape[1:]),
+                "dtype": str(x.dtype).replace("torch.", ""),
+            }
+    medians = {name: statistics.median(r) for name, r in rates.items()}
+    return {
+        "images_per_s": medians,
+        "repeats": rates,
+        "delivered": shapes,
+        "ratio": medians["zoo"] / medians["torchvision"],
+    }
+
+
+def machine() -> str:
+    import PIL
+    import torchvision
+
+    return (
+        f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, torch "
+        f"{torch.__version__}, torchvision {torchvision.__version__}, Pillow {PIL.__version__}, no GPU"
+    )
+
+
+def write(result: dict, args: argparse.Namespace, out: Path) -> None:
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    summary = {"date": date.today().isoformat(), "machine": machine(), **settings, **result}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pipeline.json").write_text(json.dumps(summary, indent=2) + "\n")
+    zoo, ref = result["images_per_s"]["zoo"], result["images_per_s"]["torchvision"]
+    (out / "pipeline.md").write_text(
+        "# Input pipeline: zoo vs torchvision's reference\n\n"
+        f"{summary['date']}, {summary['machine']}. {args.images} JPEGs of {args.source[0]}×{args.source[1]}, "
+        f"RandomResizedCrop {args.crop} + flip, "
+        f"{args.workers} workers, batch {args.batch}, normalised float32 batches on the CPU; medians of "
+        f"{args.repeats} interleaved epochs.\n\n"
+        "| figure | zoo | torchvision reference | ratio |\n|---|---:|---:|---:|\n"
+        f"| input pipeline, images/s | {zoo:.0f} | {ref:.0f} | {zoo / ref:.2f} |\n\n"
+        "Every repeat (images/s): zoo "
+        + ", ".join(f"{r:.0f}" for r in result["repeats"]["zoo"])
+        + "; torchvision "
+        + ", ".join(f"{r:.0f}" for r in result["repeats"]["torchvision"])
+        + ".\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=640)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--crop", type=int, default=224, help="output side of the random resized crop")
+    parser.add_argument("--source", type=int, nargs=2, default=[500, 375], help="JPEG width and height")
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="folder of pipeline.json / .md")
+    parser.add_argument("--no-write", action="store_true", help="print the table row only")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = make_folder(Path(tmp) / "jpegs", args.images, tuple(args.source))
+        result = measure(root, args.crop, args.batch, args.workers, args.repeats)
+    if not args.no_write:
+        write(result, args, args.out)
+    zoo, ref = result["images_per_s"]["zoo"], result["images_per_s"]["torchvision"]
+    print(f"| input pipeline, images/s (target ≥ 1.3×) | {zoo:.0f} | {ref:.0f} | {zoo / ref:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

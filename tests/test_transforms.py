@@ -31,7 +31,7 @@ def test_eval_normalises_with_the_closed_form():
     mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.5)
     image = Image.fromarray(np.full((50, 70, 3), (51, 102, 204), "uint8"))
     expected = (torch.tensor([51, 102, 204]) / 255 - torch.tensor(mean)) / torch.tensor(std)
-    raw = eval_transform(cfg32(mean=mean, std=std))(image)
+    raw = eval_transform(cfg32(mean=mean, std=std), normalize=False)(image)
     assert raw.shape == (3, 32, 32) and raw.dtype == torch.uint8  # normalised later, per batch
     late = normalize(raw[None], mean, std)[0]
     now = eval_transform(cfg32(mean=mean, std=std), normalize=True)(image)
@@ -70,7 +70,7 @@ def test_pad_crop_is_a_translation_of_the_reflect_padded_image():
     cfg = cfg32(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
     image = gradient(32, 32)
     padded = np.pad(np.asarray(image), ((4, 4), (4, 4), (0, 0)), mode="reflect")
-    train = train_transform(cfg, crop="pad", padding=4, hflip=0.0)
+    train = train_transform(cfg, crop="pad", padding=4, hflip=0.0, normalize=False)
     torch.manual_seed(1)
     offsets = set()
     for _ in range(8):
@@ -94,7 +94,7 @@ def test_pad_crop_is_a_translation_of_the_reflect_padded_image():
     ],
 )
 def test_auto_augment_policies_by_name(name, kind):
-    train = train_transform(cfg32(), auto_augment=name, color_jitter=0.4)
+    train = train_transform(cfg32(), auto_augment=name, color_jitter=0.4, normalize=False)
     found = [t for t in train.transforms if isinstance(t, kind)]
     assert len(found) == 1
     if name == "rand-m5-n3":
@@ -115,7 +115,10 @@ def test_colour_jitter_and_random_erasing_switches():
     assert jitter.brightness == pytest.approx((0.6, 1.4)) and jitter.saturation == pytest.approx((0.6, 1.4))
     torch.manual_seed(0)
     images = torch.stack(
-        [train_transform(cfg32(), color_jitter=0.4, hflip=0.0, crop="center")(gradient()) for _ in range(4)]
+        [
+            train_transform(cfg32(), color_jitter=0.4, hflip=0.0, crop="center", normalize=False)(gradient())
+            for _ in range(4)
+        ]
     )
     assert images.float().mean((1, 2, 3)).std() > 1  # brightness varies from image to image
     cfg = cfg32()
@@ -134,7 +137,7 @@ def test_bad_names_and_grey_images_with_a_timm_policy():
     grey = data_config(None, 1, 32)
     with pytest.raises(ValueError, match="needs RGB images"):
         train_transform(grey, auto_augment="randaugment")
-    out = train_transform(grey, auto_augment="trivialaugment")(gradient().convert("L"))
+    out = train_transform(grey, auto_augment="trivialaugment", normalize=False)(gradient().convert("L"))
     assert out.shape == (1, 32, 32) and out.dtype == torch.uint8
 
 
@@ -192,7 +195,7 @@ def test_eval_crop_of_a_rotated_phone_photo_is_upright(tmp_path):
     upright.transpose(Image.Transpose.ROTATE_270).save(
         tmp_path / "phone.jpg", exif=exif.tobytes(), quality=92
     )
-    evaluate = eval_transform(data_config(None, 3, 32, crop_pct=1.0))
+    evaluate = eval_transform(data_config(None, 3, 32, crop_pct=1.0), normalize=False)
     a, b = evaluate(Source(tmp_path / "phone.jpg")), evaluate(Source(tmp_path / "upright.jpg"))
     assert (a.float() - b.float()).abs().mean() < 6  # JPEG noise only; sideways it differs by ~40
 
@@ -213,7 +216,7 @@ def test_zoo_images_match_torchvision_reference_in_size_range_and_statistics(tmp
         ]
     )
     cfg = data_config(None, 3, 224, interpolation="bilinear", crop_pct=0.875, mean=mean, std=std)
-    zoo = train_transform(cfg)
+    zoo = train_transform(cfg, normalize=False)
     torch.manual_seed(0)
     ref = torch.stack([reference(Image.open(p).convert("RGB")) for _ in range(40) for p in paths])
     ours = normalize(torch.stack([zoo(Source(p)) for _ in range(40) for p in paths]), mean, std)
@@ -233,7 +236,7 @@ def test_zoo_images_match_torchvision_reference_in_size_range_and_statistics(tmp
             transforms.Normalize(mean, std),
         ]
     )
-    zoo_eval = eval_transform(cfg)
+    zoo_eval = eval_transform(cfg, normalize=False)
     for p in paths:
         a, b = normalize(zoo_eval(Source(p))[None], mean, std)[0], ref_eval(Image.open(p).convert("RGB"))
         assert a.shape == b.shape == (3, 224, 224)

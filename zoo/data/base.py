@@ -172,7 +172,7 @@ class ImageDataModule(LightningDataModule):
         if self.stats is None:
             self.setup("fit")
             train = copy.copy(self.splits["train"])  # the same images, through the eval resize and crop only
-            train.transform = eval_transform(cfg)  # uint8: channel_stats scales it to [0, 1]
+            train.transform = eval_transform(cfg, normalize=False)  # uint8: channel_stats scales it to [0, 1]
             hp = self.hparams
             mean, std = channel_stats(
                 train, hp.stats_images, batch_size=self.batch_size, num_workers=hp.num_workers
@@ -194,12 +194,12 @@ class ImageDataModule(LightningDataModule):
             )
 
     def transforms(self) -> tuple:
-        """(train transform, eval transform) for the current preprocessing."""
+        """(train transform, eval transform) for the current preprocessing, both ending in uint8 tensors."""
         hp, cfg = self.hparams, self.preprocess_config()
         train = train_transform(
-            cfg, hp.crop, hp.scale, hp.padding, hp.hflip, hp.color_jitter, hp.auto_augment, hp.re_prob
+            cfg, hp.crop, hp.scale, hp.padding, hp.hflip, hp.color_jitter, hp.auto_augment, hp.re_prob, False
         )
-        return train, eval_transform(cfg)
+        return train, eval_transform(cfg, normalize=False)  # uint8: on_after_batch_transfer normalises
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """A uint8 batch, now on its device: (x / 255 − μ)/σ there, then random erasing while training."""

@@ -12,7 +12,8 @@ none (``center``: the eval resize and centre crop). Preprocessing values travel 
 The crops decode JPEGs at reduced size when they shrink them anyway (:mod:`zoo.data.pipeline`); the rest runs
 on uint8 tensors with ``transforms.v2``. timm's RandAugment, AutoAugment and AugMix need PIL images: with one
 of them (and for eval modes other than a square centre crop) the pipeline is timm's own PIL one, ending in a
-uint8 tensor as well. ``normalize=True`` appends the normalisation (and random erasing) to the pipeline itself.
+uint8 tensor as well. ``normalize`` (the default) appends the normalisation and random erasing to the pipeline;
+the data module's loaders ask for ``normalize=False`` and do both per batch, on the batch's device.
 """
 
 from __future__ import annotations
@@ -138,9 +139,9 @@ def _eval_steps(cfg: dict) -> list:
     return [DecodePIL(), *_timm_eval(cfg).transforms]
 
 
-def eval_transform(cfg: dict, normalize: bool = False) -> Pipeline:
+def eval_transform(cfg: dict, normalize: bool = True) -> Pipeline:
     """Resize the short side to ⌊size / crop_pct⌋, centre crop, to a uint8 tensor; then (x / 255 − μ)/σ
-    when ``normalize`` (else the data module normalises whole batches on their device)."""
+    when ``normalize`` (the data module's loaders leave it out and normalise whole batches on their device)."""
     return _finish(_eval_steps(cfg), cfg, normalize)
 
 
@@ -153,10 +154,11 @@ def train_transform(
     color_jitter: float = 0.0,
     auto_augment: str | None = None,
     re_prob: float = 0.0,
-    normalize: bool = False,
+    normalize: bool = True,
 ) -> Pipeline:
     """The training pipeline of the module docstring, to a uint8 tensor; with ``normalize``, on to
-    (x / 255 − μ)/σ and random erasing with probability ``re_prob`` (else the data module does both per batch)."""
+    (x / 255 − μ)/σ and random erasing with probability ``re_prob`` (the data module's loaders leave both out
+    and apply them to whole batches on their device)."""
     size = tuple(cfg["input_size"][1:])
     policy = check_auto_augment(auto_augment)
     check_crop(crop)

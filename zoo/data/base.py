@@ -48,7 +48,10 @@ class ImageDataModule(LightningDataModule):
 
     Args:
         batch_size: images per device and step.
-        num_workers: data-loader processes.
+        num_workers: data-loader processes (0: load in the training process).
+        persistent_workers: keep the loader processes between epochs (with ``num_workers`` > 0).
+        pin_memory: copy batches to page-locked memory for faster transfers to a CUDA device; None: when the
+            trainer uses one. Never on other devices.
         preprocess: ``auto`` (pretrained backbone's config, else ``fallback``), ``model`` (the backbone's,
             an error without one), ``dataset`` (training-split mean/std), ``imagenet`` or ``none`` (0 and 1).
         fallback: statistics of ``auto`` for a model without pretrained weights: ``dataset`` or ``imagenet``.
@@ -93,6 +96,8 @@ class ImageDataModule(LightningDataModule):
         balance: bool = False,
         imbalance_ratio: float = 5.0,
         stats_images: int = 2000,
+        persistent_workers: bool = True,
+        pin_memory: bool | None = None,
     ):
         super().__init__()
         _check("preprocess", preprocess, PREPROCESS)
@@ -232,6 +237,18 @@ class ImageDataModule(LightningDataModule):
             )
 
     # --- loaders ----------------------------------------------------------------------------------
+    def loader_options(self) -> dict:
+        """``num_workers``, ``persistent_workers`` and ``pin_memory`` of the loaders; memory is pinned only for a
+        CUDA device the trainer uses (pinning for a CPU run costs a copy and gains nothing)."""
+        hp = self.hparams
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        cuda = device.type == "cuda"
+        return {
+            "num_workers": hp.num_workers,
+            "persistent_workers": hp.persistent_workers and hp.num_workers > 0,
+            "pin_memory": cuda and hp.pin_memory is not False,
+        }
+
     def _loader(self, dataset: Dataset, train: bool = False, collate=None) -> DataLoader:
         hp = self.hparams
         sampler = None
@@ -244,9 +261,7 @@ class ImageDataModule(LightningDataModule):
             batch_size=self.batch_size,
             shuffle=train and sampler is None,
             sampler=sampler,
-            num_workers=hp.num_workers,
-            persistent_workers=hp.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
+            **self.loader_options(),
             drop_last=train and len(dataset) >= self.batch_size,
             collate_fn=collate,
         )

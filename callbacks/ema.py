@@ -46,6 +46,13 @@ class EMA(EMAWeightAveraging):
         )
         self.decay = decay
 
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "latest_update_epoch": self._latest_update_epoch}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self._latest_update_epoch = state_dict.get("latest_update_epoch", self._latest_update_epoch)
+
     def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         if trainer.state.fn == "fit":  # resuming: restore both the raw weights and the average
             super().on_load_checkpoint(trainer, pl_module, checkpoint)

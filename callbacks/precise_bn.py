@@ -64,3 +64,9 @@ class PreciseBN(Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         if self.updated_at_step != trainer.global_step:
             self.recompute(trainer, pl_module)
+
+    def state_dict(self) -> dict:
+        return {"updated_at_step": self.updated_at_step, "updates": self.updates}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.updated_at_step, self.updates = state_dict["updated_at_step"], state_dict["updates"]

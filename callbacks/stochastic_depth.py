@@ -120,3 +120,12 @@ class StochasticDepth(Callback):
         rates = self.set_rates(self.p_last(trainer.current_epoch))
         pl_module.log("stochastic_depth/p_L", rates[-1], on_step=False, on_epoch=True)
         pl_module.log("stochastic_depth/mean", sum(rates) / len(rates), on_step=False, on_epoch=True)
+
+    def state_dict(self) -> dict:
+        return {"p_last": self.rates[-1] if self.rates else None}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """The rates in use when the checkpoint was written: a run resumed mid-epoch gets no on_train_epoch_start
+        before its next batch, so without them it would drop at the full rate p_L until the epoch ends."""
+        if state_dict.get("p_last") is not None and self.blocks:
+            self.set_rates(state_dict["p_last"])

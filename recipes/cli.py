@@ -16,6 +16,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
+from callbacks.exact_resume import ExactResume
 from callbacks.finetuning import FineTuning
 from callbacks.last_checkpoint import LastCheckpoint
 from callbacks.loss_curves import LossCurveDiagnostics
@@ -129,6 +130,8 @@ class ZooCLI(LightningCLI):
             trainer.callbacks.append(bar)
         if any(isinstance(lg, LightningWandbLogger) for lg in trainer.loggers):
             trainer.callbacks.append(WandbRunId())  # the run id goes into every checkpoint
+        if not any(isinstance(c, ExactResume) for c in trainer.callbacks):
+            trainer.callbacks.append(ExactResume())  # generators' states: --ckpt_path resumes bit for bit
         return trainer
 
     def after_fit(self):

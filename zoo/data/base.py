@@ -19,9 +19,10 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.data.random_erasing import RandomErasing
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset
 
 from zoo.data.files import collate_present
+from zoo.data.loader import eval_loader, train_loader
 from zoo.data.pipeline import normalize
 from zoo.data.stats import channel_stats
 from zoo.data.transforms import check_auto_augment, check_crop, data_config, eval_transform, train_transform
@@ -250,20 +251,23 @@ class ImageDataModule(LightningDataModule):
         }
 
     def _loader(self, dataset: Dataset, train: bool = False, collate=None) -> DataLoader:
-        hp = self.hparams
-        sampler = None
-        if train and hp.balance:
+        """Training: a loader that resumes exactly mid-epoch (:mod:`zoo.data.loader`); else one in order."""
+        hp, opts = self.hparams, self.loader_options()
+        if not train:
+            return eval_loader(dataset, self.batch_size, collate_fn=collate, **opts)
+        weights = None
+        if hp.balance:
             targets = torch.tensor(dataset.targets)
-            weights = 1.0 / torch.bincount(targets, minlength=self.num_classes).clamp_min(1)
-            sampler = WeightedRandomSampler(weights[targets].double(), len(targets))
-        return DataLoader(
+            counts = torch.bincount(targets, minlength=self.num_classes).clamp_min(1)
+            weights = (1.0 / counts)[targets].double()  # P(i) ∝ 1 / (images of i's class)
+        return train_loader(
             dataset,
-            batch_size=self.batch_size,
-            shuffle=train and sampler is None,
-            sampler=sampler,
-            **self.loader_options(),
-            drop_last=train and len(dataset) >= self.batch_size,
+            self.batch_size,
+            trainer=self.trainer,
+            weights=weights,
+            drop_last=len(dataset) >= self.batch_size,
             collate_fn=collate,
+            **opts,
         )
 
     def _split(self, name: str) -> Dataset:

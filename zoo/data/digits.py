@@ -7,6 +7,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from zoo.data.loader import eval_loader, train_loader
 from zoo.data.normalize import fit_normalizer
 from zoo.data.split import stratified_split
 from zoo.data.tensor import TensorImageDataset, WithIds
@@ -70,14 +71,10 @@ class DigitsDataModule(LightningDataModule):
             self.splits[name] = TensorImageDataset(x[ids_t], y[ids_t], aug, norm)
 
     def _loader(self, dataset: Dataset, shuffle: bool = False) -> DataLoader:
-        workers = self.hparams.num_workers
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size or len(dataset),
-            shuffle=shuffle,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-        )
+        size, workers = self.batch_size or len(dataset), self.hparams.num_workers
+        if shuffle:  # resumes exactly mid-epoch, with the same random shifts (zoo.data.loader)
+            return train_loader(dataset, size, workers, trainer=self.trainer)
+        return eval_loader(dataset, size, workers)
 
     def train_dataloader(self):
         return self._loader(self.splits["train"], shuffle=True)

@@ -15,6 +15,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from zoo.data.base import MissingSplitError
+from zoo.data.loader import eval_loader, train_loader
 from zoo.data.tensor import WithIds
 
 SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
@@ -105,15 +106,10 @@ class SyntheticDataModule(LightningDataModule):
         self.setup()
         if name not in self.splits:
             raise MissingSplitError(f"no {name} split: set --data.{name}_size above 0")
-        workers = self.hparams.num_workers
-        return DataLoader(
-            self.splits[name],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
+        data, workers, pin = self.splits[name], self.hparams.num_workers, torch.cuda.is_available()
+        if shuffle:  # resumes exactly mid-epoch (zoo.data.loader)
+            return train_loader(data, self.batch_size, workers, trainer=self.trainer, pin_memory=pin)
+        return eval_loader(data, self.batch_size, workers, pin_memory=pin)
 
     def train_dataloader(self):
         return self._loader("train", shuffle=True)

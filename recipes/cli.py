@@ -14,6 +14,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from callbacks.exact_resume import ExactResume
@@ -30,6 +31,7 @@ from callbacks.wandb_run import WandbRunId, wandb_run_id
 from recipes.catalog import recipe_names, recipe_path
 from recipes.resume import resolve_last
 from zoo.accelerate import cpu_fallbacks
+from zoo.checkpoint_io import AtomicCheckpointIO
 from zoo.data.base import fill_class_names
 from zoo.loggers import finish_wandb, run_dir
 from zoo.module import ImageClassifier
@@ -132,6 +134,8 @@ class ZooCLI(LightningCLI):
             trainer.callbacks.append(WandbRunId())  # the run id goes into every checkpoint
         if not any(isinstance(c, ExactResume) for c in trainer.callbacks):
             trainer.callbacks.append(ExactResume())  # generators' states: --ckpt_path resumes bit for bit
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()  # a kill during a save keeps the last file
         return trainer
 
     def after_fit(self):

@@ -1,0 +1,82 @@
+"""Checkpoints written atomically: a kill during a save leaves the previous file whole.
+
+Lightning's ``TorchCheckpointIO`` opens the target for writing and writes into it, so a job killed in the middle
+of a save (pre-emption, out of memory, the time limit) leaves a truncated ``last.ckpt`` and nothing to resume
+from. Here the bytes go to a temporary file in the same folder, are flushed to disk (``fsync``), and the file is
+renamed over the target (``os.replace``, atomic on POSIX file systems): a reader sees the old file or the new
+one, never a part. Remote paths (``s3://`` ...) keep Lightning's own writer.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from fsspec.implementations.local import LocalFileSystem
+from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.fabric.utilities.types import _PATH
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from typing_extensions import override
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` to ``<dir>/.<name>.<pid>.tmp``, fsync, then rename it to ``<dir>/<name>``.
+
+    A temporary file left by a process killed while saving is deleted by the next save of the same name.
+    """
+
+    @override
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None
+    ) -> None:
+        if not isinstance(get_filesystem(path), LocalFileSystem):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options (got {storage_options!r})")
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale(target)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            with tmp.open("wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(target.parent)  # the rename itself reaches the disk
+
+
+def _remove_stale(target: Path) -> None:
+    """Delete ``.<name>.<pid>.tmp`` files of processes that no longer run (killed in the middle of a save)."""
+    for tmp in target.parent.glob(f".{target.name}.*.tmp"):
+        pid = tmp.name[len(target.name) + 2 : -len(".tmp")]
+        if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process
+    return True
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # a platform without directory handles
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

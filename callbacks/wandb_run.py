@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+
+from zoo.checkpoint import read_checkpoint
 
 
 def _wandb_logger(trainer) -> WandbLogger | None:
@@ -46,10 +47,7 @@ class WandbRunId(Callback):
 
 def wandb_run_id(ckpt_path: str | Path, weights_only: bool = True) -> str | None:
     """The W&B run id stored by :class:`WandbRunId` in ``ckpt_path``, or ``None`` when it holds none."""
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist; check --ckpt_path")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
+    checkpoint = read_checkpoint(ckpt_path, weights_only, mmap=True)
     for key, state in (checkpoint.get("callbacks") or {}).items():
         if key == WandbRunId.__qualname__ and isinstance(state, dict):
             return state.get("id")

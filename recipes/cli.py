@@ -1,40 +1,23 @@
 """The ``zoo`` command: Lightning's fit/validate/test/predict on a recipe, plus the zoo's own commands.
 
-``zoo fit --recipe NAME`` → ``recipes/configs/NAME.yaml`` → LightningCLI builds the data module,
-``ImageClassifier``, callbacks and logger → ``Trainer.fit`` (then ``Trainer.test`` on the best checkpoint).
+``zoo fit --recipe NAME`` → ``recipes/configs/NAME.yaml`` → LightningCLI (:mod:`recipes.lightning_cli`) builds
+the data module, ``ImageClassifier``, callbacks and logger → ``Trainer.fit``. This module only dispatches and
+turns errors into exit codes (:mod:`zoo.errors`): it imports neither torch nor Lightning, so ``zoo``,
+``zoo --help``, ``zoo recipes`` and ``zoo models`` answer at once.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import shlex
+import signal
 import sys
+import traceback
 from importlib import import_module
-from pathlib import Path
 
-from lightning.pytorch import LightningDataModule
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
-from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
-from lightning.pytorch.plugins.io import TorchCheckpointIO
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
-
-from callbacks.exact_resume import ExactResume
-from callbacks.finetuning import FineTuning
-from callbacks.last_checkpoint import LastCheckpoint
-from callbacks.loss_curves import LossCurveDiagnostics
-from callbacks.lr_monitor import LRMonitor
-from callbacks.lr_plot import LRPlot
-from callbacks.predictions import PredictionWriter
-from callbacks.report import ClassificationReport
-from callbacks.run_config import RunConfig
-from callbacks.throughput import EpochThroughput
-from callbacks.wandb_run import WandbRunId, wandb_run_id
-from recipes.catalog import recipe_names, recipe_path
-from recipes.resume import resolve_last
-from zoo.accelerate import cpu_fallbacks
-from zoo.checkpoint_io import AtomicCheckpointIO
-from zoo.data.base import fill_class_names
-from zoo.loggers import finish_wandb, run_dir
-from zoo.module import ImageClassifier
+from recipes.catalog import recipe_names
+from zoo.errors import EXIT_BUG, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USER, ZooError, did_you_mean
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 # zoo's own commands: name -> module with main(argv) -> exit code
@@ -48,7 +31,9 @@ COMMANDS = {
     "check-data": "recipes.commands.check_data",
 }
 
-USAGE = f"""usage: zoo COMMAND [options]
+
+def usage() -> str:
+    return f"""usage: zoo COMMAND [options] [--debug]
 
 Train and evaluate (Lightning; `zoo COMMAND --help` lists every option):
   fit        train a recipe:  zoo fit --recipe digits [--section.key value ...]
@@ -65,254 +50,215 @@ The zoo's own commands:
 
 Shipped recipes: {", ".join(recipe_names())}. `--config PATH` takes a YAML of your own.
 Track a run in Weights & Biases: --logger wandb [--wandb.project P --wandb.name N --wandb.group G --wandb.tags [a,b]]
-(offline by itself without an API key or network; `wandb sync DIR` uploads it later)."""
-
-# `--logger NAME` shorthands for trainer.logger
-LOGGERS = {"wandb": "zoo.loggers.WandbLogger", "csv": "lightning.pytorch.loggers.CSVLogger"}
-
-
-class ZooCLI(LightningCLI):
-    """LightningCLI with the zoo's defaults: best/last checkpoints on ``val/top1``, a CSV of predictions,
-    num_classes/in_chans linked from the data, a Rich progress bar, and a results table after ``fit``."""
-
-    def add_arguments_to_parser(self, parser):
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults(
-            {
-                "checkpoint.monitor": "val/top1",
-                "checkpoint.mode": "max",
-                "checkpoint.save_last": True,
-                "checkpoint.filename": "best-epoch{epoch:03d}-val_top1={val/top1:.4f}",
-                "checkpoint.auto_insert_metric_name": False,
-                "checkpoint.enable_version_counter": False,  # one last.ckpt, shared with last_checkpoint
-            }
-        )
-        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")  # last.ckpt every N steps too
-        parser.link_arguments("checkpoint.dirpath", "last_checkpoint.dirpath")
-        parser.add_lightning_class_args(PredictionWriter, "predictions")
-        parser.add_lightning_class_args(LRMonitor, "lr_monitor")  # lr and momentum of each param group
-        parser.add_lightning_class_args(LossCurveDiagnostics, "diagnostics")
-        parser.add_lightning_class_args(EpochThroughput, "throughput")
-        parser.add_lightning_class_args(ClassificationReport, "report")
-        parser.add_lightning_class_args(LRPlot, "lr_plot")
-        parser.add_lightning_class_args(FineTuning, "finetune")  # strategy none (the default): left out
-        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
-        parser.link_arguments("data.num_channels", "model.in_chans", apply_on="instantiate")
-        parser.add_argument(
-            "--test_after_fit",
-            type=bool,
-            default=True,
-            help="After fit, test the best checkpoint on the test split (when the data has one).",
-        )
-
-    def before_instantiate_classes(self):
-        config = self.config[self.subcommand] if self.subcommand else self.config  # run=False: `zoo schedule`
-        if "weights_only" in config and config["weights_only"] is None:
-            config["weights_only"] = True  # checkpoints hold tensors and plain types only
-        if self.subcommand:
-            resolve_last(config, self.subcommand)  # --ckpt_path last: the runs' newest last.ckpt
-            cpu_fallbacks(config.get("trainer"))  # e.g. sync_batchnorm off on a CPU
-        if self.subcommand == "fit":
-            _resume_wandb_run(config)
-        fill_class_names(config.get("data"), config.get("ckpt_path"))  # predict without the training data
-        model = config.get("model")
-        if self.subcommand in ("validate", "test", "predict") and config.get("ckpt_path") and model:
-            model.pretrained, model.pretrained_path = False, None  # the weights come from the checkpoint
-
-    def instantiate_trainer(self, **kwargs):
-        trainer = super().instantiate_trainer(**kwargs)
-        trainer.callbacks = [
-            c for c in trainer.callbacks if not (isinstance(c, FineTuning) and c.strategy == "none")
-        ]
-        wants_bar = self._get(self.config_init, "trainer").get("enable_progress_bar") is not False
-        if wants_bar and not any(isinstance(c, ProgressBar) for c in trainer.callbacks):
-            # swap Lightning's default TQDM bar for a Rich one
-            trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, ProgressBar)]
-            bar = RichProgressBar()
-            trainer.callbacks.append(bar)
-        if any(isinstance(lg, LightningWandbLogger) for lg in trainer.loggers):
-            trainer.callbacks.append(WandbRunId())  # the run id goes into every checkpoint
-        if not any(isinstance(c, ExactResume) for c in trainer.callbacks):
-            trainer.callbacks.append(ExactResume())  # generators' states: --ckpt_path resumes bit for bit
-        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
-            trainer.strategy.checkpoint_io = AtomicCheckpointIO()  # a kill during a save keeps the last file
-        return trainer
-
-    def after_fit(self):
-        trainer = self.trainer
-        results = {}
-        ckpt = trainer.checkpoint_callback
-        best = ckpt.best_model_path if ckpt else ""
-        if ckpt is not None and ckpt.best_model_score is not None:
-            results[f"best {ckpt.monitor}"] = f"{float(ckpt.best_model_score):.4f}"
-            if ckpt.monitor != "val/top1" and best:  # say the best checkpoint's top-1 too
-                validated = trainer.validate(
-                    self.model, datamodule=self.datamodule, ckpt_path=best, weights_only=True, verbose=False
-                )
-                if validated and "val/top1" in validated[0]:
-                    results["val/top1"] = f"{validated[0]['val/top1']:.4f}"
-        if self.config["fit"].get("test_after_fit") and self._has_test_data():
-            tested = trainer.test(
-                self.model, datamodule=self.datamodule, ckpt_path=best or None, weights_only=True
-            )
-            for key, value in (tested[0] if tested else {}).items():
-                if key.endswith("top1"):
-                    results[key] = f"{value:.4f}"
-        results["best checkpoint"] = best or "(none)"
-        results["log dir"] = str(run_dir(trainer))
-        _print_results(results)
-
-    def _has_test_data(self) -> bool:
-        try:
-            self.datamodule.setup("test")
-            return len(self.datamodule.test_dataloader()) > 0
-        except (NotImplementedError, KeyError, AttributeError, TypeError):
-            return False
+(offline by itself without an API key or network; `wandb sync DIR` uploads it later).
+A mistake ends in one `error:` line and exit code 2; --debug (or ZOO_DEBUG=1) shows the traceback.
+Exit codes: 0 done, 1 bug, 2 user mistake, 3 diverged, 4 nothing trained, 130 Ctrl+C, 143 SIGTERM."""
 
 
-@rank_zero_only
-def _print_results(results: dict[str, str]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="Results", show_header=False)
-    table.add_column("what", style="bold")
-    table.add_column("value", overflow="fold")
-    for key, value in results.items():
-        table.add_row(key, value)
-    Console(width=140).print(table)
-
-
-def _resume_wandb_run(config) -> None:
-    """``fit --ckpt_path CKPT`` with a W&B logger and no run id: continue the run whose id CKPT holds."""
-    ckpt, logger = config.get("ckpt_path"), config.get("trainer.logger")
-    if not ckpt or not Path(ckpt).is_file() or not hasattr(logger, "class_path"):
-        return
-    module, _, name = logger.class_path.rpartition(".")
-    cls = getattr(import_module(module), name, None)
-    args = logger.get("init_args")
-    if not (isinstance(cls, type) and issubclass(cls, LightningWandbLogger)) or args is None:
-        return
-    if args.get("id") or args.get("version"):
-        return
-    run_id = wandb_run_id(ckpt, weights_only=config.get("weights_only") is not False)
-    if run_id:
-        args["id"] = run_id
-        rank_zero_info(f"W&B: resuming run {run_id} (from {ckpt})")
+def __getattr__(name: str):
+    """``recipes.cli.build_recipe`` and the other LightningCLI helpers, kept importable from here for scripts;
+    they live in :mod:`recipes.lightning_cli` (imported on first use: it loads torch and Lightning)."""
+    if name in (
+        "ZooCLI",
+        "build_recipe",
+        "expand_logger",
+        "expand_recipe",
+        "make_cli",
+        "run_lightning",
+        "LOGGERS",
+    ):
+        return getattr(import_module("recipes.lightning_cli"), name)
+    raise AttributeError(f"module 'recipes.cli' has no attribute {name!r}")
 
 
-def expand_logger(argv: list[str]) -> list[str]:
-    """``--logger NAME`` → ``--trainer.logger CLASS`` and ``--wandb.KEY VALUE`` → ``--trainer.logger.init_args.KEY
-    VALUE`` in place (a ``--wandb.*`` option alone implies ``--logger wandb``); options apply left to right."""
-    out, chosen = [], None
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        key, eq, value = arg.partition("=")
-        if key == "--logger" or key.startswith("--wandb."):
-            if not eq:
-                if i + 1 >= len(argv):
-                    raise SystemExit(f"error: {key} needs a value")
-                value = argv[i + 1]
-                i += 1
-            if key == "--logger":
-                name = value.lower()
-                if name in ("none", "false"):
-                    out += ["--trainer.logger", "false"]
-                elif name in LOGGERS:
-                    out += ["--trainer.logger", LOGGERS[name]]
-                else:
-                    raise SystemExit(
-                        f"error: unknown --logger {value!r}; choose one of {', '.join(LOGGERS)}, none"
-                    )
-                chosen = name
-            else:
-                if chosen not in (None, "wandb"):
-                    raise SystemExit(f"error: {key} needs --logger wandb, not --logger {chosen}")
-                if chosen is None:
-                    out += ["--trainer.logger", LOGGERS["wandb"]]
-                    chosen = "wandb"
-                out += [f"--trainer.logger.init_args.{key[len('--wandb.') :]}", value]
-        else:
-            out.append(arg)
-        i += 1
+# --- errors -----------------------------------------------------------------------------------------------------
+
+TRANSLATIONS = (  # library messages for a user's value → what to do (the value is the message's last word)
+    (
+        "batch_size should be a positive integer value",
+        "--data.batch_size {value}: this data module needs at least 1 image per device and step",
+    ),
+)
+
+
+def _user_error_types() -> tuple[type, ...]:
+    """Exception types that, raised while a run is set up, are the user's mistake (values, paths, config)."""
+    import argparse
+    import pickle
+
+    types = [ZooError, ValueError, OSError, pickle.UnpicklingError, argparse.ArgumentError]
+    if "yaml" in sys.modules:
+        types.append(sys.modules["yaml"].YAMLError)
+    if "lightning.fabric.utilities.exceptions" in sys.modules:
+        types.append(sys.modules["lightning.fabric.utilities.exceptions"].MisconfigurationException)
+    return tuple(types)
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    """``err`` and the exceptions it was raised from, outermost first."""
+    out = []
+    while err is not None and err not in out:
+        out.append(err)
+        err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
     return out
 
 
-def expand_recipe(argv: list[str]) -> list[str]:
-    """Replace ``--recipe NAME`` by ``--config <shipped NAME.yaml>``, placed first so other options override it."""
-    out, configs = [], []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg == "--recipe" or arg.startswith("--recipe="):
-            if "=" in arg:
-                name = arg.split("=", 1)[1]
-            elif i + 1 < len(argv):
-                name = argv[i + 1]
-                i += 1
-            else:
-                raise SystemExit(f"error: --recipe needs a name: one of {', '.join(recipe_names())}")
-            configs += ["--config", str(recipe_path(name))]
-        else:
-            out.append(arg)
-        i += 1
-    return configs + out
-
-
-def run_lightning(argv: list[str]) -> ZooCLI:
-    """Run one of Lightning's subcommands (``argv[0]``) through the zoo's CLI."""
-    command, rest = argv[0], expand_logger(expand_recipe(argv[1:]))
-    given = " ".join(rest)
-    if not any(flag in given for flag in ("--config", "-c ", "--data", "--help", "-h", "--print_config")):
-        raise SystemExit(
-            f"error: zoo {command} needs --recipe NAME (one of {', '.join(recipe_names())}) or --config FILE"
-        )
-    # LightningCLI reads sys.argv; DDP launchers re-run it in each process, so it holds the expanded command
-    saved, sys.argv = sys.argv, [sys.argv[0], command, *rest]
-    cli = None
-    try:
-        cli = make_cli(save_config_callback=RunConfig, save_config_kwargs={"overwrite": True})
-        return cli
-    finally:
-        sys.argv = saved
-        finish_wandb(getattr(cli, "trainer", None))  # close the W&B run; offline runs print `wandb sync`
-
-
-def make_cli(args: list[str] | None = None, run: bool = True, **kwargs) -> ZooCLI:
-    """The zoo's CLI over ``ImageClassifier`` and any data module (``args`` None: read ``sys.argv``)."""
-    return ZooCLI(
-        ImageClassifier,
-        LightningDataModule,
-        subclass_mode_data=True,
-        auto_configure_optimizers=False,
-        run=run,
-        args=args,
-        **kwargs,
+def user_message(err: BaseException) -> str | None:
+    """The message of a user's mistake in ``err``, or None when ``err`` is a bug: the outermost ZooError, else
+    the innermost exception of a user-error type (jsonargparse wraps the error of the value it could not use),
+    unless it was raised after the first batch had started (then it is a bug)."""
+    chain = _chain(err)
+    zoo = next((e for e in chain if isinstance(e, ZooError)), None)
+    if zoo is not None:
+        return str(zoo)
+    if getattr(err, "zoo_during_run", False):
+        return None
+    types = _user_error_types()
+    own = (
+        "zoo.",
+        "callbacks.",
+        "recipes.",
+    )  # the zoo's own exception classes (e.g. a data module's KeyError)
+    found = [e for e in chain if isinstance(e, types) or type(e).__module__.startswith(own)]
+    if not found:
+        return None
+    ours = [e for e in found if _raised_by_zoo(e)]  # the zoo's wording over a library's it wraps
+    inner = (ours or found)[-1]
+    message = (
+        inner.strerror if isinstance(inner, OSError) and inner.filename and inner.strerror else str(inner)
     )
+    if isinstance(inner, OSError) and inner.filename:
+        message = f"{inner.filename!r}: {message}"
+    for pattern, better in TRANSLATIONS:
+        if pattern in message:
+            return better.format(value=message.rstrip(". ").split("=")[-1].split()[-1])
+    if not ours:
+        message = _parser_message(chain, message)
+    return message.strip().strip("'\"") or type(inner).__name__
 
 
-def build_recipe(args: list[str]) -> ZooCLI:
-    """Instantiate a recipe's trainer, model and data module from ``args`` without running anything."""
-    saved, sys.argv = sys.argv, sys.argv[:1]  # the options come from `args`, not the command line
-    try:
-        return make_cli(args, run=False, save_config_callback=None)
-    finally:
-        sys.argv = saved
+def _parser_message(chain: list[BaseException], message: str) -> str:
+    """jsonargparse's error for a value, led by the option it belongs to (its nested "Parser key" parts joined),
+    with a Literal's choices listed plainly and the closest one suggested."""
+    keys: list[str] = []
+    for err in chain:
+        found = re.match(r'Parser key "([^"]+)"', str(err))
+        if found and (not keys or keys[-1] != found.group(1)):
+            keys.append(found.group(1))
+    choices = re.search(r"Expected a typing\.Literal\[(.*?)\]\. Got value: (\S+)", message)
+    if choices:
+        names = re.findall(r"'([^']*)'", choices.group(1))
+        listed = ", ".join(repr(n) for n in names)
+        message = (
+            f"expected one of {listed}. Got value: {choices.group(2)}{did_you_mean(choices.group(2), names)}"
+        )
+    return f"--{'.'.join(keys)}: {message}" if keys else message
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _raised_by_zoo(err: BaseException) -> bool:
+    """Whether ``err`` was raised by the zoo's own code (``zoo``, ``callbacks``, ``recipes``), not a library's."""
+    import importlib.util
+
+    roots = []
+    for package in ("zoo", "callbacks", "recipes"):
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.origin:
+            roots.append(os.path.dirname(spec.origin) + os.sep)
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_filename.startswith(tuple(roots))
+
+
+def _one(message: str) -> str:
+    message = message.strip()
+    return message if message.startswith("error:") else f"error: {message}"
+
+
+def resume_command(argv: list[str]) -> str:
+    """``zoo fit ... --ckpt_path last``: the command that continues the run ``argv`` was."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--ckpt_path":
+            skip = True
+        elif not arg.startswith("--ckpt_path="):
+            out.append(arg)
+    return shlex.join(["zoo", *out, "--ckpt_path", "last"])
+
+
+def report(err: BaseException, argv: list[str], debug: bool) -> int:
+    """Print what went wrong in one or two lines (a traceback too for bugs, or with ``debug``); the exit code."""
+    signum = getattr(err, "zoo_signal", None)
+    if signum is not None or type(err).__name__ == "SIGTERMException":
+        signum = signum or signal.SIGTERM
+        name = signal.Signals(signum).name
+        saved = getattr(err, "zoo_checkpoint", None)
+        where = f" at epoch {err.zoo_epoch}, step {err.zoo_step}" if hasattr(err, "zoo_step") else ""
+        print(f"stopped by {name}{where}" + (f"; saved {saved}" if saved else ""), file=sys.stderr)
+        if saved and argv and argv[0] == "fit":
+            print(f"resume with: {resume_command(argv)}", file=sys.stderr)
+        return EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM
+    if isinstance(err, KeyboardInterrupt):
+        print("stopped by SIGINT (Ctrl+C)", file=sys.stderr)
+        return EXIT_SIGINT
+    if isinstance(err, SystemExit):
+        if isinstance(err.code, str):  # an error raised as SystemExit("error: ...")
+            print(_one(err.code), file=sys.stderr)
+            return EXIT_USER
+        return err.code or 0
+    if debug:
+        traceback.print_exception(err)
+    message = user_message(err)
+    if message is not None:
+        print(_one(message), file=sys.stderr)
+        import argparse
+
+        if any(isinstance(e, argparse.ArgumentError) for e in _chain(err)) and argv:
+            print(f"`zoo {argv[0]} --help` lists every option", file=sys.stderr)
+        return getattr(err, "exit_code", EXIT_USER) if isinstance(err, ZooError) else EXIT_USER
+    if not debug:
+        traceback.print_exception(err)
+    print(
+        f"error: {type(err).__name__} above is a bug in lightning-zoo or a library it uses, not a mistake of yours: "
+        "please report it with the command you ran and this traceback",
+        file=sys.stderr,
+    )
+    return EXIT_BUG
+
+
+# --- dispatch ---------------------------------------------------------------------------------------------------
+
+
+def run(argv: list[str]) -> int:
+    """Run one command; errors propagate (see :func:`main`)."""
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE)
+        print(usage())
         return 0
     if argv[0] in COMMANDS:
         return import_module(COMMANDS[argv[0]]).main(argv[1:]) or 0
     if argv[0] in LIGHTNING_COMMANDS:
-        run_lightning(argv)
+        import_module("recipes.lightning_cli").run_lightning(argv)
         return 0
-    print(f"error: unknown command {argv[0]!r}\n\n{USAGE}", file=sys.stderr)
-    return 2
+    raise ZooError(
+        f"unknown command {argv[0]!r}; the commands: {', '.join([*LIGHTNING_COMMANDS, *COMMANDS])} (zoo --help)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``zoo`` entry point: the command's exit code when it returns one (0: done); when it fails, what went
+    wrong is printed (:func:`report`) and ``SystemExit`` carries the exit code (see :mod:`zoo.errors`)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("ZOO_DEBUG", "").lower() in ("1", "true", "yes")
+    argv = [a for a in argv if a != "--debug"]
+    if debug:
+        os.environ["ZOO_DEBUG"] = "1"  # DDP's processes re-run the command without --debug
+    try:
+        return run(argv)
+    except BaseException as err:  # noqa: BLE001 - the one place where every error becomes an exit code
+        code = report(err, argv, debug)
+    raise SystemExit(code)
 
 
 if __name__ == "__main__":

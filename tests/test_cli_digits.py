@@ -111,12 +111,13 @@ def test_overrides_and_user_config(zoo_cli, tmp_path, capsys):
     assert printed["trainer"]["max_epochs"] == 30  # untouched recipe value
 
 
-def test_unknown_recipe_lists_valid_names(zoo_cli):
+def test_unknown_recipe_lists_valid_names(zoo_cli, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        zoo_cli("fit", "--recipe", "nope")
-    message = str(exit_info.value.code)
-    assert "unknown recipe 'nope'" in message
-    assert "digits" in message
+        zoo_cli("fit", "--recipe", "digitz")
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err
+    assert "error: unknown recipe 'digitz' (did you mean 'digits'?)" in message
+    assert "digits_lbfgs" in message
 
 
 def test_unknown_config_key_is_named(zoo_cli, capsys):
@@ -135,10 +136,11 @@ def test_unknown_key_in_user_yaml_is_named(zoo_cli, tmp_path, capsys):
     assert "lerning_rate" in capsys.readouterr().err
 
 
-def test_fit_without_recipe_says_what_to_give(zoo_cli):
+def test_fit_without_recipe_says_what_to_give(zoo_cli, capsys):
     with pytest.raises(SystemExit) as exit_info:
         zoo_cli("fit")
-    assert "--recipe" in str(exit_info.value.code)
+    assert exit_info.value.code == 2
+    assert "error: zoo fit needs --recipe NAME" in capsys.readouterr().err
 
 
 def test_recipes_command_lists_each_recipe(tmp_path):

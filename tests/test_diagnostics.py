@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import FAST_TRAINER
 
@@ -88,9 +89,9 @@ def test_fit_writes_curves_and_diagnosis(zoo_cli):
     assert report["findings"]
 
 
-def test_nan_losses_are_skipped_and_training_stops_without_corrupting_checkpoints(zoo_cli):
+def test_nan_losses_are_skipped_and_training_stops_without_corrupting_checkpoints(zoo_cli, capsys):
     # an absurd learning rate drives the loss to inf/NaN within a few steps
-    assert (
+    with pytest.raises(SystemExit) as done:
         zoo_cli(
             "fit",
             "--recipe",
@@ -105,8 +106,8 @@ def test_nan_losses_are_skipped_and_training_stops_without_corrupting_checkpoint
             "false",
             *FAST_TRAINER,
         )
-        == 0
-    )
+    assert done.value.code == 3  # diverged: a job script can tell
+    assert "error: the run diverged: 3 non-finite losses in a row stopped training" in capsys.readouterr().err
     run = Path("runs/digits/version_0")
     report = json.loads((run / "diagnosis.json").read_text())
     assert report["history"]["skipped_nonfinite"] >= 3

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -66,14 +68,25 @@ def test_prints_each_models_and_the_ensembles_accuracy(two_runs, zoo_cli, capsys
         assert scores["ensemble of 2"][split]["top1"] > 0.9
 
 
-def test_last_k_is_the_ensemble_of_the_last_checkpoints(two_runs, zoo_cli):
+def _error(zoo_cli, capsys, *args) -> str:
+    """The one ``error:`` line of a failed command, which must exit 2 (a user's mistake)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        zoo_cli(*args)
+    assert done.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines and lines[-1].startswith("error: ") and "Traceback" not in "\n".join(lines)
+    return lines[-1]
+
+
+def test_last_k_is_the_ensemble_of_the_last_checkpoints(two_runs, zoo_cli, capsys):
     args = ["ensemble", "--recipe", "digits", "--ckpt", *two_runs, "--split", "val", "--last", "1"]
     assert zoo_cli(*args, "--json", "last.json") == 0
     scores = json.loads(Path("last.json").read_text())
     assert scores["ensemble of last 1"] == scores[two_runs[1]]  # the mean of one model is that model
     assert set(next(iter(scores.values()))) == {"val"}
-    with pytest.raises(SystemExit, match="--last 3 must be between 1 and the 2 checkpoints"):
-        zoo_cli("ensemble", "--recipe", "digits", "--ckpt", *two_runs, "--last", "3")
+    error = _error(zoo_cli, capsys, "ensemble", "--recipe", "digits", "--ckpt", *two_runs, "--last", "3")
+    assert "--last 3 must be between 1 and the 2 checkpoints" in error
 
 
 def test_writes_the_ensembles_predictions(two_runs, zoo_cli):
@@ -91,38 +104,53 @@ def test_writes_the_ensembles_predictions(two_runs, zoo_cli):
     assert all(float(r["prob_1"]) >= float(r["prob_2"]) >= float(r["prob_3"]) for r in rows)
 
 
-def test_checkpoint_of_another_architecture_names_the_file_and_keys(two_runs, zoo_cli):
-    with pytest.raises(
-        SystemExit, match=r"last.ckpt: the checkpoint does not fit.*shape mismatches model\.features"
-    ):
-        zoo_cli(
-            "ensemble", "--recipe", "digits", "--ckpt", *two_runs, "--model.model_kwargs.widths", "[16,32]"
-        )
-    with pytest.raises(
-        SystemExit, match=r"checkpoint arch 'convnet', model arch 'resnet20'.*missing keys model\.conv1"
-    ):
-        zoo_cli(
-            "ensemble",
-            "--recipe",
-            "digits",
-            "--ckpt",
-            two_runs[0],
-            "--model.arch",
-            "resnet20",
-            "--model.model_kwargs",
-            "{}",
-        )
-    # each member built from its own checkpoint instead
+def test_checkpoint_of_another_architecture_names_the_file_and_keys(two_runs, zoo_cli, capsys):
+    error = _error(
+        zoo_cli,
+        capsys,
+        "ensemble",
+        "--recipe",
+        "digits",
+        "--ckpt",
+        *two_runs,
+        "--model.model_kwargs.widths",
+        "[16,32]",
+    )
+    assert re.search(
+        r"last.ckpt: the checkpoint does not fit.*shape mismatches model\.features.*--own-arch", error
+    )
     other_arch = ["--model.arch", "resnet20", "--model.model_kwargs", "{}"]
+    error = _error(zoo_cli, capsys, "ensemble", "--recipe", "digits", "--ckpt", two_runs[0], *other_arch)
+    assert re.search(r"checkpoint arch 'convnet', model arch 'resnet20'.*missing keys model\.conv1", error)
+    # each member built from its own checkpoint instead
     assert zoo_cli("ensemble", "--recipe", "digits", "--ckpt", two_runs[0], "--own-arch", *other_arch) == 0
-    with pytest.raises(SystemExit, match="checkpoint.s. not found: nowhere.ckpt"):
-        zoo_cli("ensemble", "--recipe", "digits", "--ckpt", "nowhere.ckpt")
+    error = _error(zoo_cli, capsys, "ensemble", "--recipe", "digits", "--ckpt", "nowhere.ckpt")
+    assert "checkpoint(s) not found: nowhere.ckpt" in error
 
 
-def test_checkpoint_with_pickled_objects_needs_an_explicit_opt_out(two_runs, zoo_cli):
+def test_checkpoint_with_pickled_objects_needs_an_explicit_opt_out(two_runs, zoo_cli, capsys):
     ckpt = torch.load(two_runs[0], weights_only=True)
     ckpt["extra"] = argparse.Namespace(note="a pickled object")
     torch.save(ckpt, "pickled.ckpt")
-    with pytest.raises(SystemExit, match="cannot load checkpoint 'pickled.ckpt'.*--no-weights-only"):
-        zoo_cli("ensemble", "--recipe", "digits", "--ckpt", "pickled.ckpt", "--split", "val")
+    error = _error(
+        zoo_cli, capsys, "ensemble", "--recipe", "digits", "--ckpt", "pickled.ckpt", "--split", "val"
+    )
+    assert re.search(
+        r"cannot load checkpoint 'pickled.ckpt' .*pickled Python objects \(argparse.Namespace\)", error
+    )
+    assert "--no-weights-only" in error
     assert zoo_cli("ensemble", "--recipe", "digits", "--ckpt", "pickled.ckpt", "--no-weights-only") == 0
+
+
+def test_malicious_pickle_is_refused_for_the_right_reason_and_never_runs(two_runs, zoo_cli, capsys, tmp_path):
+    marker = tmp_path / "code-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"state_dict": {}, "payload": Payload()}, "evil.ckpt")
+    error = _error(zoo_cli, capsys, "ensemble", "--recipe", "digits", "--ckpt", "evil.ckpt", "--split", "val")
+    assert "pickled Python objects (posix.system), which could run code when loaded; nothing was run" in error
+    assert "not a torch file" not in error
+    assert not marker.exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -94,11 +95,17 @@ def test_schedule_shows_the_linear_scaling_rule(zoo_cli, capsys, caplog):
     assert peak == pytest.approx(0.4 * 0.5 * (1 + math.cos(math.pi * 17 / 510)), rel=1e-12)
 
 
-def test_schedule_reports_a_warmup_longer_than_the_run(zoo_cli):
-    with pytest.raises(ValueError, match=r"LinearWarmup: warmup=1 epochs .* longer than the whole run"):
+def test_schedule_reports_a_warmup_longer_than_the_run(zoo_cli, capsys):
+    with pytest.raises(SystemExit) as done:
         zoo_cli("schedule", "--recipe", "digits", "--trainer.max_steps", "10")
+    assert done.value.code == 2
+    assert re.search(
+        r"error: LinearWarmup: warmup=1 epochs .* longer than the whole run", capsys.readouterr().err
+    )
 
 
-def test_schedule_needs_a_recipe(zoo_cli):
-    with pytest.raises(SystemExit, match="needs --recipe NAME or --config FILE"):
+def test_schedule_needs_a_recipe(zoo_cli, capsys):
+    with pytest.raises(SystemExit) as done:
         zoo_cli("schedule", "--output", "x.png")
+    assert done.value.code == 2
+    assert "error: zoo schedule needs --recipe NAME or --config FILE" in capsys.readouterr().err

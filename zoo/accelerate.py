@@ -11,7 +11,6 @@ from typing import Any
 
 import torch
 from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 
@@ -45,24 +44,3 @@ def runs_on_cpu(accelerator: Any) -> bool:
     if name == "auto":
         return not (CUDAAccelerator.is_available() or MPSAccelerator.is_available())
     return name == "cpu"
-
-
-def cpu_fallbacks(trainer: dict | None) -> list[str]:
-    """Turn off, in a ``trainer`` config about to run on the CPU, the GPU options that cannot run there.
-
-    torch's ``SyncBatchNorm`` raises on CPU tensors, so ``sync_batchnorm`` becomes false (each process then
-    normalises its own batch). bf16-mixed, channels-last and compile do run on a CPU and are left as set.
-    Returns the changes made, each also given as a warning.
-    """
-    if not trainer or not runs_on_cpu(trainer.get("accelerator")):
-        return []
-    changes = []
-    if trainer.get("sync_batchnorm"):
-        trainer["sync_batchnorm"] = False
-        changes.append(
-            "trainer.sync_batchnorm: true → false: torch's SyncBatchNorm runs on GPUs only, and this run is on "
-            "the CPU (each process normalises its own batch)"
-        )
-    for change in changes:
-        rank_zero_warn(change)
-    return changes

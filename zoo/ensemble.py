@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import csv
 import inspect
-import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,56 +20,16 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.functional.classification import multiclass_accuracy
 
-
-def read_checkpoint(path: str | Path, weights_only: bool = True) -> dict:
-    """A Lightning checkpoint as a dict; a missing or foreign file is an error naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=weights_only)
-    except pickle.UnpicklingError as err:  # weights_only met an object other than tensors and plain types
-        found = next((line.strip() for line in str(err).splitlines() if "Unsupported global" in line), "")
-        if not found:
-            raise ValueError(f"cannot load checkpoint {str(path)!r}: not a torch file, or truncated") from err
-        raise ValueError(
-            f"cannot load checkpoint {str(path)!r} with weights_only=True: it holds pickled objects "
-            f"({found.split('. Please')[0]}); pass --no-weights-only only if you trust the file"
-        ) from err
-    except (RuntimeError, EOFError) as err:  # truncated or not a torch file
-        raise ValueError(f"cannot load checkpoint {str(path)!r}: {err}") from err
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise ValueError(f"{str(path)!r} is not a Lightning checkpoint: it has no 'state_dict'")
-    return ckpt
+from zoo.checkpoint import TRUST_HINT, check_fits, read_checkpoint
+from zoo.console import print_table as _print_table
 
 
-def check_fits(model: nn.Module, state_dict: dict, source: str, arch: str | None = None) -> None:
-    """Raise an error naming ``source`` and the missing, unexpected and mis-shaped keys if the weights do not fit."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    shapes = [
-        f"{k} (checkpoint {tuple(state_dict[k].shape)}, model {tuple(v.shape)})"
-        for k, v in own.items()
-        if k in state_dict and hasattr(state_dict[k], "shape") and state_dict[k].shape != v.shape
-    ]
-    if not (missing or unexpected or shapes):
-        return
-
-    def show(keys: list[str]) -> str:
-        return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
-
-    found = {"missing keys": missing, "unexpected keys": unexpected, "shape mismatches": shapes}
-    parts = [f"{name} {show(keys)}" for name, keys in found.items() if keys]
-    ours = dict(getattr(model, "hparams", {})).get("arch")
-    what = f"checkpoint arch {arch!r}, model arch {ours!r}"
-    raise ValueError(
-        f"{source}: the checkpoint does not fit the model ({what}): {'; '.join(parts)}. Evaluate it with the "
-        "recipe it was trained with (--recipe/--config and the same --model options), or pass --own-arch"
-    )
-
-
-def load_member(path: str | Path, template: nn.Module | None = None, weights_only: bool = True) -> nn.Module:
+def load_member(
+    path: str | Path,
+    template: nn.Module | None = None,
+    weights_only: bool = True,
+    trust_hint: str = TRUST_HINT,
+) -> nn.Module:
     """An ``ImageClassifier`` holding the checkpoint's weights, in eval mode.
 
     ``template`` (the recipe's model) is copied and must fit the weights exactly; without it the model is
@@ -78,7 +37,7 @@ def load_member(path: str | Path, template: nn.Module | None = None, weights_onl
     """
     from zoo.module import ImageClassifier
 
-    ckpt = read_checkpoint(path, weights_only)
+    ckpt = read_checkpoint(path, weights_only, trust_hint)
     hparams = dict(ckpt.get("hyper_parameters") or {})
     if template is not None:
         model = copy.deepcopy(template)
@@ -139,22 +98,14 @@ def evaluate(
 
 def print_table(results: dict[str, dict[str, dict[str, float]]], title: str) -> None:
     """One row per member and ensemble, a top-1 and an NLL column per split: ``results[split][row]``."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    table.add_column("model", overflow="fold")
-    for split in results:
-        table.add_column(f"{split} top1", justify="right")
-        table.add_column(f"{split} NLL", justify="right")
-    rows = list(next(iter(results.values())))
-    for row in rows:
-        cells = []
-        for split in results:
-            s = results[split][row]
-            cells += [f"{s['top1']:.4f}", f"{s['nll']:.4f}"]
-        table.add_row(row, *cells, style="bold" if row.startswith("ensemble") else None)
-    Console(width=140).print(table)
+    columns = ["model"] + [f"{split} {what}" for split in results for what in ("top1", "NLL")]
+    names = list(next(iter(results.values())))
+    rows = [
+        [row] + [f"{results[split][row][key]:.4f}" for split in results for key in ("top1", "nll")]
+        for row in names
+    ]
+    bold = [i for i, row in enumerate(names) if row.startswith("ensemble")]
+    _print_table(title, columns, rows, right=columns[1:], bold=bold)
 
 
 def write_predictions(

@@ -23,6 +23,8 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only, rank_zero_warn
 
+from zoo.compat import wandb_run
+
 DEFAULT_HOST = "https://api.wandb.ai"
 MODES = ("online", "offline", "disabled")
 
@@ -152,7 +154,7 @@ class WandbLogger(_LightningWandbLogger):
     @property
     def run_path(self) -> str | None:
         """Where the run is: its URL when online, its local directory when offline, ``None`` if disabled."""
-        run = self._experiment
+        run = wandb_run(self)
         if run is None or self.mode == "disabled":
             return None
         return run.url if self.mode == "online" else str(run.settings.sync_dir)
@@ -160,10 +162,11 @@ class WandbLogger(_LightningWandbLogger):
     @rank_zero_only
     def finish(self) -> None:
         """Close the W&B run (rank 0) and say where it is; offline runs get their ``wandb sync`` command."""
-        if self._experiment is None:
+        run = wandb_run(self)
+        if run is None:
             return
         where = self.run_path
-        self._experiment.finish()
+        run.finish()
         if self.mode == "offline":
             rank_zero_info(f"W&B run saved offline in {where}. Upload it with:\n    wandb sync {where}")
         elif where:
@@ -188,5 +191,5 @@ def finish_wandb(trainer) -> None:
     for logger in trainer.loggers if trainer is not None else []:
         if isinstance(logger, WandbLogger):
             logger.finish()
-        elif isinstance(logger, _LightningWandbLogger) and logger._experiment is not None:
-            logger._experiment.finish()
+        elif isinstance(logger, _LightningWandbLogger) and wandb_run(logger) is not None:
+            wandb_run(logger).finish()

@@ -22,7 +22,7 @@ EPILOG = """examples:
 
 def build(rest: list[str]):
     """The recipe's model and data module, instantiated by the zoo's CLI without running anything."""
-    from recipes.cli import build_recipe
+    from recipes.lightning_cli import build_recipe
 
     cli = build_recipe([*rest, "--trainer.logger", "false"])
     return cli.model, cli.datamodule
@@ -43,8 +43,9 @@ def split_loaders(datamodule, splits: list[str]) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    from recipes.cli import expand_recipe
+    from recipes.lightning_cli import expand_recipe
     from zoo.ensemble import average, evaluate, load_member, predict_probs, print_table, write_predictions
+    from zoo.errors import CheckpointError, ZooError
 
     parser = argparse.ArgumentParser(
         prog="zoo ensemble",
@@ -67,24 +68,28 @@ def main(argv: list[str]) -> int:
     args, rest = parser.parse_known_args(argv)
     rest = expand_recipe((["--recipe", args.recipe] if args.recipe else []) + rest)
     if "--config" not in rest:
-        raise SystemExit("error: zoo ensemble needs --recipe NAME or --config FILE (the data to score on)")
+        raise ZooError("zoo ensemble needs --recipe NAME or --config FILE (the data to score on)")
     if args.last is not None and not 1 <= args.last <= len(args.ckpt):
-        raise SystemExit(f"error: --last {args.last} must be between 1 and the {len(args.ckpt)} checkpoints")
+        raise ZooError(f"--last {args.last} must be between 1 and the {len(args.ckpt)} checkpoints")
 
     missing = [p for p in args.ckpt if not Path(p).is_file()]
     if missing:
-        raise SystemExit(f"error: checkpoint(s) not found: {', '.join(missing)}")
+        raise ZooError(f"checkpoint(s) not found: {', '.join(missing)}")
     template, datamodule = build(rest)
     weights_only = not args.no_weights_only
     try:
-        members = {p: load_member(p, None if args.own_arch else template, weights_only) for p in args.ckpt}
-    except (ValueError, FileNotFoundError) as err:
-        raise SystemExit(f"error: {err}") from None
+        members = {
+            p: load_member(p, None if args.own_arch else template, weights_only, "--no-weights-only")
+            for p in args.ckpt
+        }
+    except CheckpointError as err:
+        hint = "" if args.own_arch or "does not fit" not in str(err) else " (or --own-arch)"
+        raise CheckpointError(f"{err}{hint}") from None
     data_classes = getattr(datamodule, "num_classes", None)
     for path, model in members.items():
         classes = model.hparams.get("num_classes")
         if data_classes is not None and classes != data_classes:
-            raise SystemExit(f"error: {path} has {classes} classes, the recipe's data {data_classes}")
+            raise ZooError(f"{path} has {classes} classes, the recipe's data {data_classes}")
 
     results, scores = {}, {}
     for split, loader in split_loaders(datamodule, args.split).items():
@@ -93,7 +98,7 @@ def main(argv: list[str]) -> int:
             probs[path], target = predict_probs(model, loader, args.device)
         results[split] = evaluate(probs, target, args.last)
     if not results:
-        raise SystemExit(f"error: the recipe's data has none of the splits {', '.join(args.split)}")
+        raise ZooError(f"the recipe's data has none of the splits {', '.join(args.split)}")
     print_table(results, title=f"Ensemble of {len(members)} checkpoints")
     for split, rows in results.items():
         for row, s in rows.items():

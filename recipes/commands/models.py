@@ -9,12 +9,12 @@ zoo models resnet20             # an exact zoo name also lists its options and d
 from __future__ import annotations
 
 import argparse
+import fnmatch
 
-import timm
-from rich.console import Console
-from rich.table import Table
+from recipes.model_index import MODELS
+from zoo.console import print_line, print_table
 
-from zoo.registry import TIMM_PREFIX, list_models, model_description, model_options
+TIMM_PREFIX = "timm/"  # as in zoo.registry, which imports torch
 
 
 def main(argv: list[str]) -> int:
@@ -25,30 +25,34 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--pretrained", action="store_true", help="timm models with pretrained weights only")
     parser.add_argument("--limit", type=int, default=50, help="most timm models to list (default 50)")
     args = parser.parse_args(argv)
-    console = Console(width=160)
     pattern = args.pattern.removeprefix(TIMM_PREFIX) if args.pattern else None
 
-    table = Table(title="Zoo models (zoo.create_model(NAME) or --model.arch NAME)")
-    table.add_column("name")
-    table.add_column("what it is for", overflow="fold")
-    for name in list_models(pattern):
-        table.add_row(name, model_description(name))
-    console.print(table)
+    names = [n for n in MODELS if fnmatch.fnmatch(n, pattern)] if pattern else list(MODELS)
+    rows = [(name, MODELS[name]) for name in names]
+    print_table(
+        "Zoo models (zoo.create_model(NAME) or --model.arch NAME)",
+        ("name", "what it is for"),
+        rows,
+        width=160,
+    )
 
-    if pattern in list_models():
-        options = Table(title=f"Options of {pattern}", caption="set with --model.model_kwargs '{KEY: VALUE}'")
-        options.add_column("option")
-        options.add_column("default")
-        for key, default in model_options(pattern).items():
-            options.add_row(key, repr(default))
-        console.print(options)
+    if pattern in MODELS:
+        from zoo.registry import model_options
+
+        options = [(key, repr(default)) for key, default in model_options(pattern).items()]
+        caption = "set with --model.model_kwargs '{KEY: VALUE}'"
+        print_table(f"Options of {pattern}", ("option", "default"), options, caption=caption, width=160)
 
     if pattern:
+        import timm
+
         matches = timm.list_models(pattern, pretrained=args.pretrained)
         shown = ", ".join(f"{TIMM_PREFIX}{n}" for n in matches[: args.limit])
         more = f" (and {len(matches) - args.limit} more; --limit N)" if len(matches) > args.limit else ""
         kind = "timm models with pretrained weights" if args.pretrained else "timm models"
-        console.print(f"{len(matches)} {kind} match {pattern!r}: {shown or '(none)'}{more}", highlight=False)
+        print_line(f"{len(matches)} {kind} match {pattern!r}: {shown or '(none)'}{more}", width=160)
     else:
-        console.print("timm's models: zoo models PATTERN (e.g. 'efficientnet*'); use them as timm/<name>.")
+        print_line(
+            "timm's models: zoo models PATTERN (e.g. 'efficientnet*'); use them as timm/<name>.", width=160
+        )
     return 0

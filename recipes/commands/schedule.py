@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 from callbacks.lr_schedule import schedules_of, simulate
+from zoo.errors import ZooError
 from zoo.optim import build_optimizer, global_batch_size
 
 EPILOG = """Any other option overrides the recipe as in `zoo fit`, e.g.
@@ -38,9 +39,7 @@ def run_length(trainer, datamodule) -> tuple[int, int]:
         batches = int(batches * limit)
     steps_per_epoch = math.ceil(batches / trainer.accumulate_grad_batches)
     if trainer.max_epochs in (None, -1) and trainer.max_steps == -1:
-        raise SystemExit(
-            "error: the run has neither trainer.max_epochs nor trainer.max_steps: no end to draw"
-        )
+        raise ZooError("the run has neither trainer.max_epochs nor trainer.max_steps: no end to draw")
     total = steps_per_epoch * max(trainer.max_epochs, 1) if trainer.max_epochs not in (None, -1) else math.inf
     if trainer.max_steps != -1:
         total = min(total, trainer.max_steps)
@@ -87,13 +86,13 @@ def draw(
 
 def build(rest: list[str]):
     """Instantiate the recipe's trainer, model and data module with the zoo's CLI, without running it."""
-    from recipes.cli import build_recipe
+    from recipes.lightning_cli import build_recipe
 
     return build_recipe(rest)
 
 
 def main(argv: list[str]) -> int:
-    from recipes.cli import expand_recipe
+    from recipes.lightning_cli import expand_recipe
 
     parser = argparse.ArgumentParser(
         prog="zoo schedule",
@@ -108,7 +107,7 @@ def main(argv: list[str]) -> int:
     args, rest = parser.parse_known_args(argv)
     rest = expand_recipe((["--recipe", args.recipe] if args.recipe else []) + rest)
     if "--config" not in rest:
-        raise SystemExit("error: zoo schedule needs --recipe NAME or --config FILE")
+        raise ZooError("zoo schedule needs --recipe NAME or --config FILE")
 
     cli = build(rest)
     trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import os
 from collections.abc import Sequence
 
 import torch
@@ -344,16 +343,3 @@ def _print_counts(names: list[str], counts: dict[str, list[int]]) -> None:
         table.add_row(names[i], *(str(c[i]) for c in counts.values()))
     table.add_row("total", *(str(sum(c)) for c in counts.values()), style="bold")
     Console(width=120).print(table)
-
-
-def fill_class_names(data, ckpt_path: str | None) -> None:
-    """Set an unset ``class_names`` option of the data config ``data`` to the classes saved in the checkpoint,
-    so ``zoo predict --ckpt_path CKPT --data.predict_dir DIR`` needs no training data."""
-    init = getattr(data, "init_args", None) if data is not None else None
-    if not ckpt_path or init is None or "class_names" not in init or init.class_names is not None:
-        return
-    if not os.path.isfile(ckpt_path):
-        return  # Lightning names the missing file
-    saved = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("datamodule_hyper_parameters")
-    if saved and saved.get("class_names"):
-        init.class_names = list(saved["class_names"])

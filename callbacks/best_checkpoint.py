@@ -1,0 +1,63 @@
+"""The zoo's main checkpoint: Lightning's ``ModelCheckpoint``, except that a diverged epoch never becomes "best".
+
+Lightning keeps the first epoch as best whatever its score (even NaN), and any later one that scores better,
+so a run at lr 1000 keeps weights of 1e30 as its best checkpoint. Here an epoch is a candidate only when
+its monitored value is finite and every weight is finite with |w| ≤ ``max_abs_weight``; a refused epoch is
+said once, and ``last.ckpt`` is written as usual.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_warn
+
+
+def unusable_weights(module: torch.nn.Module, max_abs_weight: float) -> str | None:
+    """Why the weights of ``module`` cannot be a best checkpoint (non-finite, or max |w| > ``max_abs_weight``)."""
+    peaks = [p.detach().abs().max() for p in module.parameters() if p.numel() and p.is_floating_point()]
+    if not peaks:
+        return None
+    peak = float(torch.stack([p.float() for p in peaks]).max())  # one sync for the whole model
+    if not math.isfinite(peak):
+        return "its weights hold NaN or inf"
+    if peak > max_abs_weight:
+        return f"its largest weight is {peak:.3g} (> max_abs_weight {max_abs_weight:g}): the run diverged"
+    return None
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose top-k only takes epochs with a finite score and finite, bounded weights.
+
+    Args:
+        max_abs_weight: an epoch whose largest |weight| exceeds this is diverged, never best.
+        **kwargs: the arguments of Lightning's ``ModelCheckpoint``.
+    """
+
+    def __init__(self, *args, max_abs_weight: float = 1e6, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not max_abs_weight > 0:
+            raise ValueError(f"checkpoint.max_abs_weight={max_abs_weight!r} must be > 0")
+        self.max_abs_weight = max_abs_weight
+        self.refused: list[tuple[int, str]] = []  # (epoch, why) of the epochs not kept as best
+
+    @property
+    def state_key(self) -> str:
+        """Lightning's own key, so runs saved before this class existed still restore their best paths."""
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+    def check_monitor_top_k(self, trainer, current: torch.Tensor | None = None) -> bool:
+        if current is None:
+            return False
+        why = None
+        if not torch.isfinite(torch.as_tensor(current)).all():
+            why = f"{self.monitor} is {float(current)}"
+        elif trainer.lightning_module is not None:
+            why = unusable_weights(trainer.lightning_module, self.max_abs_weight)
+        if why:
+            self.refused.append((trainer.current_epoch, why))
+            rank_zero_warn(f"epoch {trainer.current_epoch} is not kept as a best checkpoint: {why}")
+            return False
+        return super().check_monitor_top_k(trainer, current)

@@ -1,0 +1,390 @@
+"""The zoo's LightningCLI: ``zoo fit|validate|test|predict``, and building a recipe without running it.
+
+``zoo fit --recipe NAME`` → :func:`expand_recipe` (``--config recipes/configs/NAME.yaml``) → :class:`ZooCLI`
+builds the data module, ``ImageClassifier``, callbacks and logger → ``Trainer.fit`` (then ``Trainer.test`` on
+the best checkpoint). The zoo's other commands that need a recipe's objects (``zoo schedule``, ``zoo ensemble``,
+``zoo export``) call :func:`build_recipe`; ``recipes/cli.py`` only dispatches and reports errors.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import import_module
+from pathlib import Path
+
+import yaml
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.callbacks import Callback, ProgressBar, RichProgressBar
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+
+from callbacks.best_checkpoint import BestCheckpoint
+from callbacks.exact_resume import ExactResume
+from callbacks.finetuning import FineTuning
+from callbacks.interrupt import Interrupt
+from callbacks.last_checkpoint import LastCheckpoint
+from callbacks.loss_curves import LossCurveDiagnostics
+from callbacks.lr_monitor import LRMonitor
+from callbacks.lr_plot import LRPlot
+from callbacks.predictions import PredictionWriter
+from callbacks.report import ClassificationReport
+from callbacks.run_config import RunConfig
+from callbacks.throughput import EpochThroughput
+from callbacks.wandb_run import WandbRunId, wandb_run_id
+from recipes.catalog import recipe_names, recipe_path
+from recipes.config_edits import check_values, cpu_fallbacks, fill_class_names
+from recipes.resume import resolve_last
+from zoo import compat
+from zoo.checkpoint import check_fits, read_checkpoint, to_plain
+from zoo.checkpoint_io import AtomicCheckpointIO
+from zoo.console import print_table
+from zoo.errors import NothingTrained, RunDiverged, ZooError
+from zoo.loggers import finish_wandb, run_dir
+from zoo.module import ImageClassifier
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+# `--logger NAME` shorthands for trainer.logger
+LOGGERS = {"wandb": "zoo.loggers.WandbLogger", "csv": "lightning.pytorch.loggers.CSVLogger"}
+
+
+class RunPhase(Callback):
+    """Marks, on any exception Lightning sees, whether a batch had started (``zoo_during_run``): errors before
+    the first batch come from the set-up (the user's values, data or checkpoint), errors after it are bugs.
+    Also keeps checkpoints to tensors and plain types (paths become strings), so they load weights-only."""
+
+    def __init__(self) -> None:
+        self.started = False
+        self.train_batches = 0  # training batches run by this process (not counting a resumed run's)
+
+    def _start(self, *args) -> None:
+        self.started = True
+
+    on_validation_batch_start = on_test_batch_start = on_predict_batch_start = _start
+
+    def on_train_batch_start(self, *args) -> None:
+        self.started = True
+        self.train_batches += 1
+
+    def on_sanity_check_end(self, trainer, pl_module) -> None:
+        self.started = False  # the training loader is built after the sanity check: still set-up
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        exception.zoo_during_run = self.started
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        to_plain(checkpoint)
+
+
+class ZooCLI(LightningCLI):
+    """LightningCLI with the zoo's defaults: best/last checkpoints on ``val/top1``, a CSV of predictions,
+    num_classes/in_chans linked from the data, a Rich progress bar, and a results table after ``fit``."""
+
+    def add_arguments_to_parser(self, parser):
+        parser.add_lightning_class_args(BestCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/top1",
+                "checkpoint.mode": "max",
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "best-epoch{epoch:03d}-val_top1={val/top1:.4f}",
+                "checkpoint.auto_insert_metric_name": False,
+                "checkpoint.enable_version_counter": False,  # one last.ckpt, shared with last_checkpoint
+            }
+        )
+        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")  # last.ckpt every N steps too
+        parser.link_arguments("checkpoint.dirpath", "last_checkpoint.dirpath")
+        parser.add_lightning_class_args(PredictionWriter, "predictions")
+        parser.add_lightning_class_args(LRMonitor, "lr_monitor")  # lr and momentum of each param group
+        parser.add_lightning_class_args(LossCurveDiagnostics, "diagnostics")
+        parser.add_lightning_class_args(EpochThroughput, "throughput")
+        parser.add_lightning_class_args(ClassificationReport, "report")
+        parser.add_lightning_class_args(LRPlot, "lr_plot")
+        parser.add_lightning_class_args(FineTuning, "finetune")  # strategy none (the default): left out
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.num_channels", "model.in_chans", apply_on="instantiate")
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=True,
+            help="After fit, test the best checkpoint on the test split (when the data has one).",
+        )
+
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI's private hook (see ``zoo.compat``) that reads ``--ckpt_path``'s hyper-parameters into
+        the config. Lightning's loads the file with ``weights_only=True`` whatever ``--weights_only`` says and
+        lets torch's error through; here the zoo's checkpoint reader names the file and what to do."""
+        subcommand = self.config.get("subcommand")
+        config = self.config.get(subcommand) if subcommand else None
+        ckpt_path = config.get("ckpt_path") if config is not None else None
+        if not ckpt_path or ckpt_path in ("last", "best", "hpc", "registry"):
+            return
+        ckpt = read_checkpoint(ckpt_path, config.get("weights_only") is not False, mmap=True)
+        hparams = dict(ckpt.get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+
+    def before_instantiate_classes(self):
+        config = self.config[self.subcommand] if self.subcommand else self.config  # run=False: `zoo schedule`
+        if "weights_only" in config and config["weights_only"] is None:
+            config["weights_only"] = True  # checkpoints hold tensors and plain types only
+        if self.subcommand:
+            resolve_last(config, self.subcommand)  # --ckpt_path last: the runs' newest last.ckpt
+            cpu_fallbacks(config.get("trainer"))  # e.g. sync_batchnorm off on a CPU
+            check_values(config, self.subcommand)
+        if self.subcommand == "fit":
+            _resume_wandb_run(config)
+        weights_only = config.get("weights_only") is not False
+        fill_class_names(
+            config.get("data"), config.get("ckpt_path"), weights_only
+        )  # predict without training data
+        model = config.get("model")
+        if self.subcommand in ("validate", "test", "predict") and config.get("ckpt_path") and model:
+            model.pretrained, model.pretrained_path = False, None  # the weights come from the checkpoint
+
+    def after_instantiate_classes(self):
+        super().after_instantiate_classes()
+        config = self.config[self.subcommand] if self.subcommand else None
+        ckpt_path = config.get("ckpt_path") if config is not None else None
+        if ckpt_path and Path(ckpt_path).is_file():  # weights of another model: say so before anything runs
+            ckpt = read_checkpoint(ckpt_path, config.get("weights_only") is not False, mmap=True)
+            check_fits(
+                self.model, ckpt["state_dict"], ckpt_path, (ckpt.get("hyper_parameters") or {}).get("arch")
+            )
+
+    def instantiate_trainer(self, **kwargs):
+        trainer = super().instantiate_trainer(**kwargs)
+        trainer.callbacks = [
+            c for c in trainer.callbacks if not (isinstance(c, FineTuning) and c.strategy == "none")
+        ]
+        wants_bar = self._get(self.config_init, "trainer").get("enable_progress_bar") is not False
+        if wants_bar and not any(isinstance(c, ProgressBar) for c in trainer.callbacks):
+            # swap Lightning's default TQDM bar for a Rich one
+            trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, ProgressBar)]
+            bar = RichProgressBar()
+            trainer.callbacks.append(bar)
+        if any(isinstance(lg, LightningWandbLogger) for lg in trainer.loggers):
+            trainer.callbacks.append(WandbRunId())  # the run id goes into every checkpoint
+        trainer.callbacks += [RunPhase(), Interrupt()]  # set-up errors vs bugs; SIGTERM/SIGINT save last.ckpt
+        if not any(isinstance(c, ExactResume) for c in trainer.callbacks):
+            trainer.callbacks.append(ExactResume())  # generators' states: --ckpt_path resumes bit for bit
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()  # a kill during a save keeps the last file
+        return trainer
+
+    def after_fit(self):
+        trainer = self.trainer
+        results = {}
+        ckpt = trainer.checkpoint_callback
+        best = ckpt.best_model_path if ckpt else ""
+        diverged = _divergence(trainer)
+        if ckpt is not None and ckpt.best_model_score is not None:
+            results[f"best {ckpt.monitor}"] = f"{float(ckpt.best_model_score):.4f}"
+            if ckpt.monitor != "val/top1" and best:  # say the best checkpoint's top-1 too
+                validated = trainer.validate(
+                    self.model, datamodule=self.datamodule, ckpt_path=best, weights_only=True, verbose=False
+                )
+                if validated and "val/top1" in validated[0]:
+                    results["val/top1"] = f"{validated[0]['val/top1']:.4f}"
+        if self.config["fit"].get("test_after_fit") and best and self._has_test_data():
+            tested = trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best, weights_only=True)
+            for key, value in (tested[0] if tested else {}).items():
+                if key.endswith("top1"):
+                    results[key] = f"{value:.4f}"
+        results["best checkpoint"] = best or "(none: no epoch had a usable score)"
+        results["log dir"] = str(run_dir(trainer))
+        _print_results(results)
+        if diverged:
+            kept = (
+                f"the best checkpoint is {best}, from before it diverged"
+                if best
+                else "no checkpoint was kept as best"
+            )
+            raise RunDiverged(f"the run diverged: {diverged}; {kept}. Lower the lr or add warmup")
+        phase = next((c for c in trainer.callbacks if isinstance(c, RunPhase)), None)
+        if phase is not None and phase.train_batches == 0:
+            raise NothingTrained(
+                f"nothing was trained: the run ended at epoch {trainer.current_epoch}, step {trainer.global_step} "
+                f"(max_epochs {trainer.max_epochs}, max_steps {trainer.max_steps} reached, or no training batch); "
+                "raise --trainer.max_epochs to train on from a checkpoint"
+            )
+
+    def _has_test_data(self) -> bool:
+        try:
+            self.datamodule.setup("test")
+            return len(self.datamodule.test_dataloader()) > 0
+        except (NotImplementedError, KeyError, AttributeError, TypeError):
+            return False
+
+
+def _divergence(trainer) -> str | None:
+    """Why the run counts as diverged (the non-finite guard stopped it, or the loss curve says so), or None."""
+    guard = getattr(trainer.lightning_module, "guard", None)
+    if guard is not None and guard.in_row >= guard.max_in_row:
+        return f"{guard.in_row} non-finite losses in a row stopped training"
+    for callback in trainer.callbacks:
+        for finding in getattr(callback, "findings", None) or []:
+            if isinstance(callback, LossCurveDiagnostics) and finding.kind == "diverged":
+                return finding.message
+    return None
+
+
+@rank_zero_only
+def _print_results(results: dict[str, str]) -> None:
+    print_table("Results", ("what", "value"), results.items(), header=False)
+
+
+def _resume_wandb_run(config) -> None:
+    """``fit --ckpt_path CKPT`` with a W&B logger and no run id: continue the run whose id CKPT holds."""
+    ckpt, logger = config.get("ckpt_path"), config.get("trainer.logger")
+    if not ckpt or not Path(ckpt).is_file() or not hasattr(logger, "class_path"):
+        return
+    module, _, name = logger.class_path.rpartition(".")
+    cls = getattr(import_module(module), name, None)
+    args = logger.get("init_args")
+    if not (isinstance(cls, type) and issubclass(cls, LightningWandbLogger)) or args is None:
+        return
+    if args.get("id") or args.get("version"):
+        return
+    run_id = wandb_run_id(ckpt, weights_only=config.get("weights_only") is not False)
+    if run_id:
+        args["id"] = run_id
+        rank_zero_info(f"W&B: resuming run {run_id} (from {ckpt})")
+
+
+def expand_logger(argv: list[str]) -> list[str]:
+    """``--logger NAME`` → ``--trainer.logger CLASS`` and ``--wandb.KEY VALUE`` → ``--trainer.logger.init_args.KEY
+    VALUE`` in place (a ``--wandb.*`` option alone implies ``--logger wandb``); options apply left to right."""
+    out, chosen = [], None
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        key, eq, value = arg.partition("=")
+        if key == "--logger" or key.startswith("--wandb."):
+            if not eq:
+                if i + 1 >= len(argv):
+                    raise SystemExit(f"error: {key} needs a value")
+                value = argv[i + 1]
+                i += 1
+            if key == "--logger":
+                name = value.lower()
+                if name in ("none", "false"):
+                    out += ["--trainer.logger", "false"]
+                elif name in LOGGERS:
+                    out += ["--trainer.logger", LOGGERS[name]]
+                else:
+                    raise SystemExit(
+                        f"error: unknown --logger {value!r}; choose one of {', '.join(LOGGERS)}, none"
+                    )
+                chosen = name
+            else:
+                if chosen not in (None, "wandb"):
+                    raise SystemExit(f"error: {key} needs --logger wandb, not --logger {chosen}")
+                if chosen is None:
+                    out += ["--trainer.logger", LOGGERS["wandb"]]
+                    chosen = "wandb"
+                out += [f"--trainer.logger.init_args.{key[len('--wandb.') :]}", value]
+        else:
+            out.append(arg)
+        i += 1
+    return out
+
+
+def check_yaml(path: str) -> None:
+    """A ``--config`` file that is missing or not valid YAML is an error naming the file (and the line)."""
+    file = Path(path)
+    if not file.is_file():
+        raise ZooError(f"--config {path!r}: no such file; give the path of a YAML recipe (or --recipe NAME)")
+    try:
+        yaml.safe_load(file.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ZooError(
+            f"{path}: not valid YAML{where}: {problem}; fix the file (indentation, brackets, colons)"
+        ) from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise ZooError(f"--config {path!r}: cannot read it ({err}); give a readable YAML file") from err
+
+
+def expand_recipe(argv: list[str]) -> list[str]:
+    """Replace ``--recipe NAME`` by ``--config <shipped NAME.yaml>``, placed first so other options override it;
+    every ``--config`` file is checked to be valid YAML first."""
+    out, configs = [], []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("--recipe", "--config", "-c") or arg.startswith(("--recipe=", "--config=")):
+            if "=" in arg:
+                value = arg.split("=", 1)[1]
+            elif i + 1 < len(argv):
+                value = argv[i + 1]
+                i += 1
+            else:
+                raise ZooError(
+                    f"{arg} needs a value: a recipe name ({', '.join(recipe_names())}) or a YAML file"
+                )
+            if arg.startswith("--recipe"):
+                configs += ["--config", str(recipe_path(value))]
+            else:
+                if not value.lstrip().startswith("{"):  # jsonargparse also takes inline YAML/JSON
+                    check_yaml(value)
+                out += ["--config", value]
+        else:
+            out.append(arg)
+        i += 1
+    return configs + out
+
+
+def run_lightning(argv: list[str]) -> ZooCLI:
+    """Run one of Lightning's subcommands (``argv[0]``) through the zoo's CLI."""
+    command, rest = argv[0], expand_logger(expand_recipe(argv[1:]))
+    given = " ".join(rest)
+    if not any(flag in given for flag in ("--config", "-c ", "--data", "--help", "-h", "--print_config")):
+        raise ZooError(
+            f"zoo {command} needs --recipe NAME (one of {', '.join(recipe_names())}) or --config FILE"
+        )
+    # LightningCLI reads sys.argv; DDP launchers re-run it in each process, so it holds the expanded command
+    saved, sys.argv = sys.argv, [sys.argv[0], command, *rest]
+    cli = None
+    try:
+        cli = make_cli(save_config_callback=RunConfig, save_config_kwargs={"overwrite": True})
+        return cli
+    finally:
+        sys.argv = saved
+        finish_wandb(getattr(cli, "trainer", None))  # close the W&B run; offline runs print `wandb sync`
+
+
+def make_cli(args: list[str] | None = None, run: bool = True, **kwargs) -> ZooCLI:
+    """The zoo's CLI over ``ImageClassifier`` and any data module (``args`` None: read ``sys.argv``).
+
+    Parse errors are raised (jsonargparse's ``exit_on_error=False``), so the ``zoo`` command prints them as
+    one ``error:`` line instead of a page of usage."""
+    compat.quiet_known_warnings()
+    quiet = {"exit_on_error": False}
+    parser_kwargs = {**quiet, **{name: dict(quiet) for name in LIGHTNING_COMMANDS}} if run else dict(quiet)
+    return ZooCLI(
+        ImageClassifier,
+        LightningDataModule,
+        subclass_mode_data=True,
+        auto_configure_optimizers=False,
+        run=run,
+        args=args,
+        parser_kwargs={**parser_kwargs, **kwargs.pop("parser_kwargs", {})},
+        **kwargs,
+    )
+
+
+def build_recipe(args: list[str]) -> ZooCLI:
+    """Instantiate a recipe's trainer, model and data module from ``args`` without running anything."""
+    saved, sys.argv = sys.argv, sys.argv[:1]  # the options come from `args`, not the command line
+    try:
+        return make_cli(args, run=False, save_config_callback=None)
+    finally:
+        sys.argv = saved

@@ -29,7 +29,7 @@ class LossCurveDiagnostics(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if loss is None:  # the module skipped a non-finite loss
+        if loss is None or getattr(pl_module, "holding_steps", False):  # a skipped step, or a probe's epoch
             return
         value = float(loss.detach())
         if self.history.initial_loss is None:

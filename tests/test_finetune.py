@@ -125,12 +125,12 @@ def test_plans_of_each_strategy():
 
 
 def test_auto_choice_follows_the_transfer_learning_table():
-    assert choose(10, pretrained=True)[0] == "linear"
-    assert choose(300, pretrained=True)[0] == "freeze_unfreeze"
+    assert choose(10, pretrained=True, validated=False)[0] == "linear"  # too few to hold out a validation split
+    assert choose(300, pretrained=True)[0] == "freeze_unfreeze"  # probe, then fine-tune if it beats the probe
     assert choose(5000, pretrained=True)[0] == "full"
     strategy, why = choose(10, pretrained=False)
     assert strategy == "full" and "no pretrained weights" in why
-    assert "10 training images per class" in choose(10, pretrained=True)[1]
+    assert "10 training images per class" in choose(10, pretrained=True, validated=False)[1]
     assert images_per_class([0, 0, 0, 1, 1, 2, 2, 2, 2]) == 3
 
 
@@ -142,7 +142,7 @@ def test_unknown_strategy_suggests_the_close_name():
 # --- with a Trainer --------------------------------------------------------------------------------------------
 
 
-def test_linear_epoch_trains_the_head_only_and_leaves_frozen_batchnorm_untouched(folder):
+def test_linear_fits_the_head_as_a_probe_and_leaves_the_frozen_backbone_untouched(folder):
     model = classifier()
     backbone = {k: v.clone() for k, v in model.model.state_dict().items() if not k.startswith("classifier.")}
     head = model.model.classifier.weight.detach().clone()
@@ -152,13 +152,16 @@ def test_linear_epoch_trains_the_head_only_and_leaves_frozen_batchnorm_untouched
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             seen_modes.append({m.training for m in batchnorms(pl_module.model)})
 
-    trainer([FineTuning("linear"), Modes()]).fit(model, datamodule(folder))
+    fit = trainer([FineTuning("linear"), Modes()], max_epochs=3)
+    fit.fit(model, datamodule(folder))
+    assert fit.current_epoch == 1  # the probe is the whole training: one epoch, whatever max_epochs says
     assert seen_modes and all(modes == {False} for modes in seen_modes)
     after = model.model.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in backbone.items())  # weights, running stats, batch counts
-    assert not torch.equal(head, model.model.classifier.weight)
-    groups = model.trainer.optimizers[0].param_groups
-    assert {g["name"] for g in groups} == {"head"}
+    assert not torch.equal(head, model.model.classifier.weight)  # fitted by the probe ...
+    optimizer = model.trainer.optimizers[0]
+    assert {g["name"] for g in optimizer.param_groups} == {"head"}
+    assert not optimizer.state  # ... without a single optimizer step
 
 
 def test_freeze_unfreeze_adds_the_backbone_at_its_scaled_lr_with_a_warmup(folder):
@@ -218,12 +221,14 @@ def test_strategies_that_add_groups_refuse_lbfgs(folder):
 
 
 class Record(Callback):
-    """Per optimizer step: the param groups' names and lrs, and which parameters train."""
+    """Per optimizer step after the probe's epoch: the param groups' names and lrs, and which parameters train."""
 
     def __init__(self):
         self.steps = {}
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.current_epoch == 0:
+            return  # the linear probe's epoch takes no step
         groups = [(g["name"], g["lr"], len(g["params"])) for g in trainer.optimizers[0].param_groups]
         grads = tuple(p.requires_grad for p in pl_module.model.parameters())
         bn = tuple(m.training for m in batchnorms(pl_module.model))
@@ -243,7 +248,7 @@ def run(folder, tmp: Path, ckpt: str | None = None) -> Record:
 
 def test_resuming_before_or_after_the_unfreeze_restores_groups_lrs_and_frozen_state(folder, tmp_path):
     whole = run(folder, tmp_path / "whole")
-    per_epoch = len(whole.steps) // 3
+    per_epoch = len(whole.steps) // 2  # epochs 1 and 2 (epoch 0 is the probe's; its steps are counted)
     groups_at_unfreeze = whole.steps[per_epoch][0]
     assert [n for n, _, _ in groups_at_unfreeze] == ["head", "backbone"]
     for epoch in (0, 1):  # checkpoints taken before and after the unfreeze at epoch 1

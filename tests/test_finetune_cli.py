@@ -19,6 +19,8 @@ from test_finetune import make_folder
 
 import zoo
 from zoo.backbones import LITE0_PYPI
+from zoo.data import ImageFolderDataModule
+from zoo.data.transforms import eval_transform
 
 ZOO = str(Path(sys.executable).parent / "zoo")
 SMALL = ("--data.image_size", "32", "--data.num_workers", "0", "--data.batch_size", "4", *FAST_TRAINER)
@@ -64,7 +66,15 @@ class ListHandler(logging.Handler):
 def test_auto_picks_linear_for_tiny_data_and_says_why(fitted):
     tmp, lines = fitted
     said = [line for line in lines if line.startswith("Fine-tuning strategy auto")]
-    assert said and "→ linear" in said[0] and "5 training images per class" in said[0], lines
+    assert said and "→ linear" in said[0] and "7 training images per class" in said[0], lines
+    assert any(line.startswith("No validation split: holding out val_fraction 0.2") for line in lines)
+    budget = [line for line in lines if line.startswith("Budget: ")]
+    assert budget == [
+        "Budget: 21 training images: batch 4, 5 steps an epoch; the linear probe is the whole training (1 epoch)."
+    ]
+    assert any(
+        "C = " in line and "5-fold cross-validation" in line for line in lines if "Linear probe" in line
+    )
     ckpt = torch.load(tmp / "runs/finetune/version_0/checkpoints/last.ckpt", weights_only=True)
     (state,) = [v for k, v in ckpt["callbacks"].items() if k.startswith("FineTuning")]
     assert state["strategy"] == "linear" and state["joined"] == []
@@ -74,6 +84,31 @@ def test_auto_picks_linear_for_tiny_data_and_says_why(fitted):
         if not key.startswith("classifier."):
             assert torch.equal(value, trained[key]), key
     assert not torch.equal(pretrained.classifier.weight, trained["classifier.weight"])
+
+
+def test_zoo_test_scores_the_probe_checkpoint_as_its_own_predictions_do(fitted, tmp_path, zoo_cli):
+    tmp, _ = fitted
+    ckpt = tmp / "runs/finetune/version_0/checkpoints/last.ckpt"
+    photos = make_folder(tmp_path / "held_out", per_class=4, seed=3)  # new photos of the same three classes
+    split = ("--data.val_fraction", "0", "--data.test_fraction", "0.5", "--data.min_per_class", "0")
+    assert (
+        zoo_cli("test", "--recipe", "finetune", "--ckpt_path", ckpt, "--data.root", photos, *split, *SMALL)
+        == 0
+    )
+    (log,) = Path("runs/finetune").glob("version_*/metrics.csv")
+    reported = float(next(r for r in csv.DictReader(log.open()) if r.get("test/top1"))["test/top1"])
+    # the same images by hand: the checkpoint's preprocessing and weights, no data module, no trainer
+    saved = torch.load(ckpt, weights_only=True)
+    cfg = saved["ImageFolderDataModule"]["config"]
+    model = zoo.ImageClassifier.load_from_checkpoint(ckpt, weights_only=True).eval()
+    dm = ImageFolderDataModule(str(photos), val_fraction=0, test_fraction=0.5, num_workers=0)
+    dm.setup("test")
+    evaluate = eval_transform(cfg, normalize=True)
+    test = dm.splits["test"]
+    with torch.no_grad():
+        x = torch.stack([evaluate(test.load(path)) for path, _ in test.samples])
+        right = (model(x).argmax(1) == torch.tensor(test.targets)).float().mean().item()
+    assert reported == pytest.approx(right, abs=1e-6) and right > 0.5  # chance is 1/3
 
 
 def test_predict_writes_one_row_per_image_and_says_where(fitted, tmp_path, zoo_cli, caplog):
@@ -108,6 +143,14 @@ class SyncCheck(Callback):
 
     def on_train_start(self, trainer, pl_module):
         self.start = self._backbone(pl_module)
+        self.head = pl_module.model.get_classifier().weight.detach().flatten().clone()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == 0:  # the linear probe's epoch: the head is fitted, no step is taken
+            head = pl_module.model.get_classifier().weight.detach().flatten()
+            heads = trainer.strategy.all_gather(head)
+            self.probe = {"probe_rank_diff": float((heads - heads[0]).abs().max()),
+                          "probe_moved": float((head - self.head).abs().max())}
 
     def on_train_end(self, trainer, pl_module):
         moved = float((self._backbone(pl_module) - self.start).abs().max())
@@ -116,12 +159,12 @@ class SyncCheck(Callback):
         if trainer.is_global_zero:
             groups = [g["name"] for g in trainer.optimizers[0].param_groups]
             out = {"world": len(ranks), "rank_diff": float((ranks - ranks[0]).abs().max()), "moved": moved}
-            json.dump({**out, "groups": groups}, open("sync.json", "w"))
+            json.dump({**out, **self.probe, "groups": groups}, open("sync.json", "w"))
 '''
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_freeze_unfreeze_keeps_ranks_in_sync(tmp_path):
+def test_ddp_two_processes_probe_then_unfreeze_keeps_ranks_in_sync(tmp_path):
     root = make_folder(tmp_path / "pets")
     (tmp_path / "sync_check.py").write_text(SYNC_CHECK)
     args = [
@@ -158,6 +201,7 @@ def test_ddp_two_processes_freeze_unfreeze_keeps_ranks_in_sync(tmp_path):
     assert got["groups"] == ["head/no_decay", "head", "backbone/no_decay", "backbone"]
     assert got["moved"] > 0  # the backbone trained after its unfreeze ...
     assert got["rank_diff"] == 0.0  # ... with its gradients averaged over both processes
+    assert got["probe_moved"] > 0 and got["probe_rank_diff"] == 0.0  # one probe head, the same on both ranks
 
 
 def test_checkpoint_of_an_earlier_run_as_pretrained_weights_gets_a_new_head(fitted):

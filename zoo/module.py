@@ -8,13 +8,21 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
+from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from zoo import freeze
 from zoo.accelerate import channels_last_input, compile_module, to_channels_last
+from zoo.backbones import model_stages
 from zoo.guard import NonFiniteGuard
 from zoo.mixup import build_mixup, mix_batch, soft_target_cross_entropy
-from zoo.optim import OptimizerConfig, build_optimizer, global_batch_size, warn_lbfgs_noise
+from zoo.optim import (
+    OptimizerConfig,
+    build_optimizer,
+    build_param_groups,
+    global_batch_size,
+    warn_lbfgs_noise,
+)
 from zoo.registry import create_model
 
 
@@ -108,6 +116,7 @@ class ImageClassifier(LightningModule):
         self.val_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
         self.test_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.test_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+        self._held_epochs = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(channels_last_input(x) if self.channels_last else x)
@@ -118,6 +127,8 @@ class ImageClassifier(LightningModule):
         return F.cross_entropy(logits, target, label_smoothing=self.hparams.label_smoothing)
 
     def training_step(self, batch, batch_idx):
+        if self.holding_steps:  # a linear probe's epoch: no forward pass, and no step (see optimizer_step)
+            return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0  # DDP needs every grad
         x, y = batch
         target = y
         if self.mixup is not None:
@@ -179,6 +190,56 @@ class ImageClassifier(LightningModule):
         if scale == 1.0 and all(p.requires_grad for p in self.model.parameters()):
             return [{"name": "model", "params": self.model, "lr_scale": 1.0}]
         return freeze.param_groups(self.model, scale)  # head, and the trainable rest at lr × scale
+
+    # --- what fine-tuning asks of the model (callbacks.finetuning reaches no further) -------------------
+    @property
+    def has_pretrained_weights(self) -> bool:
+        """Whether the network started from pretrained weights (``pretrained`` or ``pretrained_path``)."""
+        return bool(self.hparams.get("pretrained") or self.hparams.get("pretrained_path"))
+
+    @property
+    def backbone_lr_scale(self) -> float:
+        """lr of the layers outside the classifier as a fraction of the head's."""
+        return float(self.hparams.get("backbone_lr_scale", 1.0))
+
+    def classifier(self) -> nn.Module:
+        """The new head: the module whose inputs are the backbone's features (timm's ``get_classifier``)."""
+        return self.model.get_classifier()
+
+    def backbone_stages(self) -> list[tuple[str, nn.Module]]:
+        """The backbone's stages top-down (the deepest first, the stem last), the classifier left out."""
+        return model_stages(self.model)[1:]
+
+    def can_add_param_groups(self) -> bool:
+        """Whether param groups can join mid-run (L-BFGS takes exactly one group)."""
+        return self.optimizer_config.name != "lbfgs"
+
+    def new_param_groups(self, name: str, params: list[nn.Parameter], lr: float) -> list[dict]:
+        """Optimizer groups for ``params`` joining as ``name``: lr = ``lr`` × ``backbone_lr_scale``, split by
+        weight decay as at the start (the model's ``no_weight_decay`` names kept)."""
+        group = {
+            "name": name,
+            "params": freeze.ParamSet(self.model, params),
+            "lr_scale": self.backbone_lr_scale,
+        }
+        return [g for g in build_param_groups([group], self.optimizer_config, lr) if g["params"]]
+
+    def hold_steps(self, epochs: int) -> None:
+        """Take no optimizer step in the first ``epochs`` epochs (a linear probe's epoch fits the head
+        without them). The batches are still drawn and Lightning still counts their steps, which keeps the lr
+        schedules' clock in epochs; validation and checkpoints run as usual."""
+        self._held_epochs = int(epochs)
+
+    @property
+    def holding_steps(self) -> bool:
+        """Whether this epoch is held (:meth:`hold_steps`): its batches change no weight."""
+        return self.current_epoch < self._held_epochs
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
+        if self.holding_steps:
+            optimizer_closure()  # training_step and backward run on every rank (DDP), the step does not
+            return
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
 
     def train(self, mode: bool = True):
         """``nn.Module.train``, leaving frozen layers (:func:`zoo.freeze.freeze`) in eval mode."""

@@ -18,7 +18,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.data.random_erasing import RandomErasing
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from zoo.data.files import collate_present
 from zoo.data.loader import eval_loader, train_loader
@@ -29,6 +29,7 @@ from zoo.data.transforms import check_auto_augment, check_crop, data_config, eva
 PREPROCESS = ("auto", "model", "dataset", "imagenet", "none")
 MAX_ROWS = 20  # classes shown in the table of class counts
 FALLBACKS = ("dataset", "imagenet")
+DEFAULT_BATCH_SIZE = 32
 
 
 class MissingSplitError(KeyError):
@@ -47,7 +48,7 @@ class ImageDataModule(LightningDataModule):
     """Base of the image data modules (folder, ImageNet, CIFAR). Subclasses set ``class_names``.
 
     Args:
-        batch_size: images per device and step.
+        batch_size: images per device and step (None: 32, or what fine-tuning's budget picks for the data).
         num_workers: data-loader processes (0: load in the training process).
         persistent_workers: keep the loader processes between epochs (with ``num_workers`` > 0).
         pin_memory: copy batches to page-locked memory for faster transfers to a CUDA device; None: when the
@@ -77,7 +78,7 @@ class ImageDataModule(LightningDataModule):
 
     def __init__(
         self,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         num_workers: int = 4,
         preprocess: str = "auto",
         fallback: str = "dataset",
@@ -104,8 +105,10 @@ class ImageDataModule(LightningDataModule):
         _check("fallback", fallback, FALLBACKS)
         check_crop(crop)
         check_auto_augment(auto_augment)
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"data.batch_size={batch_size} must be ≥ 1 (images per device and step)")
         self.save_hyperparameters()
-        self.batch_size = batch_size
+        self.batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
         self.splits: dict[str, Dataset] = {}
         self.stats: dict | None = None  # {"mean": [...], "std": [...]} of the training split
         self.trained_config: dict | None = None  # the preprocessing a loaded checkpoint was trained with
@@ -291,7 +294,35 @@ class ImageDataModule(LightningDataModule):
         return self._loader(ds)
 
     def val_dataloader(self):
+        fitting = self.trainer is not None and self.trainer.state.fn == "fit"
+        if fitting and not self.has_split("val"):
+            return []  # trained on every image (too few to hold out): no validation, said at set-up
         return self._eval_loader("val")
+
+    def has_split(self, name: str) -> bool:
+        """Whether the data has the split ``name`` (``train``, ``val``, ``test``)."""
+        self.setup(name)
+        return name in self.splits
+
+    def feature_dataloader(
+        self,
+        split: str,
+        augment: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        indices: Sequence[int] | None = None,
+    ) -> DataLoader:
+        """Every image of ``split`` (or those at ``indices``) once, in order, through the eval transform (the
+        training one when ``augment``): what a features-once method (the linear probe) runs the backbone over.
+
+        With ``world_size`` processes each takes every ``world_size``-th image from ``rank`` (no padding, no
+        duplicates); ``loader.dataset.indices`` are the images' positions in the split."""
+        train, evaluate = self.transforms()
+        ds = copy.copy(self._split(split))  # the same images; the live split keeps its own transform
+        ds.transform = train if augment else evaluate
+        positions = list(range(len(ds))) if indices is None else [int(i) for i in indices]
+        shard = Subset(ds, positions[rank::world_size])
+        return eval_loader(shard, self.batch_size, **self.loader_options())
 
     def test_dataloader(self):
         return self._eval_loader("test")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import Dataset
 
 from zoo.data.base import ImageDataModule
@@ -37,6 +38,9 @@ class ImageFolderDataModule(ImageDataModule):
         seed: seed of the stratified split.
         channels: 3 (RGB) or 1 (grey images).
         check_images: open every image's header while listing, so unreadable files are skipped up front.
+        min_per_class: hold a validation split out of the training folder only when every class keeps this
+            many training images and gets this many validation images; otherwise train on all of them, say so,
+            and leave the choices to cross-validation (fine-tuning's linear probe). 0: always hold out.
         **kwargs: preprocessing, augmentation and loader options of :class:`ImageDataModule`.
     """
 
@@ -50,6 +54,7 @@ class ImageFolderDataModule(ImageDataModule):
         seed: int = 0,
         channels: int = 3,
         check_images: bool = True,
+        min_per_class: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -127,10 +132,9 @@ class ImageFolderDataModule(ImageDataModule):
             name: self._list(d, name) for name, d in (("val", val_dir), ("test", test_dir)) if d is not None
         }
         labels = np.array([y for _, y in samples])
+        val_fraction = 0.0 if val_dir else self._val_fraction(labels, 0.0 if test_dir else hp.test_fraction)
         try:
-            idx = stratified_split(
-                labels, 0.0 if val_dir else hp.val_fraction, 0.0 if test_dir else hp.test_fraction, hp.seed
-            )
+            idx = stratified_split(labels, val_fraction, 0.0 if test_dir else hp.test_fraction, hp.seed)
         except ValueError as err:
             counts = np.bincount(labels, minlength=self.num_classes)
             raise ValueError(
@@ -144,6 +148,23 @@ class ImageFolderDataModule(ImageDataModule):
         return {
             name: ImageFiles(parts[name], mode=mode) for name in ("train", "val", "test") if parts.get(name)
         }
+
+    def _val_fraction(self, labels: np.ndarray, test_fraction: float) -> float:
+        """``val_fraction``, or 0 when holding it out breaks ``min_per_class`` (said once, on rank 0)."""
+        hp, need = self.hparams, self.hparams.min_per_class
+        if not need or not hp.val_fraction:
+            return hp.val_fraction
+        rarest = float(np.bincount(labels, minlength=self.num_classes).min())
+        held, kept = rarest * hp.val_fraction, rarest * (1 - test_fraction - hp.val_fraction)
+        if kept >= need and held >= need:
+            return hp.val_fraction
+        rank_zero_info(
+            f"No validation split: holding out val_fraction {hp.val_fraction:g} would leave the rarest class "
+            f"about {kept:.0f} images to train on and {held:.0f} to validate on (fewer than "
+            f"min_per_class {need}); all {len(labels) - round(len(labels) * test_fraction)} images train, and "
+            "choices are made by cross-validation"
+        )
+        return 0.0
 
     def make_predict_set(self) -> Dataset:
         mode = "L" if self.num_channels == 1 else "RGB"

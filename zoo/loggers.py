@@ -14,7 +14,6 @@ that command. Nothing here imports ``wandb`` until a run is created.
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -24,6 +23,7 @@ from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only, rank_zero_warn
 
 from zoo.compat import wandb_run
+from zoo.network import reachable
 
 DEFAULT_HOST = "https://api.wandb.ai"
 MODES = ("online", "offline", "disabled")
@@ -48,17 +48,6 @@ def _has_api_key(host: str) -> bool:
         return False
 
 
-def _reachable(host: str, timeout: float = 3.0) -> bool:
-    """A TCP connection to the W&B server opens within ``timeout`` seconds."""
-    url = urlsplit(host)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname or "", port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def wandb_mode(offline: bool | None = None) -> tuple[str, str]:
     """The mode a run will use (``online``/``offline``/``disabled``) and why, from the env and credentials.
 
@@ -77,7 +66,7 @@ def wandb_mode(offline: bool | None = None) -> tuple[str, str]:
     host = os.environ.get("WANDB_BASE_URL", DEFAULT_HOST)
     if not _has_api_key(host):
         return "offline", f"no W&B API key for {host} (set WANDB_API_KEY or run `wandb login`)"
-    if not _reachable(host):
+    if not reachable(host):
         return "offline", f"cannot reach {host}"
     return "online", f"API key found and {host} reachable"
 

@@ -202,7 +202,10 @@ class ImageDataModule(LightningDataModule):
             )
 
     def transforms(self) -> tuple:
-        """(train transform, eval transform) for the current preprocessing, both ending in uint8 tensors."""
+        """(train transform, eval transform) for the current preprocessing, both ending in uint8 tensors.
+
+        Normalising in the workers instead would send float32 batches, 4× the bytes, through shared memory:
+        measured, that costs more than the whole normalisation in the training process (benchmarks/pipeline.py)."""
         hp, cfg = self.hparams, self.preprocess_config()
         train = train_transform(
             cfg, hp.crop, hp.scale, hp.padding, hp.hflip, hp.color_jitter, hp.auto_augment, hp.re_prob, False

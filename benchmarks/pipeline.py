@@ -9,7 +9,10 @@ float32 batches on the CPU:
 - reference: ``ImageFolder`` + PIL + ``RandomResizedCrop(224)``, ``RandomHorizontalFlip``, ``ToTensor``,
   ``Normalize`` (torchvision's classification reference);
 - zoo: ``ImageFolderDataModule``'s training loader (the crop drawn before decoding, uint8 tensors) and its
-  ``on_after_batch_transfer`` (the normalisation, here on the CPU, in the main process).
+  ``on_after_batch_transfer`` (the normalisation, here on the CPU, in the main process); and the loader alone,
+  as a GPU run uses it (uint8 batches to the device, normalised there).
+
+Every batch is read once at the end (a sum), as a training step or the copy to a GPU reads it.
 
 Each repeat times one whole epoch of each side, alternately (workers already started); the figure is the
 median over repeats. Writes benchmarks/results/pipeline.json and pipeline.md.
@@ -94,10 +97,12 @@ def zoo_loader(root: Path, size: int, batch: int, workers: int):
 
 
 def epoch(loader, finish) -> tuple[int, float, torch.Tensor]:
-    """(images, seconds, last batch) of one pass over ``loader``, each batch through ``finish``."""
+    """(images, seconds, last batch) of one pass over ``loader``, each batch through ``finish`` and then read
+    once, as a training step (or the copy to a GPU) reads it."""
     start, n, x = time.perf_counter(), 0, None
     for b in loader:
         x = finish(b)[0]
+        x.sum(dtype=torch.float32)
         n += len(x)
     return n, time.perf_counter() - start, x
 

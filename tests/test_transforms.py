@@ -200,33 +200,51 @@ def test_eval_crop_of_a_rotated_phone_photo_is_upright(tmp_path):
     assert (a.float() - b.float()).abs().mean() < 6  # JPEG noise only; sideways it differs by ~40
 
 
+def reference_train(size: int, mean, std, **crop) -> transforms.Compose:
+    """torchvision's reference: RandomResizedCrop, RandomHorizontalFlip, ToTensor, Normalize (on PIL images)."""
+    steps = [transforms.RandomResizedCrop(size, **crop), transforms.RandomHorizontalFlip()]
+    return transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize(mean, std)])
+
+
 def test_zoo_images_match_torchvision_reference_in_size_range_and_statistics(tmp_path):
-    """The reference: ImageFolder's PIL loading + RandomResizedCrop(224), flip, ToTensor, Normalize."""
+    """Against ImageFolder's PIL loading + RandomResizedCrop, flip, ToTensor, Normalize: the same size, dtype and
+    range; per-channel statistics of many random crops close; the same crop resized to nearly the same pixels."""
+    import random
+
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     paths = []
     for i, size in enumerate([(500, 375), (375, 500), (640, 427)]):
         photo_jpeg(tmp_path / f"{i}.jpg", size=size)
         paths.append(tmp_path / f"{i}.jpg")
-    reference = transforms.Compose(
-        [
-            transforms.RandomResizedCrop(224),
-            transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(),
-            transforms.Normalize(mean, std),
-        ]
-    )
     cfg = data_config(None, 3, 224, interpolation="bilinear", crop_pct=0.875, mean=mean, std=std)
-    zoo = train_transform(cfg, normalize=False)
     torch.manual_seed(0)
-    ref = torch.stack([reference(Image.open(p).convert("RGB")) for _ in range(40) for p in paths])
-    ours = normalize(torch.stack([zoo(Source(p)) for _ in range(40) for p in paths]), mean, std)
-    assert ours.shape == ref.shape == (120, 3, 224, 224) and ours.dtype == ref.dtype == torch.float32
+    random.seed(0)
+    ref = torch.stack([reference_train(224, mean, std)(Image.open(p).convert("RGB")) for p in paths * 4])
+    ours = normalize(
+        torch.stack([train_transform(cfg, normalize=False)(Source(p)) for p in paths * 4]), mean, std
+    )
+    assert ours.shape == ref.shape == (12, 3, 224, 224) and ours.dtype == ref.dtype == torch.float32
     lo, hi = (0 - torch.tensor(mean)) / torch.tensor(std), (1 - torch.tensor(mean)) / torch.tensor(std)
     per_channel = ours.transpose(0, 1).flatten(1)
     assert (per_channel.min(1).values >= lo - 1e-5).all() and (per_channel.max(1).values <= hi + 1e-5).all()
+    # statistics over 600 random crops a side (at 32 pixels, to keep it quick): close, not equal
+    small = data_config(None, 3, 32, interpolation="bilinear", crop_pct=0.875, mean=mean, std=std)
+    images = [Image.open(p).convert("RGB").resize((200, 150)) for p in paths]
+    ref = torch.stack([reference_train(32, mean, std)(img) for img in images * 200])
+    zoo = train_transform(small, normalize=False)
+    ours = normalize(torch.stack([zoo(img) for img in images * 200]), mean, std)
     assert torch.allclose(ours.mean((0, 2, 3)), ref.mean((0, 2, 3)), atol=0.05)
     assert torch.allclose(ours.std((0, 2, 3)), ref.std((0, 2, 3)), atol=0.05)
     assert not torch.equal(ours.mean((0, 2, 3)), ref.mean((0, 2, 3)))
+    # one and the same crop (the whole 4:3 image, no flip): nearly the same pixels
+    whole = {"scale": (1.0, 1.0), "ratio": (4 / 3, 4 / 3)}
+    ref_whole = reference_train(224, mean, std, **whole)
+    ref_whole.transforms[1].p = 0.0
+    a = ref_whole(Image.open(paths[0]).convert("RGB"))
+    b = normalize(
+        train_transform(cfg, scale=(1.0, 1.0), hflip=0.0, normalize=False)(Source(paths[0])), mean, std
+    )
+    assert (a - b).abs().mean() < 0.02  # under 1/255 of the range on average
     # eval: resize 256, centre crop 224, deterministic: the same pixels up to resampling differences
     ref_eval = transforms.Compose(
         [

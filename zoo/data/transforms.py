@@ -183,8 +183,11 @@ def train_transform(
         steps = _eval_steps(cfg)
     if hflip > 0:
         steps.append(v2.RandomHorizontalFlip(hflip))
-    if policy == "trivialaugment":
-        steps.append(v2.TrivialAugmentWide(interpolation=interp))
+    if policy == "trivialaugment":  # its rotations and shears take nearest or bilinear on tensors
+        nearest = interp == transforms.InterpolationMode.NEAREST
+        steps.append(
+            v2.TrivialAugmentWide(interpolation=interp if nearest else v2.InterpolationMode.BILINEAR)
+        )
     elif color_jitter:
         steps.append(v2.ColorJitter(color_jitter, color_jitter, color_jitter))
     return _finish(steps, cfg, normalize, re_prob)

@@ -149,8 +149,10 @@ def test_links_into_another_split_and_copies_across_splits_are_reported(tmp_path
 def test_unusable_folders_exit_non_zero_with_one_line(tmp_path, zoo_cli, capsys, make, message):
     root = tmp_path / "data"
     root.mkdir()
-    code, out, err = check_data(zoo_cli, capsys, make(root))
-    assert code == 1 and out == ""
+    with pytest.raises(SystemExit) as stopped:
+        zoo_cli("check-data", make(root))
+    out, err = capsys.readouterr()
+    assert stopped.value.code == 2 and out == ""  # a user's mistake: exit 2, no traceback
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err
 
 

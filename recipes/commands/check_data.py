@@ -1,12 +1,13 @@
 """``zoo check-data PATH``: what training on a folder of images would read, without training.
 
+Examples:
 zoo check-data photos/                         # classes, images per split, skipped and converted files
 zoo check-data photos/ --val-fraction 0.1 --test-fraction 0 --seed 3
 zoo check-data photos/ --no-hash --no-decode   # headers only: fast on a large folder
 
 Lists the folder as ``ImageFolderDataModule`` does (same listing, same stratified split), decodes every image
 (a truncated file shows only then) and hashes every file, to find identical images in two splits (a leak
-that inflates validation and test scores). Exit 0 when the folder can be trained on; 1, with one line
+that inflates validation and test scores). Exit 0 when the folder can be trained on; 2, with one line
 naming the problem, when it cannot. Imports neither Lightning nor the model code.
 """
 
@@ -15,19 +16,19 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 from zoo.data.decode import READ_ERRORS, Source
 from zoo.data.files import OTHER_SPLIT, class_dirs, class_owners, list_class_folders
 from zoo.data.split import stratified_split
+from zoo.errors import ZooError
 
 VAL_DIRS = ("val", "valid", "validation")  # as ImageFolderDataModule reads them
 
 
-class Unusable(Exception):
-    """The folder cannot be trained on; the message says why and what to do."""
+class Unusable(ZooError):
+    """The folder cannot be trained on; the message says why and what to do (exit 2)."""
 
 
 def layout(root: Path) -> dict[str, Path]:
@@ -142,7 +143,8 @@ def report(info: dict, errors: dict[str, str] | None, groups: list | None, root:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="zoo check-data",
-        description=__doc__.split("\n\n")[0],
+        description="What training on a folder of images would read, without training.",
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
         formatter_class=argparse.RawTextHelpFormatter,
     )
     parser.add_argument("path", help="the data root: class folders, or train/ val/ test/ folders of them")
@@ -157,11 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root = Path(args.path)
     mode = "L" if args.channels == 1 else "RGB"
-    try:
-        info = survey(root, args.val_fraction, args.test_fraction, args.seed, mode)
-    except Unusable as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    info = survey(root, args.val_fraction, args.test_fraction, args.seed, mode)  # Unusable: one error line
     errors = None if args.no_decode else decode_errors(info["splits"], mode)
     groups = None if args.no_hash else same_content(info["splits"])
     print(f"Data root: {root}")
@@ -169,11 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     train = info["splits"]["train"]
     for k, name in enumerate(info["classes"]):
         if all(path in (errors or {}) for path, y in train if y == k):
-            print(
-                f"error: no image of class {name!r} in the training split decodes; add readable images",
-                file=sys.stderr,
-            )
-            return 1
+            raise Unusable(f"no image of class {name!r} in the training split decodes; add readable images")
     readable = sum(len(s) for s in info["splits"].values()) - len(errors or {})
     print(f"OK: {readable} readable image(s) in {len(info['classes'])} classes can be trained on")
     return 0

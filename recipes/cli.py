@@ -28,6 +28,7 @@ COMMANDS = {
     "schedule": "recipes.commands.schedule",
     "ensemble": "recipes.commands.ensemble",
     "export": "recipes.commands.export",
+    "data": "recipes.commands.data",
     "check-data": "recipes.commands.check_data",
 }
 

@@ -8,6 +8,7 @@ _MODULES = {
     "ImageDataModule": "zoo.data.base",
     "ImageFolderDataModule": "zoo.data.folder",
     "ImageNetDataModule": "zoo.data.imagenet",
+    "StreamingDataModule": "zoo.data.streaming",
     "SyntheticDataModule": "zoo.data.synthetic",
 }
 __all__ = sorted(_MODULES)

@@ -1,23 +1,32 @@
-"""Resuming: ``--ckpt_path last`` finds the newest last.ckpt of a recipe's runs, and ``LastCheckpoint`` writes one
-every N optimizer steps."""
+"""Resuming: ``--ckpt_path last`` finds the newest last.ckpt of a recipe's runs, ``LastCheckpoint`` writes one
+every N optimizer steps, and a run stopped anywhere resumes bit for bit (loader position, augmentation,
+generators, callbacks). The SIGKILL tests on real ``zoo fit`` processes are in test_fault_injection.py."""
 
 from __future__ import annotations
 
 import csv
+import itertools
 import os
+import random
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import FAST_TRAINER
 from jsonargparse import Namespace
-from lightning.pytorch import Trainer
+from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.callbacks import Callback
+from torchvision.transforms import v2
 
-from callbacks import LastCheckpoint, LinearWarmup
+import zoo
+from callbacks import EMA, CosineDecay, LastCheckpoint, LinearWarmup, PreciseBN, StochasticDepth
+from callbacks.exact_resume import ExactResume
 from recipes.resume import find_last_checkpoint, resolve_last, run_folders
 from zoo import ImageClassifier
-from zoo.data import SyntheticDataModule
+from zoo.checkpoint_io import AtomicCheckpointIO
+from zoo.data import DigitsDataModule, SyntheticDataModule
+from zoo.data.loader import next_epoch, train_loader
+from zoo.data.tensor import TensorImageDataset
 
 SMALL = {"widths": [4], "depth": 1}
 
@@ -200,3 +209,160 @@ def test_mid_epoch_last_ckpt_restores_weights_optimizer_schedule_epoch_and_step(
         torch.testing.assert_close(got, want)
     # the 4-epoch warmup goes on from step 14 = 2.8 epochs: lr = 0.1 × 2.8 / 4, not 0 as at a fresh start
     assert start.lrs == pytest.approx([0.07] * len(start.lrs))
+
+
+# --- exact resume: the loader's place and augmentation, the generators, the callbacks -------------------------
+
+
+def augmented_digits(n: int = 40) -> TensorImageDataset:
+    """Real 8×8 digits with random 1-pixel shifts: every batch depends on the augmentation's draws."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.tensor(digits.images[:n], dtype=torch.float32).unsqueeze(1) / 16.0
+    return TensorImageDataset(x, torch.tensor(digits.target[:n]), v2.RandomCrop(8, padding=1))
+
+
+def epoch_batches(loader, epoch: int, stop: int | None = None) -> list[torch.Tensor]:
+    """The images of ``loader``'s batches in ``epoch`` (Lightning calls ``set_epoch`` the same way), up to ``stop``."""
+    loader.sampler.set_epoch(epoch)
+    return [x for x, _ in itertools.islice(loader, stop)]  # takes no batch beyond `stop`
+
+
+def assert_same(got: list[torch.Tensor], want: list[torch.Tensor]) -> None:
+    assert len(got) == len(want) > 0
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("workers", [(2, 2), (2, 0)])
+def test_loader_resumes_mid_epoch_with_the_same_order_and_augmentation(monkeypatch, workers):
+    monkeypatch.setenv("PL_GLOBAL_SEED", "7")
+    data = augmented_digits()
+    reference = train_loader(data, batch_size=4)
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    want = [epoch_batches(reference, e) for e in range(3)]
+    # the augmentation draws from per-sample seeds, not from the process's generator (the model's dropout)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert not torch.equal(want[0][0], want[1][0])  # a new order and new shifts every epoch
+
+    cut, resume = workers
+    stopped = train_loader(data, batch_size=4, num_workers=cut)
+    assert_same(epoch_batches(stopped, 0), want[0])
+    assert_same(epoch_batches(stopped, 1, stop=3), want[1][:3])  # killed after 3 batches of epoch 1
+    state = stopped.state_dict()
+    del stopped
+
+    resumed = train_loader(data, batch_size=4, num_workers=resume)
+    resumed.load_state_dict(state)  # what Lightning does with the checkpoint's loader state
+    assert_same(epoch_batches(resumed, 1), want[1][3:])
+    assert_same(epoch_batches(resumed, 2), want[2])
+
+
+def test_a_loader_saved_at_the_end_of_its_epoch_resumes_with_the_next_one(monkeypatch):
+    monkeypatch.setenv("PL_GLOBAL_SEED", "7")
+    data = augmented_digits()
+    want = epoch_batches(train_loader(data, batch_size=4), 1)
+    finished = train_loader(data, batch_size=4)
+    epoch_batches(finished, 0)
+    state = finished.state_dict()
+
+    as_saved = train_loader(data, batch_size=4)
+    as_saved.load_state_dict(state)
+    assert epoch_batches(as_saved, 1) == []  # restored as it was, epoch 1 would have no batches at all
+    moved = train_loader(data, batch_size=4)
+    moved.load_state_dict(next_epoch(state))  # what ExactResume writes into an end-of-epoch checkpoint
+    assert_same(epoch_batches(moved, 1), want)
+
+
+def test_class_balanced_draws_follow_the_weights_and_resume(monkeypatch):
+    monkeypatch.setenv("PL_GLOBAL_SEED", "0")
+    targets = torch.tensor([0] * 90 + [1] * 10)
+    weights = (1.0 / torch.bincount(targets).double())[targets]
+    data = TensorImageDataset(torch.zeros(100, 1, 2, 2), targets)
+    loader = train_loader(data, batch_size=10, weights=weights)
+    drawn = torch.cat([y for e in range(20) for _, y in (loader.sampler.set_epoch(e) or loader)])
+    assert abs(drawn.float().mean().item() - 0.5) < 0.05  # P(class 1) = 10 × 0.1 / (90 × 1/90 + 10 × 0.1)
+    loader.sampler.set_epoch(3)
+    labels = [y for _, y in loader]
+    stopped = train_loader(data, batch_size=10, weights=weights)
+    stopped.sampler.set_epoch(3)
+    iterator = iter(stopped)
+    next(iterator), next(iterator)
+    resumed = train_loader(data, batch_size=10, weights=weights)
+    resumed.load_state_dict(stopped.state_dict())
+    resumed.sampler.set_epoch(3)
+    assert [y.tolist() for _, y in resumed] == [y.tolist() for y in labels[2:]]
+
+
+class Crash(Callback):
+    """Stops the run with an error before optimizer step ``step``, as a kill would (the files stay as they are)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            raise RuntimeError(f"crash before step {self.step}")
+
+
+def test_a_run_stopped_at_a_random_step_and_resumed_ends_bit_identical(monkeypatch):
+    """Dropout, augmentation, warmup + cosine, precise BN and an EMA of the weights: the resumed run ends with the
+    very weights of the run that was never stopped."""
+    monkeypatch.setenv("PL_GLOBAL_SEED", "0")
+    crash_at = random.Random().randint(4, 15)  # 2 epochs of 8 steps; last.ckpt every 3 steps and at epoch end
+
+    def run(ckpt_dir: str, *extra, ckpt_path=None) -> dict:
+        seed_everything(0)
+        model = ImageClassifier(
+            "convnet",
+            num_classes=10,
+            in_chans=1,
+            model_kwargs={"widths": [8], "depth": 1},
+            drop_rate=0.3,
+            optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4},
+        )
+        callbacks = [
+            LinearWarmup(warmup=1),
+            CosineDecay(),
+            PreciseBN(num_batches=2),
+            EMA(decay=0.9),
+            ExactResume(),
+        ]
+        trainer = Trainer(
+            accelerator="cpu",
+            max_epochs=2,
+            limit_train_batches=8,
+            limit_val_batches=2,
+            callbacks=[*callbacks, LastCheckpoint(every_n_train_steps=3, dirpath=ckpt_dir), *extra],
+            plugins=[AtomicCheckpointIO()],
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+        )
+        trainer.fit(model, DigitsDataModule(batch_size=32), ckpt_path=ckpt_path, weights_only=True)
+        return {k: v.clone() for k, v in model.state_dict().items()}
+
+    want = run("straight")
+    with pytest.raises(RuntimeError, match=f"crash before step {crash_at}"):
+        run("stopped", Crash(crash_at))
+    saved = torch.load("stopped/last.ckpt", weights_only=True)
+    assert 0 < saved["global_step"] <= crash_at
+    got = run("stopped", ckpt_path="stopped/last.ckpt")
+    assert got.keys() == want.keys()
+    for key in want:
+        assert torch.equal(got[key], want[key]), f"{key} differs after a crash before step {crash_at}"
+
+
+def test_stochastic_depth_keeps_the_ramped_rate_of_a_run_resumed_mid_epoch():
+    ramped = StochasticDepth(0.5, ramp_epochs=4)
+    ramped.attach(zoo.create_model("resnet20", num_classes=10))
+    ramped.set_rates(ramped.p_last(epoch=1))  # epoch 1 of a 4-epoch ramp: p_L = 0.25
+    resumed = StochasticDepth(0.5, ramp_epochs=4)
+    resumed.attach(zoo.create_model("resnet20", num_classes=10))
+    resumed.set_rates(0.5)  # what setup() leaves; no on_train_epoch_start comes before the next batch
+    resumed.load_state_dict(ramped.state_dict())
+    assert resumed.rates == pytest.approx(ramped.rates)
+    assert resumed.rates[-1] == pytest.approx(0.25)

@@ -24,8 +24,15 @@ from typing_extensions import override
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``torch.save`` to ``<dir>/.<name>.<pid>.tmp``, fsync, then rename it to ``<dir>/<name>``.
 
-    A temporary file left by a process killed while saving is deleted by the next save of the same name.
+    A temporary file left by a process killed while saving is deleted by the next save of the same name, or
+    when the checkpoint beside it is loaded (a resumed run writes into a new folder).
     """
+
+    @override
+    def load_checkpoint(self, path: _PATH, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if isinstance(get_filesystem(path), LocalFileSystem):
+            _remove_stale(Path(path))
+        return super().load_checkpoint(path, *args, **kwargs)
 
     @override
     def save_checkpoint(

@@ -1,0 +1,49 @@
+"""Faults injected into real ``zoo fit`` runs by the resume tests: the process kills itself with SIGKILL (no
+handler runs, nothing is flushed) at a chosen optimizer step, or in the middle of writing a checkpoint.
+
+Used as ``--trainer.callbacks+=faults.KillAt --trainer.callbacks.step K`` with ``tests/`` on PYTHONPATH."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from lightning.pytorch.callbacks import Callback
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class KillAt(Callback):
+    """SIGKILL before optimizer step ``step`` (``where=batch``) or in the validation that follows it
+    (``where=validation``)."""
+
+    def __init__(self, step: int, where: str = "batch"):
+        self.step, self.where = step, where
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.where == "batch" and trainer.global_step == self.step:
+            _die()
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        if self.where == "validation" and not trainer.sanity_checking and trainer.global_step == self.step:
+            _die()
+
+
+class _DieWhenPickled:
+    """A checkpoint entry whose serialisation kills the process: the save is cut off part-way through."""
+
+    def __reduce__(self):
+        _die()
+
+
+class KillDuringSave(Callback):
+    """SIGKILL while the checkpoint written at optimizer step ``step`` is being serialised to disk."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        if trainer.global_step == self.step:
+            checkpoint["zzz_fault"] = _DieWhenPickled()  # after the weights: a part of the file is written

@@ -1,0 +1,50 @@
+"""Atomic checkpoint writes: a save that fails part-way leaves the previous file whole and no debris; a partial
+file left by a killed process goes when the checkpoint beside it is loaded or saved again."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from zoo.checkpoint_io import AtomicCheckpointIO
+
+
+class Unpicklable:
+    def __reduce__(self):
+        raise RuntimeError("the save stops here")
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_save_that_fails_part_way_keeps_the_previous_checkpoint(tmp_path):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"global_step": 1, "w": torch.arange(1000.0)}, path)
+    with pytest.raises(RuntimeError, match="the save stops here"):
+        io.save_checkpoint({"global_step": 2, "w": torch.zeros(1000), "bad": Unpicklable()}, path)
+    kept = torch.load(path, weights_only=True)
+    assert kept["global_step"] == 1 and torch.equal(kept["w"], torch.arange(1000.0))
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]  # no temporary file left behind
+    io.save_checkpoint({"global_step": 3}, path)
+    assert torch.load(path, weights_only=True)["global_step"] == 3
+
+
+def test_partial_files_of_dead_processes_are_removed_and_live_ones_kept(tmp_path):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"global_step": 1}, path)
+    dead = tmp_path / f".last.ckpt.{dead_pid()}.tmp"
+    alive = tmp_path / f".last.ckpt.{os.getppid()}.tmp"  # another process that is still running
+    other = tmp_path / f".best.ckpt.{dead_pid()}.tmp"  # another checkpoint's: left to its own saves
+    for p in (dead, alive, other):
+        p.write_bytes(b"PK\x03\x04 cut off")
+    assert io.load_checkpoint(path, weights_only=True)["global_step"] == 1
+    assert not dead.exists() and alive.exists() and other.exists()

@@ -205,7 +205,7 @@ class ZooCLI(LightningCLI):
                 if best
                 else "no checkpoint was kept as best"
             )
-            raise RunDiverged(f"the run diverged: {diverged}; {kept}. Lower the lr or add warmup")
+            raise RunDiverged(f"the run diverged: {diverged}; {kept}")
         phase = next((c for c in trainer.callbacks if isinstance(c, RunPhase)), None)
         if phase is not None and phase.train_batches == 0:
             raise NothingTrained(

@@ -361,7 +361,9 @@ def run_lightning(argv: list[str]) -> ZooCLI:
         finish_wandb(getattr(cli, "trainer", None))  # close the W&B run; offline runs print `wandb sync`
 
 
-def make_cli(args: list[str] | None = None, run: bool = True, **kwargs) -> ZooCLI:
+def make_cli(
+    args: list[str] | None = None, run: bool = True, cli_class: type[ZooCLI] | None = None, **kwargs
+) -> ZooCLI:
     """The zoo's CLI over ``ImageClassifier`` and any data module (``args`` None: read ``sys.argv``).
 
     Parse errors are raised (jsonargparse's ``exit_on_error=False``), so the ``zoo`` command prints them as
@@ -369,7 +371,7 @@ def make_cli(args: list[str] | None = None, run: bool = True, **kwargs) -> ZooCL
     compat.quiet_known_warnings()
     quiet = {"exit_on_error": False}
     parser_kwargs = {**quiet, **{name: dict(quiet) for name in LIGHTNING_COMMANDS}} if run else dict(quiet)
-    return ZooCLI(
+    return (cli_class or ZooCLI)(
         ImageClassifier,
         LightningDataModule,
         subclass_mode_data=True,
@@ -381,10 +383,11 @@ def make_cli(args: list[str] | None = None, run: bool = True, **kwargs) -> ZooCL
     )
 
 
-def build_recipe(args: list[str]) -> ZooCLI:
-    """Instantiate a recipe's trainer, model and data module from ``args`` without running anything."""
+def build_recipe(args: list[str], cli_class: type[ZooCLI] | None = None) -> ZooCLI:
+    """Instantiate a recipe's trainer, model and data module from ``args`` without running anything
+    (``cli_class``: a subclass of :class:`ZooCLI` that changes how)."""
     saved, sys.argv = sys.argv, sys.argv[:1]  # the options come from `args`, not the command line
     try:
-        return make_cli(args, run=False, save_config_callback=None)
+        return make_cli(args, run=False, cli_class=cli_class, save_config_callback=None)
     finally:
         sys.argv = saved

@@ -109,3 +109,32 @@ def test_schedule_needs_a_recipe(zoo_cli, capsys):
         zoo_cli("schedule", "--output", "x.png")
     assert done.value.code == 2
     assert "error: zoo schedule needs --recipe NAME or --config FILE" in capsys.readouterr().err
+
+
+def test_imagenet_schedule_without_imagenet_counts_steps_from_its_known_size(zoo_cli, capsys):
+    """No ImageNet on this machine: 1,281,167 training images in global batches of 32 × 8 devices."""
+    assert (
+        zoo_cli("schedule", "--recipe", "imagenet-resnet50-step", "--output", "in.png", "--csv", "in.csv")
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "no data here (give --data.root" in out
+    assert "ImageNetDataModule's 1,281,167 training images in global batches of 256 (32 × 8)" in out
+    steps = 1_281_167 // 8 // 32  # each of 8 processes takes 160,146 images: 5,004 full batches
+    assert f"{90 * steps} optimizer steps = 90 epochs × {steps} steps" in out
+    assert Path("in.png").stat().st_size > 10_000
+    lrs = [float(r["model"]) for r in _read_csv("in.csv")]
+    assert len(lrs) == 90 * steps
+    # 5 epochs of linear warmup from 0 to 0.1 (256 images: no scaling), ×0.1 at epochs 30, 60 and 80
+    assert lrs[0] == 0 and lrs[5 * steps] == pytest.approx(0.1)
+    for epoch, lr in ((29, 0.1), (30, 0.01), (59, 0.01), (60, 1e-3), (80, 1e-4), (89, 1e-4)):
+        assert lrs[epoch * steps + 1] == pytest.approx(lr), epoch
+
+
+def test_cifar_schedule_without_the_download_holds_out_the_validation_share(zoo_cli, capsys, tmp_path):
+    args = ("--data.init_args.download", "false", "--data.init_args.root", tmp_path / "none")
+    assert zoo_cli("schedule", "--recipe", "cifar10-resnet56", *args, "--output", "c.png") == 0
+    out = capsys.readouterr().out
+    assert "CIFARDataModule's 45,000 training images in global batches of 128 (128 × 1)" in out
+    assert "182 epochs × 351 steps" in out  # He et al.: ×0.1 at 32k and 48k iterations, end at 64k
+    assert re.search(r"31941 +91\.000 +0\.01 +multi-step decay", out)

@@ -84,11 +84,79 @@ def draw(
     plt.close(fig)
 
 
-def build(rest: list[str]):
-    """Instantiate the recipe's trainer, model and data module with the zoo's CLI, without running it."""
-    from recipes.lightning_cli import build_recipe
+def _world(trainer) -> int:
+    """Devices × nodes of a trainer config (``auto`` counts as 1)."""
+    devices = trainer.get("devices") if trainer is not None else 1
+    count = len(devices) if isinstance(devices, (list, tuple)) else devices if isinstance(devices, int) else 1
+    return max(count, 1) * int((trainer.get("num_nodes") if trainer is not None else 1) or 1)
 
-    return build_recipe(rest)
+
+def build(rest: list[str]):
+    """Instantiate the recipe's trainer, model and data module with the zoo's CLI, without running it; when
+    the recipe's data cannot be built here (no ImageNet on this machine), a :class:`StandInData` of the data
+    set's size takes its place and ``cli.missing_data`` says why."""
+    from recipes.lightning_cli import ZooCLI, build_recipe
+    from recipes.stand_in import stand_in_config
+
+    class ScheduleCLI(ZooCLI):
+        missing_data: str | None = None
+
+        def instantiate_classes(self):
+            try:
+                super().instantiate_classes()
+            except Exception as err:  # noqa: BLE001 - tried once more without the data, else raised as it was
+                data = self.config.get("data")
+                if data is None or not data.get("class_path"):
+                    raise
+                self.config["data"] = stand_in_config(data, _world(self.config.get("trainer")))
+                try:
+                    super().instantiate_classes()
+                except Exception:  # noqa: BLE001 - not the data's fault: the first error is the one to show
+                    raise err from None
+                self.missing_data = str(_innermost(err)).splitlines()[0]
+
+    return build_recipe(rest, cli_class=ScheduleCLI)
+
+
+def _innermost(err: BaseException) -> BaseException:
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return err
+
+
+def data_at_hand(cli):
+    """The recipe's data module set up for ``fit``, or a :class:`StandInData` when its files are not here."""
+    from recipes.stand_in import StandInData, stand_in_config
+
+    datamodule = cli.datamodule
+    if isinstance(datamodule, StandInData):
+        return datamodule
+    try:
+        datamodule.setup("fit")
+        datamodule.train_dataloader()
+        return datamodule
+    except (ZooError, OSError, RuntimeError, ValueError) as err:  # e.g. CIFAR not downloaded, offline
+        config = stand_in_config(cli.config["data"], cli.trainer.num_devices * cli.trainer.num_nodes)
+        cli.missing_data = str(err).splitlines()[0]
+        return StandInData(**dict(config.init_args))
+
+
+def say_where_steps_come_from(cli, datamodule, trainer) -> None:
+    from recipes.stand_in import NOMINAL_STEPS_PER_EPOCH, StandInData
+
+    if not isinstance(datamodule, StandInData):
+        return
+    world = trainer.num_devices * trainer.num_nodes * trainer.accumulate_grad_batches
+    print(f"no data here ({getattr(cli, 'missing_data', None) or datamodule.data}):", end=" ")
+    if datamodule.known:
+        print(
+            f"steps counted from {datamodule.data}'s {datamodule.train_images:,} training images in global "
+            f"batches of {datamodule.batch_size * world:,} ({datamodule.batch_size} × {world})"
+        )
+    else:
+        print(
+            f"the size of {datamodule.data} is unknown: drawn against epochs, {NOMINAL_STEPS_PER_EPOCH} steps each"
+        )
 
 
 def main(argv: list[str]) -> int:
@@ -110,8 +178,9 @@ def main(argv: list[str]) -> int:
         raise ZooError("zoo schedule needs --recipe NAME or --config FILE")
 
     cli = build(rest)
-    trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
-    datamodule.setup("fit")
+    trainer, model = cli.trainer, cli.model
+    datamodule = data_at_hand(cli)
+    say_where_steps_come_from(cli, datamodule, trainer)
     steps_per_epoch, total = run_length(trainer, datamodule)
     config = model.optimizer_config
     global_batch = global_batch_size(trainer, datamodule) if config.reference_batch_size else None

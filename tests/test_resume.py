@@ -254,8 +254,9 @@ def test_loader_resumes_mid_epoch_with_the_same_order_and_augmentation(monkeypat
     state = stopped.state_dict()
     del stopped
 
+    monkeypatch.setenv("PL_GLOBAL_SEED", "99")  # e.g. `seed_everything: true` draws a new seed at each start
     resumed = train_loader(data, batch_size=4, num_workers=resume)
-    resumed.load_state_dict(state)  # what Lightning does with the checkpoint's loader state
+    resumed.load_state_dict(state)  # what Lightning does with the checkpoint's loader state; the seed with it
     assert_same(epoch_batches(resumed, 1), want[1][3:])
     assert_same(epoch_batches(resumed, 2), want[2])
 

@@ -4,7 +4,7 @@ Three parts, each on a library class:
 
 - ``EpochSampler`` (torchdata's ``StatefulDistributedSampler``): the order of epoch e is a function of
   (seed, e) only, as in torch's ``DistributedSampler`` (shared by the ranks of a DDP run), and the sampler's
-  state (seed, epoch, samples yielded) says where in it training stands. It yields ``(index, epoch)``.
+  state (seed, epoch, samples yielded) says where in it training stands. It yields ``(index, epoch, seed)``.
 - ``SeededSamples``: sample i of epoch e is read and augmented with torch, NumPy and Python seeded by
   ``sample_seed(seed, e, i)``, so its random crop or flip is the same in any worker, with any number of
   workers, before or after a resume. Why not save each worker's generators instead: a worker's stream depends
@@ -59,13 +59,13 @@ class EpochSampler(StatefulDistributedSampler):
         self.epoch = epoch
         self.weights = weights
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        epoch, draws = self.epoch, None
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        epoch, seed, draws = self.epoch, self.seed, None
         if self.weights is not None:  # i.i.d. draws, indexed by the positions 0..N−1 the ranks share out
-            g = torch.Generator().manual_seed(self.seed + epoch)
+            g = torch.Generator().manual_seed(seed + epoch)
             draws = torch.multinomial(self.weights, len(self.weights), True, generator=g).tolist()
         for position in super().__iter__():  # DistributedSampler's order, from `yielded` on
-            yield (position if draws is None else draws[position]), epoch
+            yield (position if draws is None else draws[position]), epoch, seed
 
     def state_dict(self) -> dict:
         return {MARK: True, "seed": self.seed, "epoch": self.epoch, self._YIELDED: self.yielded}
@@ -100,18 +100,18 @@ def _sampler_state(state):
 
 
 class SeededSamples(Dataset):
-    """``dataset[i]`` for the key ``(i, e)``, read with every generator seeded by ``sample_seed(seed, e, i)``; the
-    caller's generators are left as they were (the main process's draw the model's dropout)."""
+    """``dataset[i]`` for the key ``(i, e, seed)``, read with every generator seeded by ``sample_seed(seed, e, i)``;
+    the caller's generators are left as they were (the main process's draw the model's dropout)."""
 
-    def __init__(self, dataset: Dataset, seed: int):
-        self.dataset, self.seed = dataset, seed
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: tuple[int, int]):
-        index, epoch = key
-        with seeded(sample_seed(self.seed, epoch, index)):
+    def __getitem__(self, key: tuple[int, int, int]):
+        index, epoch, seed = key
+        with seeded(sample_seed(seed, epoch, index)):
             return self.dataset[index]
 
 
@@ -155,7 +155,7 @@ def train_loader(
     epoch = trainer.current_epoch if trainer is not None else 0
     sampler = EpochSampler(dataset, seed=seed, epoch=epoch, weights=weights)
     return ResumableLoader(
-        SeededSamples(dataset, seed),
+        SeededSamples(dataset),
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,

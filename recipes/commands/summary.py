@@ -14,9 +14,9 @@ import argparse
 import torch
 import yaml
 from rich.console import Console
-from rich.table import Table
 
 from zoo.backbones import data_config
+from zoo.console import print_table
 from zoo.registry import create_model
 from zoo.summary import ConvDoesNotFit, conv_arithmetic, group_layers, summarize
 
@@ -89,14 +89,26 @@ def main(argv: list[str]) -> int:
     except ValueError as err:
         console.print(f"[bold red]error:[/] {err}", highlight=False)
         return 1
-    rows = group_layers(summary, args.depth) if args.depth else summary.layers
-    table = Table(title=f"{args.model} on a {_shape(in_size)} input (C×H×W)")
-    for column in ("layer", "type", "output C×H×W", "params", "MACs", "stride fits?"):
-        table.add_column(column, justify="right" if column in ("params", "MACs") else "left", overflow="fold")
-    for row in rows:
-        fits = f"[yellow]no: {row.note}[/]" if row.note else ""
-        table.add_row(row.name, row.kind, _shape(row.output), f"{row.params:,}", f"{row.macs:,}", fits)
-    console.print(table)
+    layers = group_layers(summary, args.depth) if args.depth else summary.layers
+    rows = [
+        (
+            r.name,
+            r.kind,
+            _shape(r.output),
+            f"{r.params:,}",
+            f"{r.macs:,}",
+            f"[yellow]no: {r.note}[/]" if r.note else "",
+        )
+        for r in layers
+    ]
+    columns = ("layer", "type", "output C×H×W", "params", "MACs", "stride fits?")
+    print_table(
+        f"{args.model} on a {_shape(in_size)} input (C×H×W)",
+        columns,
+        rows,
+        right=("params", "MACs"),
+        width=160,
+    )
     console.print(
         f"input {_shape(summary.input_size)} → output {_shape(summary.output)}; parameters {summary.params:,} "
         f"(trainable {summary.trainable:,}); MACs {summary.macs:,} ({summary.macs / 1e9:.3f} G)",

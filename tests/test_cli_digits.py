@@ -158,3 +158,35 @@ def test_fit_ends_with_a_results_table(zoo_cli, capsys):
         assert row in table, row
     best = next(Path("runs/digits/version_0/checkpoints").glob("best-*.ckpt"))
     assert best.name in table.replace("\n", "").replace("│", "").replace(" ", "")
+
+
+def test_predict_csv_rows_are_the_models_outputs_for_the_right_images(trained_digits, zoo_cli):
+    """Each row of the default predictions.csv: the id of a test image, the model's own top classes and
+    probabilities for it, by name; against the true labels the classes score what the model scores."""
+    from zoo.data import DigitsDataModule
+    from zoo.module import ImageClassifier
+
+    where, run = trained_digits
+    best = next((run / "checkpoints").glob("best-*.ckpt"))
+    before = set(Path("runs/digits").glob("version_*"))
+    assert zoo_cli("predict", "--recipe", "digits", "--ckpt_path", best, *FAST_TRAINER) == 0
+    (predict_run,) = set(Path("runs/digits").glob("version_*")) - before
+    with (predict_run / "predictions.csv").open() as f:  # the default output: the run's own folder
+        rows = list(csv.DictReader(f))
+
+    dm = DigitsDataModule()  # the recipe's split: seed 0, 20 % held out for the test
+    dm.setup("fit")
+    test = dm.splits["test"]
+    model = ImageClassifier.load_from_checkpoint(best, weights_only=True).eval()
+    with torch.no_grad():
+        probs = torch.cat([model(x).softmax(-1) for x, _ in dm.test_dataloader()])
+    labels = torch.as_tensor([test[i][1] for i in range(len(test))])
+    assert [r["path"] for r in rows] == [f"test/{i}" for i in range(len(test))]
+    top = probs.topk(3, dim=-1)
+    for row, values, classes in zip(rows, top.values.tolist(), top.indices.tolist()):
+        assert [row[f"class_{k}"] for k in (1, 2, 3)] == [dm.class_names[c] for c in classes]
+        assert [float(row[f"prob_{k}"]) for k in (1, 2, 3)] == pytest.approx(values, abs=1e-6)
+    predicted = torch.as_tensor([dm.class_names.index(r["class_1"]) for r in rows])
+    accuracy = (predicted == labels).float().mean().item()
+    assert accuracy == pytest.approx((probs.argmax(-1) == labels).float().mean().item())
+    assert accuracy > 0.9  # the CSV's classes are the true digits, not shifted

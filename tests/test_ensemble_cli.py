@@ -99,7 +99,10 @@ def test_writes_the_ensembles_predictions(two_runs, zoo_cli):
     p1, _ = _probs(two_runs[1], dm.test_dataloader())
     mean = (p0 + p1) / 2
     assert len(rows) == len(y) == 360
+    assert [r["path"] for r in rows] == [f"test/{i}" for i in range(360)]  # row i is the i-th test image
     assert [int(r["class_1"]) for r in rows] == mean.argmax(1).tolist()
+    accuracy = (torch.tensor([int(r["class_1"]) for r in rows]) == y).float().mean().item()
+    assert accuracy > 0.9  # against the true labels: the classes are not shifted
     assert [float(r["prob_1"]) for r in rows] == pytest.approx(mean.max(1).values.tolist(), abs=1e-6)
     assert all(float(r["prob_1"]) >= float(r["prob_2"]) >= float(r["prob_3"]) for r in rows)
 

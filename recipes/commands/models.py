@@ -40,8 +40,8 @@ def main(argv: list[str]) -> int:
         from zoo.registry import model_options
 
         options = [(key, repr(default)) for key, default in model_options(pattern).items()]
-        caption = "set with --model.model_kwargs '{KEY: VALUE}'"
-        print_table(f"Options of {pattern}", ("option", "default"), options, caption=caption, width=160)
+        print_table(f"Options of {pattern}", ("option", "default"), options, width=160)
+        print_line("Set them with --model.model_kwargs '{KEY: VALUE}'.", width=160)
 
     if pattern:
         import timm

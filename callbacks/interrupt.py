@@ -23,7 +23,8 @@ from zoo import compat
 
 class Interrupt(Callback):
     """Saves ``<checkpoint dir>/last.ckpt`` when a run is stopped by SIGTERM or SIGINT and tags the exception
-    with ``zoo_signal`` (the signal number), ``zoo_checkpoint`` (the file, or None), ``zoo_epoch`` and ``zoo_step``."""
+    with ``zoo_signal`` (the signal number), ``zoo_checkpoint`` (the file, or None), ``zoo_epoch``, ``zoo_step``
+    and ``zoo_rank``."""
 
     def __init__(self) -> None:
         self.signal: int | None = None  # SIGINT once Ctrl+C was pressed
@@ -52,6 +53,7 @@ class Interrupt(Callback):
             return
         exception.zoo_signal = self.signal or signal.SIGTERM
         exception.zoo_epoch, exception.zoo_step = trainer.current_epoch, trainer.global_step
+        exception.zoo_rank = trainer.global_rank  # only rank 0 says how to resume
         exception.zoo_checkpoint = None
         ckpt = trainer.checkpoint_callback
         if trainer.state.fn != "fit" or trainer.global_step == 0 or ckpt is None or not ckpt.dirpath:

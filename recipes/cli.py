@@ -197,9 +197,10 @@ def report(err: BaseException, argv: list[str], debug: bool) -> int:
         name = signal.Signals(signum).name
         saved = getattr(err, "zoo_checkpoint", None)
         where = f" at epoch {err.zoo_epoch}, step {err.zoo_step}" if hasattr(err, "zoo_step") else ""
-        print(f"stopped by {name}{where}" + (f"; saved {saved}" if saved else ""), file=sys.stderr)
-        if saved and argv and argv[0] == "fit":
-            print(f"resume with: {resume_command(argv)}", file=sys.stderr)
+        if getattr(err, "zoo_rank", 0) == 0:  # one message for a DDP run, not one per process
+            print(f"stopped by {name}{where}" + (f"; saved {saved}" if saved else ""), file=sys.stderr)
+            if saved and argv and argv[0] == "fit":
+                print(f"resume with: {resume_command(argv)}", file=sys.stderr)
         return EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM
     if isinstance(err, KeyboardInterrupt):
         print("stopped by SIGINT (Ctrl+C)", file=sys.stderr)

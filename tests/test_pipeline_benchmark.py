@@ -29,7 +29,10 @@ def test_both_sides_read_the_same_images_and_deliver_the_same_batches(tmp_path):
     )
     assert delivered["zoo uint8"] == {"images": 12, "shape": [3, 32, 32], "dtype": "uint8"}
     assert set(result["images_per_s"]) == {"zoo", "zoo uint8", "torchvision"}
-    assert len(result["repeats"]["zoo"]) == 2
+    assert len(result["per_repeat"]["zoo"]) == 2 and set(result["median_repeat_ratio"]) == {
+        "zoo",
+        "zoo uint8",
+    }
     n, _, x = pipeline.epoch(zoo, finish)  # normalised on the way out, as the reference's are
     assert n == 12 and x.dtype == torch.float32 and -3 < x.mean() < 3
 
@@ -44,5 +47,8 @@ def test_writes_results_and_prints_one_table_row(tmp_path, capsys):
         zoo, ref, ratio = (float(c) for c in cells[1:])
         assert ratio == pytest.approx(zoo / ref, abs=0.02)
     saved = json.loads((tmp_path / "pipeline.json").read_text())
-    assert {"date", "machine", "images_per_s", "ratio"} <= set(saved) and "torch" in saved["machine"]
+    assert {"date", "machine", "images_per_s", "ratio", "per_repeat"} <= set(saved) and "torch" in saved[
+        "machine"
+    ]
+    assert saved["repeats"] == 1 and saved["images"] == 8  # the settings, next to the figures
     assert "| input pipeline, images/s, normalised on the CPU" in (tmp_path / "pipeline.md").read_text()

@@ -74,6 +74,9 @@ def __getattr__(name: str):
 
 # --- errors -----------------------------------------------------------------------------------------------------
 
+# exceptions of the zoo's own classes are a user's mistake in the set-up too (e.g. a data module's KeyError)
+OWN_PACKAGES = ("zoo.", "callbacks.", "recipes.")
+MAX_MESSAGE = 400  # characters of a library's message that are shown (--debug shows all)
 TRANSLATIONS = (  # library messages for a user's value → what to do (the value is the message's last word)
     (
         "batch_size should be a positive integer value",
@@ -115,12 +118,7 @@ def user_message(err: BaseException) -> str | None:
     if getattr(err, "zoo_during_run", False):
         return None
     types = _user_error_types()
-    own = (
-        "zoo.",
-        "callbacks.",
-        "recipes.",
-    )  # the zoo's own exception classes (e.g. a data module's KeyError)
-    found = [e for e in chain if isinstance(e, types) or type(e).__module__.startswith(own)]
+    found = [e for e in chain if isinstance(e, types) or type(e).__module__.startswith(OWN_PACKAGES)]
     if not found:
         return None
     ours = [e for e in found if _raised_by_zoo(e)]  # the zoo's wording over a library's it wraps
@@ -133,8 +131,9 @@ def user_message(err: BaseException) -> str | None:
     for pattern, better in TRANSLATIONS:
         if pattern in message:
             return better.format(value=message.rstrip(". ").split("=")[-1].split()[-1])
-    if not ours:
-        message = _parser_message(chain, message)
+    if not ours:  # a library's words: led by the option they are about, on one line
+        message = " ".join(_parser_message(chain, message).split())
+        message = message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 1] + "…"
     return message.strip().strip("'\"") or type(inner).__name__
 
 

@@ -159,7 +159,10 @@ class ZooCLI(LightningCLI):
             )
 
     def instantiate_trainer(self, **kwargs):
-        trainer = super().instantiate_trainer(**kwargs)
+        try:
+            trainer = super().instantiate_trainer(**kwargs)
+        except TypeError as err:  # Lightning checks the trainer's values with TypeErrors too (devices, ...)
+            raise ZooError(f"--trainer: {err}") from err
         trainer.callbacks = [
             c for c in trainer.callbacks if not (isinstance(c, FineTuning) and c.strategy == "none")
         ]

@@ -79,6 +79,11 @@ def test_bad_type_and_choice_name_the_option(zoo_cli, capsys):
     assert line.endswith("Got value: adamm (did you mean 'adam' or 'adamw'?)")
 
 
+def test_a_trainer_value_lightning_refuses(zoo_cli, capsys):
+    line = error_of(zoo_cli, capsys, "fit", "--recipe", "digits", "--trainer.devices", "abc")
+    assert line == "error: --trainer: `devices` selected with `CPUAccelerator` should be an int > 0."
+
+
 def test_unknown_option_is_one_line_not_a_page_of_usage(zoo_cli, capsys):
     capsys.readouterr()
     with pytest.raises(SystemExit) as done:

@@ -145,24 +145,25 @@ class Walker:
         """Image files under ``top`` that belong to ``current`` (split, label), sorted, each once."""
         top_real = os.path.realpath(top)
         self.seen_dirs.add(top_real)
-        yield from self._walk(top, top_real, current)
+        yield from self._walk(top, top_real, top_real, current)
 
-    def _walk(self, folder: str, top_real: str, current) -> Iterator[str]:
+    def _walk(self, folder: str, folder_real: str, top_real: str, current) -> Iterator[str]:
         listing = self.listing
         try:
             entries = sorted(os.scandir(folder), key=lambda e: (e.is_symlink(), e.name))
         except OSError as err:
             listing.skip(UNREADABLE, folder, str(err))
             return
+        here = self.owner(folder_real)  # the class folder that really holds this folder's own files
         for entry in entries:
-            path = entry.path
+            path, link = entry.path, entry.is_symlink()
             if entry.name.startswith("."):
                 listing.skip(HIDDEN, path)
                 continue
-            if entry.is_symlink() and not os.path.exists(path):
+            if link and not os.path.exists(path):
                 listing.skip(BROKEN, path)
                 continue
-            real = os.path.realpath(path)
+            real = os.path.realpath(path) if link else os.path.join(folder_real, entry.name)  # no syscall
             if entry.is_dir():
                 inside = top_real == real or top_real.startswith(real + os.sep)  # a link back up
                 if real in self.seen_dirs or inside:
@@ -173,11 +174,12 @@ class Walker:
                     listing.folders.setdefault(self._elsewhere(owner, current), []).append(path)
                     continue
                 self.seen_dirs.add(real)
-                yield from self._walk(path, top_real, current)
+                yield from self._walk(path, real, top_real, current)
                 continue
+            owner = self.owner(os.path.dirname(real)) if link else here
             if not entry.name.lower().endswith(IMG_EXTENSIONS):
                 listing.skip(NOT_IMAGE, path)
-            elif (owner := self.owner(os.path.dirname(real))) is not None and owner != current:
+            elif owner is not None and owner != current:
                 listing.skip(self._elsewhere(owner, current), path)
             elif real in self.seen_files:
                 listing.skip(DUPLICATE, path)

@@ -40,6 +40,8 @@ from zoo.data.files import ImageFiles, list_images
 # Lightning warns that an IterableDataset's __len__ may be wrong with several workers; litdata's is computed
 # for the loader's workers and ranks (it is what Lightning counts batches by), so the warning does not apply
 warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
+# predict: the CSV's ids come with each batch, so Lightning's batch indices (which a stream has none of) are unused
+warnings.filterwarnings("ignore", message=r"Couldn't infer the batch indices fetched from your dataloader")
 
 META = "dataset.json"
 FORMAT = "lightning-zoo streaming images 1"
@@ -187,27 +189,27 @@ class StreamingImages(StreamingDataset):
         self.return_index = False  # yield (x, label, index): which samples were seen, for checks
         self.skipped: set[str] = set()
         self._last = None
-        self._offsets: dict[tuple[int, int], int] = {}
+        self._perms: dict[tuple[int, int], np.ndarray] = {}
 
     def __getitem__(self, index):
         if self.shuffle and isinstance(index, ChunkedIndex):
-            index = self.rotate(index)
+            index = self.permute(index)
         return super().__getitem__(index)
 
-    def rotate(self, index: ChunkedIndex) -> ChunkedIndex:
-        """Position p of a chunk of n images reads image (p + o) mod n, o drawn from (seed, epoch, chunk).
+    def permute(self, index: ChunkedIndex) -> ChunkedIndex:
+        """Position p of a chunk of n images reads image π(p), π a permutation drawn from (seed, epoch, chunk).
 
         litdata leaves out the tail positions of the epoch's last chunk (``drop_last``); without this the same
         images would be left out every epoch when a data set has few chunks. A bijection inside each chunk:
         every other image is still read once, from the chunk already fetched."""
         _, start, end, _ = self.cache.get_chunk_intervals()[index.chunk_index]
-        size = end - start
         key = (self.current_epoch, index.chunk_index)
-        if size < 2 or not start <= index.index < end:
+        if end - start < 2 or not start <= index.index < end:
             return index
-        if key not in self._offsets:
-            self._offsets[key] = int(np.random.default_rng([self.seed, *key]).integers(size))
-        return dataclasses.replace(index, index=start + (index.index - start + self._offsets[key]) % size)
+        if key not in self._perms:
+            self._perms = {k: v for k, v in self._perms.items() if k[0] == key[0]}  # this epoch's only
+            self._perms[key] = np.random.default_rng([self.seed, *key]).permutation(end - start)
+        return dataclasses.replace(index, index=start + int(self._perms[key][index.index - start]))
 
     @property
     def targets(self) -> list[int]:

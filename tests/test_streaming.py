@@ -166,6 +166,48 @@ def test_a_batch_decodes_the_images_as_the_folder_module_does(digits):
     assert (x_stream[order] == x_folder).all()
 
 
+def _png(value: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("L", (8, 8), value).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _bad_record(item):
+    index, data = item
+    return {"index": index, "label": index % 2, "image": data, "name": f"img{index}.png"}
+
+
+def test_an_image_that_cannot_be_decoded_is_named_counted_and_replaced(tmp_path):
+    import litdata
+
+    from zoo.data.streaming import FORMAT, write_meta
+
+    images = [_png(10 * i) for i in range(8)]
+    images[5] = images[5][:30]  # cut short: the header reads, the pixels do not
+    out = tmp_path / "stream"
+    litdata.optimize(
+        fn=_bad_record,
+        inputs=list(enumerate(images)),
+        output_dir=str(out / "val"),
+        num_workers=1,
+        chunk_bytes="1MB",
+        start_method="fork",
+    )
+    labels = [i % 2 for i in range(8)]
+    write_meta(str(out), {"format": FORMAT, "class_names": ["a", "b"], "splits": {"val": {"labels": labels}}})
+    dm = StreamingDataModule(root=str(out), channels=1, image_size=8, crop_pct=1.0, batch_size=4, num_workers=0,
+                             mean=[0.5], std=[0.5])  # fmt: skip
+    dm.setup("validate")
+    with pytest.warns(UserWarning, match=r"skipped unreadable image img5.png"):
+        sizes = [len(y) for _, y in dm.val_dataloader()]
+    assert sizes == [4, 4]  # the epoch goes on, batches stay full
+    assert dm.splits["val"].skipped == {"img5.png"}
+
+
 def metric(run: Path, key: str) -> float:
     with (run / "metrics.csv").open() as f:
         return next(float(r[key]) for r in csv.DictReader(f) if r.get(key))

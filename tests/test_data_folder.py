@@ -293,3 +293,31 @@ def test_fit_then_predict_a_folder_through_the_cli(tmp_path, zoo_cli, capsys):
 
 def _quiet() -> dict:
     return {"enable_progress_bar": False, "enable_model_summary": False, "accelerator": "cpu"}
+
+
+def test_batches_normalised_on_the_device_and_erased_in_training_only(tmp_path):
+    from lightning.pytorch import Callback
+
+    class Seen(Callback):
+        def __init__(self):
+            self.train, self.val = [], []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.train.append(batch[0].clone())
+
+        def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+            self.val.append(batch[0].clone())
+
+    root = make_folder(tmp_path / "pets", {"cat": 8, "dog": 8})
+    dm = module(root, test_fraction=0.0, preprocess="imagenet", re_prob=1.0, hflip=0.0)
+    seen = Seen()
+    model = ImageClassifier("convnet", num_classes=2, model_kwargs=TINY)
+    trainer = Trainer(max_epochs=1, logger=False, enable_checkpointing=False, callbacks=[seen], **_quiet())
+    trainer.fit(model, datamodule=dm)
+    assert dm.splits["train"][0][0].dtype == torch.uint8  # images leave the loader workers as uint8
+    # (x / 255 − μ)/σ with ImageNet's μ is never exactly 0: only an erased box (timm's const mode) is
+    for x in seen.train:
+        assert x.dtype == torch.float32 and all((img == 0).all(0).sum() >= 4 for img in x)
+    for x in seen.val:
+        assert x.dtype == torch.float32 and (x == 0).sum() == 0
+    assert seen.train and seen.val

@@ -195,6 +195,18 @@ def test_without_the_recipes_data_the_check_uses_random_inputs_and_says_so(runs,
     assert "no/such/folder" in out and "8 random inputs" in out and check_difference_line(out) < 1e-4
 
 
+def test_the_check_feeds_the_recipes_images_as_the_model_saw_them_in_training(runs):
+    from recipes.cli import expand_recipe
+    from recipes.commands.export import real_inputs
+    from zoo.export import preprocessing
+
+    config = preprocessing(torch.load(runs["folder"], map_location="cpu", weights_only=True))
+    args = expand_recipe(["--recipe", "folder", "--data.root", str(runs["data"]), "--data.channels", "1"])
+    x, where, names = real_inputs(args, config, 8)
+    assert x.shape == (8, 1, 16, 16) and x.dtype == torch.float32 and names == [str(d) for d in range(10)]
+    assert abs(x.mean().item()) < 1 and 0.3 < x.std().item() < 3  # (x / 255 − μ)/σ with the training μ, σ
+
+
 # --- docs/export.md: predict one image with numpy, Pillow and onnxruntime only -------------------------------
 RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,

@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import copy
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def real_inputs(rest: list[str], config: dict, count: int) -> tuple[object, str,
         name = next((n for n in ("val", "test", "train") if n in splits), None)
         if config.get("mean") and name is not None and hasattr(splits[name], "transform"):
             dataset = copy.copy(splits[name])  # the same images through the checkpoint's eval transform
-            dataset.transform = eval_transform(config)
+            dataset.transform = eval_transform(config, normalize=True)  # (x / 255 − μ)/σ, as the model saw it
             picks = np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round().astype(int)
             x = torch.stack([dataset[int(i)][0] for i in picks])
         else:
@@ -102,7 +103,8 @@ def main(argv: list[str]) -> int:
     except Exception as err:
         from zoo.export import ExportError
 
-        if args.debug or not isinstance(err, (ExportError, FileNotFoundError)):
+        debug = args.debug or os.environ.get("ZOO_DEBUG", "").lower() in ("1", "true", "yes")
+        if debug or not isinstance(err, (ExportError, FileNotFoundError)):
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2

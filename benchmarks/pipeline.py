@@ -162,14 +162,15 @@ def machine() -> str:
     import torchvision
 
     return (
-        f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, torch "
-        f"{torch.__version__}, torchvision {torchvision.__version__}, Pillow {PIL.__version__}, no GPU"
+        f"{platform.machine()}, {os.cpu_count()} CPU cores (load average {os.getloadavg()[0]:.1f} from other "
+        f"processes at the start), Python {platform.python_version()}, torch {torch.__version__}, torchvision "
+        f"{torchvision.__version__}, Pillow {PIL.__version__}, no GPU"
     )
 
 
-def write(result: dict, args: argparse.Namespace, out: Path) -> None:
+def write(result: dict, args: argparse.Namespace, out: Path, where: str) -> None:
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    summary = {"date": date.today().isoformat(), "machine": machine(), **settings, **result}
+    summary = {"date": date.today().isoformat(), "machine": where, **settings, **result}
     out.mkdir(parents=True, exist_ok=True)
     (out / "pipeline.json").write_text(json.dumps(summary, indent=2) + "\n")
     reps, paired = result["per_repeat"], result["median_repeat_ratio"]
@@ -201,11 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=HERE / "results", help="folder of pipeline.json / .md")
     parser.add_argument("--no-write", action="store_true", help="print the table row only")
     args = parser.parse_args(argv)
+    where = machine()  # before the run loads the machine itself
     with tempfile.TemporaryDirectory() as tmp:
         root = make_folder(Path(tmp) / "jpegs", args.images, tuple(args.source))
         result = measure(root, args.crop, args.batch, args.workers, args.repeats)
     if not args.no_write:
-        write(result, args, args.out)
+        write(result, args, args.out, where)
     print("\n".join(rows(result)))
     return 0
 

@@ -145,13 +145,14 @@ def _parser_message(chain: list[BaseException], message: str) -> str:
         found = re.match(r'Parser key "([^"]+)"', str(err))
         if found and (not keys or keys[-1] != found.group(1)):
             keys.append(found.group(1))
-    choices = re.search(r"Expected a typing\.Literal\[(.*?)\]\. Got value: (\S+)", message)
-    if choices:
-        names = re.findall(r"'([^']*)'", choices.group(1))
-        listed = ", ".join(repr(n) for n in names)
-        message = (
-            f"expected one of {listed}. Got value: {choices.group(2)}{did_you_mean(choices.group(2), names)}"
-        )
+    given = re.search(r"Expected a typing\.Literal\[.*?\]\. Got value: (\S+)", message)
+    if given:  # every choice of every Literal of the option's type (a Union may hold several)
+        tokens = [
+            t for e in chain for group in re.findall(r"Literal\[(.*?)\]", str(e)) for t in group.split(", ")
+        ]
+        tokens = list(dict.fromkeys(tokens))
+        hint = did_you_mean(given.group(1), [t.strip("'") for t in tokens])
+        message = f"expected one of {', '.join(tokens)}. Got value: {given.group(1)}{hint}"
     return f"--{'.'.join(keys)}: {message}" if keys else message
 
 

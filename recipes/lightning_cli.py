@@ -303,9 +303,10 @@ def check_yaml(path: str) -> None:
     """A ``--config`` file that is missing or not valid YAML is an error naming the file (and the line)."""
     file = Path(path)
     if not file.is_file():
-        raise ZooError(f"--config {path!r}: no such file; give the path of a YAML recipe (or --recipe NAME)")
+        what = "is a folder" if file.is_dir() else "no such file"
+        raise ZooError(f"--config {path!r}: {what}; give the path of a YAML recipe (or --recipe NAME)")
     try:
-        yaml.safe_load(file.read_text())
+        loaded = yaml.safe_load(file.read_text())
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -315,6 +316,10 @@ def check_yaml(path: str) -> None:
         ) from err
     except (OSError, UnicodeDecodeError) as err:
         raise ZooError(f"--config {path!r}: cannot read it ({err}); give a readable YAML file") from err
+    if not isinstance(loaded, dict | None):
+        raise ZooError(
+            f"{path}: a recipe is a mapping of sections (trainer:, model:, data:, ...), not a {type(loaded).__name__}"
+        )
 
 
 def expand_recipe(argv: list[str]) -> list[str]:

@@ -96,22 +96,41 @@ def zoo_loader(root: Path, size: int, batch: int, workers: int):
     return dm.train_dataloader(), (lambda b: dm.on_after_batch_transfer(b, 0))
 
 
-def epoch(loader, finish) -> tuple[int, float, torch.Tensor]:
-    """(images, seconds, last batch) of one pass over ``loader``, each batch through ``finish`` and then read
-    once, as a training step (or the copy to a GPU) reads it."""
-    start, n, x = time.perf_counter(), 0, None
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used, from /proc (Linux)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(loader) -> float | None:
+    """CPU seconds used so far by this process and ``loader``'s worker processes (None without /proc)."""
+    workers = getattr(getattr(loader, "_iterator", None), "_workers", [])
+    try:
+        return time.process_time() + sum(_proc_cpu(w.pid) for w in workers)
+    except OSError:
+        return None
+
+
+def epoch(loader, finish) -> tuple[int, float, torch.Tensor, float | None]:
+    """(images, seconds, last batch, CPU seconds of every process involved) of one pass over ``loader``, each
+    batch through ``finish`` and then read once, as a training step (or the copy to a GPU) reads it."""
+    cpu, start, n, x = cpu_seconds(loader), time.perf_counter(), 0, None
     for b in loader:
         x = finish(b)[0]
         x.sum(dtype=torch.float32)
         n += len(x)
-    return n, time.perf_counter() - start, x
+    seconds, after = time.perf_counter() - start, cpu_seconds(loader)
+    return n, seconds, x, None if cpu is None or after is None else after - cpu
 
 
 def measure(root: Path, size: int = 224, batch: int = 64, workers: int = 2, repeats: int = 5) -> dict:
-    """Median images/s of each side over ``repeats`` interleaved epochs, and what each side delivered.
+    """Median images/s and CPU milliseconds per image (all processes: the main one and the loader workers) of
+    each side over ``repeats`` interleaved epochs, and what each side delivered.
 
     ``zoo`` ends with the batch normalised on the CPU by the training process (a CPU run); ``zoo uint8`` with
-    the uint8 batch as it leaves the loader (a GPU run, where the normalisation runs on the device)."""
+    the uint8 batch as it leaves the loader (a GPU run, where the normalisation runs on the device). The CPU
+    time does not depend on what else the machine runs; images/s does."""
     loader, finish = zoo_loader(root, size, batch, workers)
     sides = {
         "zoo": (loader, finish),
@@ -121,11 +140,14 @@ def measure(root: Path, size: int = 224, batch: int = 64, workers: int = 2, repe
     for loader, finish in sides.values():
         epoch(loader, finish)  # start the workers, warm the page cache
     rates = {name: [] for name in sides}
+    cpu_ms = {name: [] for name in sides}
     shapes = {}
     for _ in range(repeats):
         for name, (loader, finish) in sides.items():
-            n, seconds, x = epoch(loader, finish)
+            n, seconds, x, cpu = epoch(loader, finish)
             rates[name].append(n / seconds)
+            if cpu is not None:
+                cpu_ms[name].append(1000 * cpu / n)
             shapes[name] = {
                 "images": n,
                 "shape": list(x.shape[1:]),
@@ -136,9 +158,12 @@ def measure(root: Path, size: int = 224, batch: int = 64, workers: int = 2, repe
     paired = {  # each repeat's sides ran back to back: their ratio cancels the machine's slower minutes
         name: statistics.median(z / t for z, t in zip(rates[name], rates["torchvision"])) for name in rates
     }
+    cpu = {name: statistics.median(v) for name, v in cpu_ms.items() if v}
     return {
         "images_per_s": medians,
         "per_repeat": rates,
+        "cpu_ms_per_image": cpu,
+        "cpu_ms_per_repeat": cpu_ms,
         "delivered": shapes,
         "ratio": medians["zoo"] / ref,
         "ratio_uint8": medians["zoo uint8"] / ref,
@@ -147,14 +172,24 @@ def measure(root: Path, size: int = 224, batch: int = 64, workers: int = 2, repe
 
 
 def rows(result: dict) -> list[str]:
-    """The table rows: figure, zoo, torchvision reference (same run), ratio."""
+    """The table rows: figure, zoo, torchvision reference (same run), ratio (zoo's advantage)."""
     ips, ref = result["images_per_s"], result["images_per_s"]["torchvision"]
-    return [
+    out = [
         f"| input pipeline, images/s, normalised on the CPU (target ≥ 1.3×) | {ips['zoo']:.0f} | {ref:.0f} | "
         f"{ips['zoo'] / ref:.2f} |",
         f"| input pipeline, images/s, uint8 to the device (GPU runs) | {ips['zoo uint8']:.0f} | {ref:.0f} | "
         f"{ips['zoo uint8'] / ref:.2f} |",
     ]
+    cpu = result.get("cpu_ms_per_image") or {}
+    if "torchvision" in cpu:
+        t = cpu["torchvision"]
+        out += [
+            f"| input pipeline, CPU ms per image (all processes), normalised on the CPU | {cpu['zoo']:.2f} | "
+            f"{t:.2f} | {t / cpu['zoo']:.2f} |",
+            f"| input pipeline, CPU ms per image (all processes), uint8 to the device | {cpu['zoo uint8']:.2f} | "
+            f"{t:.2f} | {t / cpu['zoo uint8']:.2f} |",
+        ]
+    return out
 
 
 def machine() -> str:
@@ -180,7 +215,9 @@ def write(result: dict, args: argparse.Namespace, out: Path, where: str) -> None
         f"RandomResizedCrop {args.crop} + flip, {args.workers} workers, batch {args.batch}; medians of "
         f"{args.repeats} interleaved epochs. The reference's batches leave its workers normalised (float32); the "
         "zoo's leave them as uint8 and are normalised by the data module's `on_after_batch_transfer`: on the CPU "
-        "in the training process (first row), or on the GPU (second row: the loader alone).\n\n"
+        "in the training process (first row), or on the GPU (second row: the loader alone). The CPU time per "
+        "image adds up the training process and the loader workers; unlike images/s it does not depend on what "
+        "else the machine runs (ratio: torchvision's CPU time / the zoo's).\n\n"
         "| figure | zoo | torchvision reference | ratio |\n|---|---:|---:|---:|\n"
         + "\n".join(rows(result))
         + "\n\nEvery repeat (images/s): "

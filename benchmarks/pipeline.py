@@ -130,7 +130,7 @@ def measure(root: Path, size: int = 224, batch: int = 64, workers: int = 2, repe
 
     ``zoo`` ends with the batch normalised on the CPU by the training process (a CPU run); ``zoo uint8`` with
     the uint8 batch as it leaves the loader (a GPU run, where the normalisation runs on the device). The CPU
-    time does not depend on what else the machine runs; images/s does."""
+    time hardly depends on what else the machine runs; images/s does."""
     loader, finish = zoo_loader(root, size, batch, workers)
     sides = {
         "zoo": (loader, finish),
@@ -216,7 +216,7 @@ def write(result: dict, args: argparse.Namespace, out: Path, where: str) -> None
         f"{args.repeats} interleaved epochs. The reference's batches leave its workers normalised (float32); the "
         "zoo's leave them as uint8 and are normalised by the data module's `on_after_batch_transfer`: on the CPU "
         "in the training process (first row), or on the GPU (second row: the loader alone). The CPU time per "
-        "image adds up the training process and the loader workers; unlike images/s it does not depend on what "
+        "image adds up the training process and the loader workers; unlike images/s it hardly depends on what "
         "else the machine runs (ratio: torchvision's CPU time / the zoo's).\n\n"
         "| figure | zoo | torchvision reference | ratio |\n|---|---:|---:|---:|\n"
         + "\n".join(rows(result))

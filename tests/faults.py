@@ -1,5 +1,6 @@
 """Faults injected into real ``zoo fit`` runs by the resume tests: the process kills itself with SIGKILL (no
-handler runs, nothing is flushed) at a chosen optimizer step, or in the middle of writing a checkpoint.
+handler runs, nothing is flushed) or sends itself another signal at a chosen optimizer step, or dies in the
+middle of writing a checkpoint.
 
 Used as ``--trainer.callbacks+=faults.KillAt --trainer.callbacks.step K`` with ``tests/`` on PYTHONPATH."""
 
@@ -11,24 +12,29 @@ import signal
 from lightning.pytorch.callbacks import Callback
 
 
-def _die() -> None:
-    os.kill(os.getpid(), signal.SIGKILL)
+def _die(sig: str = "SIGKILL") -> None:
+    os.kill(os.getpid(), getattr(signal, sig))
 
 
 class KillAt(Callback):
-    """SIGKILL before optimizer step ``step`` (``where=batch``) or in the validation that follows it
-    (``where=validation``)."""
+    """``signal`` (SIGKILL by default) before optimizer step ``step`` (``where=batch``) or in the validation that
+    follows it (``where=validation``)."""
 
-    def __init__(self, step: int, where: str = "batch"):
-        self.step, self.where = step, where
+    def __init__(self, step: int, where: str = "batch", signal: str = "SIGKILL"):
+        self.step, self.where, self.signal = step, where, signal
+        self.sent = False
+
+    def _maybe(self, trainer, where: str) -> None:
+        if self.where == where and trainer.global_step == self.step and not self.sent:
+            self.sent = True
+            _die(self.signal)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self.where == "batch" and trainer.global_step == self.step:
-            _die()
+        self._maybe(trainer, "batch")
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
-        if self.where == "validation" and not trainer.sanity_checking and trainer.global_step == self.step:
-            _die()
+        if not trainer.sanity_checking:
+            self._maybe(trainer, "validation")
 
 
 class _DieWhenPickled:

@@ -81,18 +81,25 @@ def digits_reference(tmp_path_factory):
     return last(cwd, "digits", 0)
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_digits_killed_at_a_random_step_resumes_to_the_same_weights(tmp_path, digits_reference, workers):
-    """With 2 loader workers and the random shifts on, the result is also that of the run without workers."""
-    step = random.Random().randint(EVERY + 1, 33)  # 34 steps; at least one last.ckpt written before the kill
+@pytest.mark.parametrize(("workers", "signal"), [(0, "SIGKILL"), (2, "SIGKILL"), (0, "SIGTERM")])
+def test_digits_stopped_at_a_random_step_resumes_to_the_same_weights(
+    tmp_path, digits_reference, workers, signal
+):
+    """With 2 loader workers and the random shifts on, the result is also that of the run without workers.
+    SIGTERM (``scancel``, a pre-emption) stops after the step in progress and saves last.ckpt there."""
+    step = random.Random().randint(EVERY + 1, 32)  # of 34: a last.ckpt before the stop, a step after it
     args = (*DIGITS, "--last_checkpoint.every_n_train_steps", str(EVERY), "--data.num_workers", str(workers))
-    killed(
-        zoo_fit(tmp_path, *args, "--trainer.callbacks+=faults.KillAt", "--trainer.callbacks.step", str(step))
-    )
+    fault = ("--trainer.callbacks+=faults.KillAt", "--trainer.callbacks.step", str(step))
+    done = zoo_fit(tmp_path, *args, *fault, "--trainer.callbacks.signal", signal)
     saved = last(tmp_path, "digits", 0)
-    assert 0 < saved["global_step"] <= step  # written at or before the killed step
+    if signal == "SIGKILL":
+        killed(done)
+        assert 0 < saved["global_step"] <= step  # written at or before the killed step
+    else:
+        assert done.returncode != 0, done.stderr[-3000:]
+        assert saved["global_step"] == step + 1  # the step under way when the signal came
     resumed(tmp_path, *args)
-    assert_same_weights(last(tmp_path, "digits", 1), digits_reference, f"(killed before step {step})")
+    assert_same_weights(last(tmp_path, "digits", 1), digits_reference, f"({signal} before step {step})")
 
 
 def test_a_kill_during_a_checkpoint_save_keeps_the_previous_last_ckpt(tmp_path, digits_reference):

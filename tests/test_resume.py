@@ -308,11 +308,14 @@ class Crash(Callback):
             raise RuntimeError(f"crash before step {self.step}")
 
 
-def test_a_run_stopped_at_a_random_step_and_resumed_ends_bit_identical(monkeypatch):
+@pytest.mark.parametrize("where", ["random step", "epoch start, 2 workers"])
+def test_a_run_stopped_and_resumed_ends_bit_identical(monkeypatch, where):
     """Dropout, augmentation, warmup + cosine, precise BN and an EMA of the weights: the resumed run ends with the
-    very weights of the run that was never stopped."""
+    very weights of the run that was never stopped. At an epoch's start it resumes from the end-of-epoch
+    last.ckpt, whose loader state Lightning does not restore, while loader workers prefetch at once."""
     monkeypatch.setenv("PL_GLOBAL_SEED", "0")
-    crash_at = random.Random().randint(4, 15)  # 2 epochs of 8 steps; last.ckpt every 3 steps and at epoch end
+    # 2 epochs of 8 steps; last.ckpt every 3 steps (or 4: at step 8, the end of epoch 0, as the only kind there)
+    crash_at, workers, every = (random.Random().randint(4, 15), 0, 3) if where == "random step" else (8, 2, 4)
 
     def run(ckpt_dir: str, *extra, ckpt_path=None) -> dict:
         seed_everything(0)
@@ -336,14 +339,15 @@ def test_a_run_stopped_at_a_random_step_and_resumed_ends_bit_identical(monkeypat
             max_epochs=2,
             limit_train_batches=8,
             limit_val_batches=2,
-            callbacks=[*callbacks, LastCheckpoint(every_n_train_steps=3, dirpath=ckpt_dir), *extra],
+            callbacks=[*callbacks, LastCheckpoint(every_n_train_steps=every, dirpath=ckpt_dir), *extra],
             plugins=[AtomicCheckpointIO()],
             logger=False,
             enable_progress_bar=False,
             enable_model_summary=False,
             num_sanity_val_steps=0,
         )
-        trainer.fit(model, DigitsDataModule(batch_size=32), ckpt_path=ckpt_path, weights_only=True)
+        data = DigitsDataModule(batch_size=32, num_workers=workers)
+        trainer.fit(model, data, ckpt_path=ckpt_path, weights_only=True)
         return {k: v.clone() for k, v in model.state_dict().items()}
 
     want = run("straight")
@@ -351,6 +355,11 @@ def test_a_run_stopped_at_a_random_step_and_resumed_ends_bit_identical(monkeypat
         run("stopped", Crash(crash_at))
     saved = torch.load("stopped/last.ckpt", weights_only=True)
     assert 0 < saved["global_step"] <= crash_at
+    if where != "random step":
+        assert (
+            saved["global_step"],
+            saved["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"],
+        ) == (8, 1)
     got = run("stopped", ckpt_path="stopped/last.ckpt")
     assert got.keys() == want.keys()
     for key in want:

@@ -137,6 +137,16 @@ class ResumableLoader(StatefulDataLoader):
         super().load_state_dict(state_dict)
 
 
+def _epoch_to_come(trainer) -> int:
+    """The epoch Lightning passes to ``set_epoch`` next: its count of finished epochs. Workers start prefetching
+    before that call, and a run resumed from a checkpoint written at an epoch's end gets no saved loader state
+    from Lightning (it restores one only mid-epoch), so the sampler must start from this epoch itself."""
+    if trainer is None:
+        return 0
+    loop = getattr(trainer, "fit_loop", None)
+    return loop.epoch_progress.current.processed if loop is not None else trainer.current_epoch
+
+
 def train_loader(
     dataset: Dataset,
     batch_size: int,
@@ -152,8 +162,7 @@ def train_loader(
     """A shuffling loader of ``dataset`` that resumes exactly (see the module docstring); ``weights``: draw
     sample i with probability ∝ w_i instead of shuffling."""
     seed = run_seed()
-    epoch = trainer.current_epoch if trainer is not None else 0
-    sampler = EpochSampler(dataset, seed=seed, epoch=epoch, weights=weights)
+    sampler = EpochSampler(dataset, seed=seed, epoch=_epoch_to_come(trainer), weights=weights)
     return ResumableLoader(
         SeededSamples(dataset),
         batch_size=batch_size,

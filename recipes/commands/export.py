@@ -68,7 +68,9 @@ def real_inputs(rest: list[str], config: dict, count: int) -> tuple[object, str,
             x = torch.stack([dataset[int(i)][0] for i in picks])
         else:
             name = "val"
-            x = next(iter(datamodule.val_dataloader()))[0][:count]
+            # a batch as the model sees it: the hook normalises the batches of loaders that deliver uint8
+            batch = datamodule.on_after_batch_transfer(next(iter(datamodule.val_dataloader())), 0)
+            x = batch[0][:count]
     except (Exception, SystemExit) as err:  # any reason the data is not at hand: check on random inputs
         reason = err.__cause__ or err  # jsonargparse wraps the data module's own message
         return None, (str(reason).splitlines() or [type(reason).__name__])[0], None

@@ -170,8 +170,9 @@ class StreamingImages(StreamingDataset):
 
     ``transform`` is the image transform; litdata applies a dataset's ``transform`` to each raw record, so the
     attribute litdata sees decodes the record first (:meth:`sample`). A record that cannot be decoded is
-    warned about once by name, counted in ``skipped`` and replaced by the last good sample of this worker
-    (batches stay full), or dropped (``return_name``: :func:`collate_present` leaves it out).
+    warned about once by name, counted in ``skipped`` (per process) and replaced by the next readable one
+    (batches stay full, as with :class:`~zoo.data.files.ImageFiles`), or dropped (``return_name``:
+    :func:`collate_present` leaves it out).
     """
 
     def __init__(
@@ -188,13 +189,19 @@ class StreamingImages(StreamingDataset):
         self.labels, self.mode, self.return_name, self.split = list(labels), mode, return_name, split
         self.return_index = False  # yield (x, label, index): which samples were seen, for checks
         self.skipped: set[str] = set()
-        self._last = None
         self._perms: dict[tuple[int, int], np.ndarray] = {}
 
     def __getitem__(self, index):
         if self.shuffle and isinstance(index, ChunkedIndex):
             index = self.permute(index)
-        return super().__getitem__(index)
+        out = super().__getitem__(index)
+        if out is None and not self.return_name:  # undecodable: the next readable image takes its place
+            position = index.index if isinstance(index, ChunkedIndex) else int(index)
+            for step in range(1, self.count):
+                out = super().__getitem__((position + step) % self.count)
+                if out is not None:
+                    break
+        return out
 
     def permute(self, index: ChunkedIndex) -> ChunkedIndex:
         """Position p of a chunk of n images reads image π(p), π a permutation drawn from (seed, epoch, chunk).
@@ -238,7 +245,7 @@ class StreamingImages(StreamingDataset):
 
     def sample(self, record: dict):
         """A raw record → ``(x, label)`` (``(x, name)`` with ``return_name``; ``(x, label, index)`` with
-        ``return_index``); a record that cannot be decoded → the last good sample, or None."""
+        ``return_index``); None for a record that cannot be decoded."""
         name = record.get("name", str(record["index"]))
         try:
             image = self.image(record)
@@ -249,16 +256,11 @@ class StreamingImages(StreamingDataset):
                 warnings.warn(
                     f"skipped unreadable image {name}: {err} ({len(self.skipped)} so far)", stacklevel=2
                 )
-            return None if self.return_name else self._last
+            return None
         if self.return_name:
             return x, name
-        out = (
-            (x, int(record["label"]), int(record["index"]))
-            if self.return_index
-            else (x, int(record["label"]))
-        )
-        self._last = out
-        return out
+        label = int(record["label"])
+        return (x, label, int(record["index"])) if self.return_index else (x, label)
 
 
 class ByIndex(Dataset):

@@ -1,7 +1,9 @@
-"""Learning-rate decay over the run (the notes: start with a large lr and reduce it over time).
+"""Learning-rate decay over the run (start with a large lr and reduce it over time: see docs/notes.md).
 
-Each class is one multiplier decay(t) of lr(t) = base_lr × warmup(t) × decay(t); t counts ``unit``s
-(epochs by default, evaluated at fractional epochs every step unless ``interval="epoch"``) from ``start``.
+Each class is one multiplier decay(t) of lr(t) = base_lr × warmup(t) × decay(t): its formula, ``factor(t)``
+and its own parameters. t counts ``unit``s from ``start`` (epochs by default, evaluated at fractional epochs
+every step unless ``interval="epoch"``); ``unit``, ``interval``, ``start`` and ``groups`` are the options of
+every schedule (:class:`~callbacks.lr_schedule.LRSchedule`), given by name.
 """
 
 from __future__ import annotations
@@ -9,36 +11,21 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from callbacks.lr_schedule import LRSchedule, Unit
-
-
-def _positive(cls: str, key: str, value: float, allow_zero: bool = False) -> float:
-    ok = math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        raise ValueError(f"{cls}: {key}={value!r} must be {'≥ 0' if allow_zero else 'positive'}")
-    return float(value)
+from callbacks.lr_schedule import LRSchedule, positive
 
 
 class StepDecay(LRSchedule):
-    """decay(t) = γ^⌊t/K⌋: ×γ every K units (the notes' ImageNet recipe: ×0.1 every 30 epochs from 0.1).
+    """decay(t) = γ^⌊t/K⌋: ×γ every K units (the lectures' ImageNet recipe: ×0.1 every 30 epochs from 0.1).
 
     Args:
         step_size: K.
         gamma: γ, the factor applied at each step (0.1).
     """
 
-    def __init__(
-        self,
-        step_size: float,
-        gamma: float = 0.1,
-        unit: Unit = "epoch",
-        interval: Unit = "step",
-        start: float = 0.0,
-        groups: Sequence[str] | None = None,
-    ):
-        super().__init__(unit=unit, interval=interval, start=start, groups=groups)
-        self.step_size = _positive("StepDecay", "step_size", step_size)
-        self.gamma = _positive("StepDecay", "gamma", gamma)
+    def __init__(self, step_size: float, gamma: float = 0.1, **kwargs):
+        super().__init__(**kwargs)
+        self.step_size = positive(self, "step_size", step_size)
+        self.gamma = positive(self, "gamma", gamma)
 
     def factor(self, t: float) -> float:
         return self.gamma ** math.floor(t / self.step_size)
@@ -47,31 +34,20 @@ class StepDecay(LRSchedule):
         n = math.ceil((self.total - self.start) / self.step_size)
         return [(self.start + k * self.step_size, f"step decay ×{self.gamma:g}^{k}") for k in range(1, n)]
 
-    def _key(self) -> dict:
-        return {**super()._key(), "step_size": self.step_size, "gamma": self.gamma}
-
 
 class MultiStepDecay(LRSchedule):
     """decay(t) = γ^|{m ∈ milestones : m ≤ t}|: ×γ at each milestone.
 
-    The notes' "train the first lr longer": ``milestones: [50, 60]`` with ``max_epochs: 70`` instead of
-    decaying at 30, 60 and 90.
+    "Train the first lr longer": ``milestones: [50, 60]`` with ``max_epochs: 70`` instead of decaying at 30,
+    60 and 90.
 
     Args:
         milestones: increasing times of the decays.
         gamma: γ, the factor applied at each milestone.
     """
 
-    def __init__(
-        self,
-        milestones: Sequence[float],
-        gamma: float = 0.1,
-        unit: Unit = "epoch",
-        interval: Unit = "step",
-        start: float = 0.0,
-        groups: Sequence[str] | None = None,
-    ):
-        super().__init__(unit=unit, interval=interval, start=start, groups=groups)
+    def __init__(self, milestones: Sequence[float], gamma: float = 0.1, **kwargs):
+        super().__init__(**kwargs)
         self.milestones = [float(m) for m in milestones]
         if not self.milestones or any(b <= a for a, b in zip(self.milestones, self.milestones[1:])):
             raise ValueError(
@@ -79,7 +55,7 @@ class MultiStepDecay(LRSchedule):
             )
         if self.milestones[0] <= 0:
             raise ValueError(f"MultiStepDecay: milestones={list(milestones)!r} must be positive")
-        self.gamma = _positive("MultiStepDecay", "gamma", gamma)
+        self.gamma = positive(self, "gamma", gamma)
 
     def factor(self, t: float) -> float:
         return self.gamma ** sum(m <= t for m in self.milestones)
@@ -90,71 +66,44 @@ class MultiStepDecay(LRSchedule):
             for k, m in enumerate(self.milestones, 1)
         ]
 
-    def _key(self) -> dict:
-        return {**super()._key(), "milestones": self.milestones, "gamma": self.gamma}
+
+class RateDecay(LRSchedule):
+    """A decay set by one rate k ≥ 0 per ``unit`` (k = 0: constant); subclasses give decay(t) of k·t.
+
+    Args:
+        k: the rate.
+    """
+
+    def __init__(self, k: float, **kwargs):
+        super().__init__(**kwargs)
+        self.k = positive(self, "k", k, allow_zero=True)
 
 
-class ExponentialDecay(LRSchedule):
+class ExponentialDecay(RateDecay):
     """decay(t) = e^(−kt) (α = α0·e^(−kt))."""
-
-    def __init__(
-        self,
-        k: float,
-        unit: Unit = "epoch",
-        interval: Unit = "step",
-        start: float = 0.0,
-        groups: Sequence[str] | None = None,
-    ):
-        super().__init__(unit=unit, interval=interval, start=start, groups=groups)
-        self.k = _positive("ExponentialDecay", "k", k, allow_zero=True)
 
     def factor(self, t: float) -> float:
         return math.exp(-self.k * t)
 
-    def _key(self) -> dict:
-        return {**super()._key(), "k": self.k}
 
-
-class InverseTimeDecay(LRSchedule):
+class InverseTimeDecay(RateDecay):
     """decay(t) = 1/(1 + kt) (1/t decay, α = α0/(1 + kt))."""
-
-    def __init__(
-        self,
-        k: float,
-        unit: Unit = "epoch",
-        interval: Unit = "step",
-        start: float = 0.0,
-        groups: Sequence[str] | None = None,
-    ):
-        super().__init__(unit=unit, interval=interval, start=start, groups=groups)
-        self.k = _positive("InverseTimeDecay", "k", k, allow_zero=True)
 
     def factor(self, t: float) -> float:
         return 1.0 / (1.0 + self.k * t)
 
-    def _key(self) -> dict:
-        return {**super()._key(), "k": self.k}
-
 
 class CosineDecay(LRSchedule):
-    """decay(t) = f + (1 − f)·½(1 + cos(π·min(t, T)/T)): the notes' ½α0(1 + cos(tπ/T)) with a floor f·α0.
+    """decay(t) = f + (1 − f)·½(1 + cos(π·min(t, T)/T)): the lectures' ½α0(1 + cos(tπ/T)) with a floor f·α0.
 
     Args:
         T: length of the decay in ``unit``s; None: from ``start`` to the end of the run (from the trainer).
         floor: f, the final lr as a fraction of each group's base lr (0: decay to 0).
     """
 
-    def __init__(
-        self,
-        T: float | None = None,
-        floor: float = 0.0,
-        unit: Unit = "epoch",
-        interval: Unit = "step",
-        start: float = 0.0,
-        groups: Sequence[str] | None = None,
-    ):
-        super().__init__(unit=unit, interval=interval, start=start, groups=groups)
-        self.T = None if T is None else _positive("CosineDecay", "T", T)
+    def __init__(self, T: float | None = None, floor: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.T = None if T is None else positive(self, "T", T)
         if not 0 <= floor <= 1:
             raise ValueError(f"CosineDecay: floor={floor!r} must be a fraction of the base lr in [0, 1]")
         self.floor = float(floor)
@@ -176,6 +125,3 @@ class CosineDecay(LRSchedule):
 
     def breakpoints(self) -> list[tuple[float, str]]:
         return [*super().breakpoints(), (self.start + self.length, "cosine decay ends")]
-
-    def _key(self) -> dict:
-        return {**super()._key(), "T": self.T, "floor": self.floor}

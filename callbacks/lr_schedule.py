@@ -1,7 +1,20 @@
 """The base of the zoo's learning-rate schedules, and the one place that writes each group's lr.
 
 lr(t) = base_lr_of_group × Π_i factor_i(t) over every ``LRSchedule`` in ``trainer.callbacks``, so a warmup
-and a decay compose by multiplication, and each group keeps its ratio to the others.
+and a decay compose by multiplication, and each group keeps its ratio to the others. A schedule is its
+formula: a subclass gives ``factor(t)`` and its own parameters; the options every schedule shares (``unit``,
+``interval``, ``start``, ``groups``), the run's length, the checkpoint state and the Lightning hooks are here.
+
+The contract between the schedules in ``trainer.callbacks`` (none of them writes the lr on its own):
+
+1. each ``LRSchedule`` is one factor of the product; their order does not change it;
+2. the first ``LRSchedule`` in ``trainer.callbacks`` writes every group's lr from all of them (``write_lrs``)
+   at ``on_train_start``, ``on_train_batch_start`` and ``on_train_batch_end``; the others' hooks do nothing;
+3. a schedule appended to ``trainer.callbacks`` mid-run (``FineTuning`` adds ``LinearWarmup(warmup,
+   start=epoch, groups=[name])`` for a group it unfreezes) joins the product at the next write, and
+   ``restart`` writes at once;
+4. after ``on_train_batch_end`` the groups hold the next step's lr, so callbacks that read it later in the same
+   hook (the lr monitor) see the lr the optimizer will use.
 
 Why not ``torch.optim.lr_scheduler``: torch's schedulers each rewrite ``group["lr"]`` from the previous
 value (chaining them needs ``ChainedScheduler``/``SequentialLR`` built inside ``configure_optimizers``),
@@ -11,6 +24,7 @@ callback a recipe lists under ``trainer.callbacks``; the tests check it against 
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from typing import Literal, get_args
@@ -25,7 +39,8 @@ UNITS = get_args(Unit)
 class LRSchedule(Callback):
     """A factor of the lr: lr(t) = base_lr_of_group × Π_i factor_i(t − start_i) (factor 1 before start).
 
-    Subclasses define ``factor(t)`` for t ≥ 0 in ``unit``s. Every optimizer step the schedules set
+    Subclasses define ``factor(t)`` for t ≥ 0 in ``unit``s, take their own parameters and pass the shared
+    options below on as ``**kwargs`` (keyword-only). Every optimizer step the schedules set
     ``group["lr"] = group["base_lr"] × Π factor``; a group's ``base_lr`` is its lr when first seen, so a
     group added mid-run (fine-tuning) keeps the lr it was added with as its base, and the factors apply to
     it from then on. To warm up such a group, keep a ``LinearWarmup(groups=["backbone"], start=...)`` in
@@ -40,6 +55,7 @@ class LRSchedule(Callback):
 
     def __init__(
         self,
+        *,
         unit: Unit = "epoch",
         interval: Unit = "step",
         start: float = 0.0,
@@ -141,7 +157,16 @@ class LRSchedule(Callback):
 
     def _key(self) -> dict:
         """What tells two schedules of a class apart in a checkpoint (fixed at construction)."""
-        return {"unit": self.unit, "interval": self.interval, "groups": self._init_groups}
+        shared = {"unit": self.unit, "interval": self.interval, "groups": self._init_groups}
+        return {**shared, **{name: getattr(self, name) for name in self.curve_parameters()}}
+
+    @classmethod
+    def curve_parameters(cls) -> list[str]:
+        """The curve's own parameters: the subclass's constructor arguments (each stored under its name)."""
+        params = inspect.signature(cls.__init__).parameters.values()
+        return [
+            p.name for p in params if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+        ]
 
     def state_dict(self) -> dict:
         return {
@@ -156,7 +181,17 @@ class LRSchedule(Callback):
             setattr(self, key, state_dict[key])
 
 
+def positive(schedule: LRSchedule, key: str, value: float, allow_zero: bool = False) -> float:
+    """``value`` as a float, or a ValueError naming the schedule and the key when it is not > 0 (≥ 0)."""
+    ok = math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        must = "≥ 0" if allow_zero else "positive"
+        raise ValueError(f"{type(schedule).__name__}: {key}={value!r} must be {must}")
+    return float(value)
+
+
 def schedules_of(trainer) -> list[LRSchedule]:
+    """The trainer's schedules in callback order; the first writes the lr for all (the module's contract)."""
     return [c for c in trainer.callbacks if isinstance(c, LRSchedule)]
 
 

@@ -8,12 +8,13 @@ momentum to None (a cumulative average) and runs the training data through the m
 
 from __future__ import annotations
 
-import itertools
-
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.trainer.states import RunningStage
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim.swa_utils import update_bn
+
+from callbacks.device_batches import device_batches
 
 
 class PreciseBN(Callback):
@@ -45,7 +46,8 @@ class PreciseBN(Callback):
             return
         dm = trainer.datamodule  # a fresh loader: iterating the fit loop's own would disturb its epoch
         loader = dm.train_dataloader() if dm is not None else trainer.train_dataloader
-        batches = itertools.islice(loader, self.num_batches) if self.num_batches else loader
+        # as the training step gets them: on the device, normalised (and augmented) by the data module's hooks
+        batches = device_batches(trainer, loader, RunningStage.TRAINING, self.num_batches)
         with torch.no_grad():
             update_bn(batches, pl_module, device=pl_module.device)
         if trainer.world_size > 1:

@@ -9,12 +9,13 @@ composes with a ``LinearWarmup``; the snapshots are Lightning checkpoints (``tra
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from pathlib import Path
 
+from lightning.pytorch.trainer.states import RunningStage
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
-from callbacks.lr_schedule import LRSchedule, Unit, schedules_of
+from callbacks.device_batches import device_batches
+from callbacks.lr_schedule import LRSchedule, schedules_of
 from callbacks.precise_bn import PreciseBN
 from callbacks.warmup import LinearWarmup
 
@@ -34,8 +35,8 @@ class SnapshotEnsemble(LRSchedule):
         dirpath: folder of the snapshots; default ``<run dir>/snapshots``.
         evaluate: score the snapshots and the ensemble on the validation split when training ends.
         last: also score the ensemble of the last k snapshots (the paper's "M = k" rows).
-        unit, interval, start, groups: see :class:`~callbacks.lr_schedule.LRSchedule`; ``start`` = a
-            warmup's length makes the cycles begin after it.
+        **kwargs: ``unit``, ``interval``, ``start``, ``groups`` of :class:`~callbacks.lr_schedule.LRSchedule`;
+            ``start`` = a warmup's length makes the cycles begin after it.
     """
 
     def __init__(
@@ -44,12 +45,9 @@ class SnapshotEnsemble(LRSchedule):
         dirpath: str | None = None,
         evaluate: bool = True,
         last: int | None = None,
-        unit: Unit = "epoch",
-        interval: Unit = "step",
-        start: float = 0.0,
-        groups: Sequence[str] | None = None,
+        **kwargs,
     ):
-        super().__init__(unit=unit, interval=interval, start=start, groups=groups)
+        super().__init__(**kwargs)
         if not (isinstance(cycles, int) and cycles >= 1):
             raise ValueError(f"SnapshotEnsemble: cycles={cycles!r} must be a whole number ≥ 1")
         if last is not None and not 1 <= last <= cycles:
@@ -139,15 +137,18 @@ class SnapshotEnsemble(LRSchedule):
         try:
             for m, path in enumerate(self.snapshots, 1):
                 pl_module.load_state_dict(read_checkpoint(path)["state_dict"])
-                members[f"snapshot {m}"], target = predict_probs(pl_module, loader, pl_module.device)
+                batches = device_batches(trainer, loader, RunningStage.VALIDATING)  # normalised as validated
+                members[f"snapshot {m}"], target = predict_probs(pl_module, batches, pl_module.device)
         finally:
             pl_module.load_state_dict(current)
         self.results = evaluate(members, target, self.last)
         _report(trainer, self.results)
 
     # --- checkpoint state ----------------------------------------------------------------------
-    def _key(self) -> dict:
-        return {**super()._key(), "cycles": self.cycles}
+    @classmethod
+    def curve_parameters(cls) -> list[str]:
+        """Only ``cycles`` shapes the curve; the folder and the scoring options do not."""
+        return ["cycles"]
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "snapshots": list(self.snapshots), "dirpath": self.dirpath}

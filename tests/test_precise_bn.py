@@ -81,3 +81,37 @@ def test_bad_arguments_are_errors_naming_them():
         PreciseBN(num_batches=0)
     with pytest.raises(ValueError, match="every_n_epochs=0 must be ≥ 1"):
         PreciseBN(every_n_epochs=0)
+
+
+def test_image_folder_batches_are_normalised_as_the_training_step_gets_them(tmp_path):
+    """The image modules send uint8 batches and normalise them in on_after_batch_transfer: the statistics are
+    those of the normalised images (reading the loader raw fed uint8 to the model and failed)."""
+    from test_data_folder import TINY, make_folder
+
+    from zoo.data import ImageFolderDataModule
+
+    torch.manual_seed(0)
+    root = make_folder(tmp_path / "imgs", {"red": 8, "green": 8, "blue": 8}, size=16)
+    options = {"image_size": 16, "crop_pct": 1.0, "crop": "center", "hflip": 0.0, "fallback": "imagenet"}
+    dm = ImageFolderDataModule(
+        str(root), val_fraction=0.25, test_fraction=0.0, batch_size=6, num_workers=0, **options
+    )
+    model = ImageClassifier("convnet", num_classes=3, model_kwargs=TINY)
+    precise = PreciseBN()
+    trainer = Trainer(
+        max_epochs=1,
+        callbacks=[precise],
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, dm)
+    assert precise.updates == 1
+    conv, bn = model.model.features[0][0], model.model.features[0][1]
+    with torch.no_grad():  # 18 training images in 3 batches of 6, normalised by the module's own hook
+        batches = [dm.on_after_batch_transfer(batch, 0)[0] for batch in dm.train_dataloader()]
+        assert all(x.dtype == torch.float32 for x in batches) and sum(len(x) for x in batches) == 18
+        h = torch.cat([conv(x) for x in batches])
+    assert torch.allclose(bn.running_mean, h.mean((0, 2, 3)), atol=1e-5)

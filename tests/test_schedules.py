@@ -19,6 +19,7 @@ from callbacks import (
     LinearWarmup,
     LRMonitor,
     MultiStepDecay,
+    SnapshotEnsemble,
     StepDecay,
 )
 from callbacks.lr_schedule import simulate
@@ -118,6 +119,56 @@ def test_two_groups_keep_their_ratio_through_warmup_and_decay():
     assert len(ratios) == 30 and all(r == pytest.approx(0.1, rel=1e-12) for r in ratios)
     heads = [lrs[s]["head"] for s in sorted(lrs)]
     assert max(heads) > 5 * heads[0] and heads[-1] < 0.1 * max(heads)  # it did warm up and decay
+
+
+def test_the_order_of_the_schedules_does_not_change_the_lr():
+    """Whichever schedule comes first in trainer.callbacks writes the product of all of them."""
+    forward = fit([LinearWarmup(1), CosineDecay(floor=0.1), StepDecay(2)]).lrs
+    backward = fit([StepDecay(2), CosineDecay(floor=0.1), LinearWarmup(1)]).lrs
+    assert forward.keys() == backward.keys()
+    assert all(forward[s] == pytest.approx(backward[s], rel=1e-12) for s in forward)
+
+
+SHARED = {"unit": "step", "interval": "epoch", "start": 2, "groups": ["head"]}
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda **kw: StepDecay(30, **kw),
+        lambda **kw: MultiStepDecay([5, 9], **kw),
+        lambda **kw: ExponentialDecay(0.1, **kw),
+        lambda **kw: InverseTimeDecay(0.1, **kw),
+        lambda **kw: CosineDecay(**kw),
+        lambda **kw: LinearWarmup(3, **kw),
+        lambda **kw: SnapshotEnsemble(3, **kw),
+    ],
+)
+def test_every_schedule_takes_the_shared_options_by_name(make):
+    schedule = make(**SHARED)
+    assert (schedule.unit, schedule.interval, schedule.start, schedule.groups) == (
+        "step",
+        "epoch",
+        2.0,
+        ["head"],
+    )
+    with pytest.raises(TypeError):
+        make(unit_typo="step")
+
+
+def test_checkpoint_keys_of_the_schedules_are_those_older_checkpoints_hold():
+    """A resumed run finds each schedule's state under the key it was saved with."""
+    shared = "'unit': 'epoch', 'interval': 'step', 'groups': None"
+    assert StepDecay(30).state_key == f"StepDecay{{{shared}, 'step_size': 30.0, 'gamma': 0.1}}"
+    assert (
+        MultiStepDecay([5, 9]).state_key
+        == f"MultiStepDecay{{{shared}, 'milestones': [5.0, 9.0], 'gamma': 0.1}}"
+    )
+    assert ExponentialDecay(0.5).state_key == f"ExponentialDecay{{{shared}, 'k': 0.5}}"
+    assert InverseTimeDecay(0.5).state_key == f"InverseTimeDecay{{{shared}, 'k': 0.5}}"
+    assert CosineDecay().state_key == f"CosineDecay{{{shared}, 'T': None, 'floor': 0.0}}"
+    assert LinearWarmup(5).state_key == f"LinearWarmup{{{shared}, 'warmup': 5.0, 'start_factor': 0.0}}"
+    assert SnapshotEnsemble(3, last=2).state_key == f"SnapshotEnsemble{{{shared}, 'cycles': 3}}"
 
 
 def test_interval_epoch_updates_once_per_epoch():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -106,7 +107,7 @@ def test_table_scores_each_snapshot_and_the_ensemble_as_zoo_ensemble_does(snapsh
     assert "ensemble of 5" in capsys.readouterr().out
 
 
-def test_another_decay_or_too_many_cycles_is_a_clear_error(zoo_cli):
+def test_another_decay_or_too_many_cycles_is_a_clear_error(zoo_cli, capsys):
     from lightning.pytorch import Trainer
 
     from zoo.data import DigitsDataModule
@@ -124,10 +125,12 @@ def test_another_decay_or_too_many_cycles_is_a_clear_error(zoo_cli):
         "--trainer.limit_train_batches",
         "4",
     ]
-    with pytest.raises(
-        ValueError, match="5 cycles in a run of 1 epochs .* leave fewer than 2 steps per cycle"
-    ):
+    with pytest.raises(SystemExit) as done:  # a user's mistake: one error line, exit 2
         zoo_cli(*args, *FAST_TRAINER)
+    assert done.value.code == 2
+    assert re.search(
+        r"5 cycles in a run of 1 epochs .* leave fewer than 2 steps per cycle", capsys.readouterr().err
+    )
     with pytest.raises(ValueError, match="last=6 must be between 1 and cycles=5"):
         SnapshotEnsemble(5, last=6)
 
@@ -181,3 +184,41 @@ def test_ddp_with_precise_bn_snapshots_hold_the_validated_statistics(tmp_path):
     assert len(list((run / "snapshots").glob("snapshot-*.ckpt"))) == 5
     val, snaps = _val_by_epoch(run), _snapshot_scores(run)
     assert [snaps[str(m)] for m in range(1, 6)] == pytest.approx([val[e] for e in range(5)], abs=1e-6)
+
+
+def test_image_folder_snapshots_are_scored_on_normalised_batches(tmp_path):
+    """uint8 image batches are normalised by the data module's transfer hook before the snapshots score them:
+    each snapshot scores exactly what the validation after it logged (raw uint8 batches failed)."""
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.loggers import CSVLogger
+    from test_data_folder import TINY, make_folder
+
+    from zoo.data import ImageFolderDataModule
+    from zoo.module import ImageClassifier
+
+    torch.manual_seed(0)
+    root = make_folder(tmp_path / "imgs", {"red": 8, "green": 8, "blue": 8}, size=16)
+    dm = ImageFolderDataModule(
+        str(root),
+        image_size=16,
+        crop_pct=1.0,
+        val_fraction=0.25,
+        test_fraction=0.0,
+        batch_size=6,
+        num_workers=0,
+    )
+    snapshots = SnapshotEnsemble(2)
+    trainer = Trainer(
+        max_epochs=2,
+        callbacks=[snapshots],
+        logger=CSVLogger(tmp_path, name="run"),
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(ImageClassifier("convnet", num_classes=3, model_kwargs=TINY), dm)
+    assert list(snapshots.results) == ["snapshot 1", "snapshot 2", "ensemble of 2"]
+    val = _val_by_epoch(Path(trainer.logger.log_dir))
+    scores = [snapshots.results[f"snapshot {m}"]["top1"] for m in (1, 2)]
+    assert scores == pytest.approx([val[0], val[1]], abs=1e-6)

@@ -6,8 +6,9 @@ loader's ``state_dict`` (the zoo's loaders: :mod:`zoo.data.loader`). Two things 
 - the global generators of the process (torch, CUDA, NumPy, Python), which draw the dropout masks, DropPath,
   mixup and anything else the model samples; they are put back at ``on_train_start``, the last hook before the
   first batch (Lightning builds the loaders and may run a sanity check between loading and training);
-- a checkpoint written after the epoch's last batch (the end-of-epoch ``last.ckpt``) would restore a loader at
-  the end of its epoch, and the next epoch would be empty; its saved position is moved to the next epoch's start.
+- a checkpoint written after an epoch's last batch but before the epoch's end (e.g. after its validation) would
+  restore a loader at the end of its epoch, and the next epoch would be empty; its saved position is moved to
+  the next epoch's start. (From one written at the epoch's end, Lightning restores no loader state at all.)
 """
 
 from __future__ import annotations

@@ -376,3 +376,18 @@ def test_stochastic_depth_keeps_the_ramped_rate_of_a_run_resumed_mid_epoch():
     resumed.load_state_dict(ramped.state_dict())
     assert resumed.rates == pytest.approx(ramped.rates)
     assert resumed.rates[-1] == pytest.approx(0.25)
+
+
+def test_overfit_batches_replaces_the_sampler_and_still_trains():
+    trainer = Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        overfit_batches=2,  # Lightning swaps the training sampler for a sequential one
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    model = ImageClassifier("convnet", num_classes=10, in_chans=1, model_kwargs={"widths": [4], "depth": 1})
+    trainer.fit(model, DigitsDataModule(batch_size=16))
+    assert trainer.global_step == 4

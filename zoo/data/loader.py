@@ -109,7 +109,9 @@ class SeededSamples(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: tuple[int, int, int]):
+    def __getitem__(self, key: tuple[int, int, int] | int):
+        if not isinstance(key, tuple):  # a plain index from another sampler (Lightning's overfit_batches)
+            return self.dataset[key]
         index, epoch, seed = key
         with seeded(sample_seed(seed, epoch, index)):
             return self.dataset[index]

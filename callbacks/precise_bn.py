@@ -23,7 +23,11 @@ class PreciseBN(Callback):
     μ is the exact mean over all N images when the batches have equal sizes (the mean of equal-sized batch
     means; a smaller last batch counts as a whole one). Run before each validation while fitting (so
     checkpoints hold the precise statistics) and once more at the end of training if the last step had no
-    validation. Under DDP the statistics are averaged over the processes.
+    validation. Under DDP the statistics are averaged over the processes. The batches are those the training
+    step gets: through the data module's transfer hooks (:mod:`callbacks.device_batches`).
+
+    Contract with :class:`~callbacks.snapshot.SnapshotEnsemble`: it calls :meth:`recompute` just before each
+    snapshot is saved; a recompute at the step of the validation that follows is not repeated.
 
     Args:
         num_batches: training batches to use (None: the whole training split, a fresh pass of its loader).

@@ -1,9 +1,10 @@
 """Snapshot ensembles (Huang et al., 2017): M cycles of cosine annealing with restarts in one training budget,
 a snapshot of the weights at the end of each cycle, and the average of the snapshots' softmax at test time.
 
-The lr is one more ``LRSchedule`` factor, so it is written by the same code as every schedule of the zoo and
-composes with a ``LinearWarmup``; the snapshots are Lightning checkpoints (``trainer.save_checkpoint``), so
-``zoo ensemble`` and ``zoo test`` read them; the ensemble is scored by :mod:`zoo.ensemble`.
+This callback owns the cycles and the snapshots. The lr is one more ``LRSchedule`` factor, so it is written by
+the same code as every schedule of the zoo and composes with a ``LinearWarmup``; the snapshots are Lightning
+checkpoints (``trainer.save_checkpoint``), so ``zoo ensemble`` and ``zoo test`` read them; scoring them and
+reporting the scores is :mod:`zoo.ensemble`'s, as for ``zoo ensemble``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 from pathlib import Path
 
 from lightning.pytorch.trainer.states import RunningStage
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from callbacks.device_batches import device_batches
 from callbacks.lr_schedule import LRSchedule, schedules_of
@@ -24,11 +25,17 @@ class SnapshotEnsemble(LRSchedule):
     """lr(t) = α0/2·(cos(π·mod(t, T/M)/(T/M)) + 1): M cosine cycles of length T/M, a snapshot at each cycle end.
 
     T is the run from ``start`` to its end (``trainer.max_epochs``/``max_steps``), α0 each group's base lr.
-    The snapshots are ``<dirpath>/snapshot-MM.ckpt`` (weights and hyper-parameters, no optimizer state);
-    with a ``PreciseBN`` callback in the trainer, their BN statistics are recomputed just before saving.
+    The snapshots are ``<dirpath>/snapshot-MM.ckpt`` (weights and hyper-parameters, no optimizer state).
     At the end of training, with ``evaluate``, each snapshot and the ensemble (mean of their softmax
     outputs; also of the last ``last`` ones) are scored on the validation split, printed as a table,
-    logged as ``snapshot/val_top1/<m>`` and ``snapshot/val_top1/ensemble``, and kept in ``results``.
+    logged as ``snapshot/val_top1/<m>`` and ``snapshot/val_top1/ensemble``, and kept in ``results``
+    (:func:`zoo.ensemble.score_snapshots`, :func:`zoo.ensemble.report_snapshots`).
+
+    Contract with :class:`~callbacks.precise_bn.PreciseBN`: at the end of each cycle, in this callback's
+    ``on_train_batch_end`` and whatever the order of the callbacks, ``PreciseBN.recompute`` runs for every
+    ``PreciseBN`` in ``trainer.callbacks`` before the snapshot is saved, so the snapshot holds the statistics
+    the validation after it uses; that validation then skips its own recompute (same step). The only other
+    schedule allowed beside it is a ``LinearWarmup``: it sets the lr's cycles itself.
 
     Args:
         cycles: M, the number of cycles and snapshots (Huang et al.: 5 or 6 on CIFAR with α0 = 0.1 or 0.2).
@@ -125,24 +132,17 @@ class SnapshotEnsemble(LRSchedule):
             self._evaluate(trainer, pl_module)
 
     def _evaluate(self, trainer, pl_module) -> None:
-        from zoo.ensemble import evaluate, predict_probs, read_checkpoint
+        """Score each snapshot and the ensemble on the validation split (:mod:`zoo.ensemble`), print, log."""
+        from zoo.ensemble import report_snapshots, score_snapshots
 
         dm = trainer.datamodule
         loader = dm.val_dataloader() if dm is not None else trainer.val_dataloaders
         if not loader:
             rank_zero_info("SnapshotEnsemble: no validation data, so the snapshots are not scored")
             return
-        current = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
-        members, target = {}, None
-        try:
-            for m, path in enumerate(self.snapshots, 1):
-                pl_module.load_state_dict(read_checkpoint(path)["state_dict"])
-                batches = device_batches(trainer, loader, RunningStage.VALIDATING)  # normalised as validated
-                members[f"snapshot {m}"], target = predict_probs(pl_module, batches, pl_module.device)
-        finally:
-            pl_module.load_state_dict(current)
-        self.results = evaluate(members, target, self.last)
-        _report(trainer, self.results)
+        batches = lambda: device_batches(trainer, loader, RunningStage.VALIDATING)  # noqa: E731 - as validated
+        self.results = score_snapshots(pl_module, self.snapshots, batches, pl_module.device, self.last)
+        report_snapshots(self.results, trainer.loggers, trainer.global_step)
 
     # --- checkpoint state ----------------------------------------------------------------------
     @classmethod
@@ -156,21 +156,3 @@ class SnapshotEnsemble(LRSchedule):
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
         self.snapshots, self.dirpath = list(state_dict["snapshots"]), state_dict["dirpath"]
-
-
-@rank_zero_only
-def _report(trainer, results: dict[str, dict[str, float]]) -> None:
-    from zoo.ensemble import print_table
-
-    print_table({"val": results}, title="Snapshot ensemble")
-    metrics = {}
-    for (
-        name,
-        s,
-    ) in results.items():  # "snapshot 3" -> 3, "ensemble of 5" -> ensemble, "… of last 2" -> ensemble_last2
-        key = name.split()[-1] if name.startswith("snapshot") else "ensemble"
-        key += f"_last{name.split()[-1]}" if "last" in name else ""
-        metrics[f"snapshot/val_top1/{key}"] = s["top1"]
-    for logger in trainer.loggers:
-        logger.log_metrics(metrics, step=trainer.global_step)
-        logger.save()

@@ -222,3 +222,30 @@ def test_image_folder_snapshots_are_scored_on_normalised_batches(tmp_path):
     val = _val_by_epoch(Path(trainer.logger.log_dir))
     scores = [snapshots.results[f"snapshot {m}"]["top1"] for m in (1, 2)]
     assert scores == pytest.approx([val[0], val[1]], abs=1e-6)
+
+
+def test_score_snapshots_scores_each_checkpoint_and_puts_the_weights_back(tmp_path):
+    from zoo.ensemble import score_snapshots, snapshot_metrics
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    x, y = torch.randn(30, 4), torch.randint(0, 3, (30,))
+    paths, probs = [], []
+    for m in range(3):
+        weights = {k: torch.randn_like(v) for k, v in model.state_dict().items()}
+        torch.save({"state_dict": weights}, tmp_path / f"s{m}.ckpt")
+        paths.append(tmp_path / f"s{m}.ckpt")
+        probs.append((x @ weights["weight"].T + weights["bias"]).softmax(-1))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    results = score_snapshots(model, paths, lambda: [(x[:16], y[:16]), (x[16:], y[16:])], last=2)
+    assert list(results) == ["snapshot 1", "snapshot 2", "snapshot 3", "ensemble of 3", "ensemble of last 2"]
+    for m, p in enumerate(probs, 1):
+        assert results[f"snapshot {m}"]["top1"] == pytest.approx((p.argmax(-1) == y).float().mean().item())
+    mean = torch.stack(probs).mean(0)
+    assert results["ensemble of 3"]["nll"] == pytest.approx(
+        -mean[torch.arange(30), y].log().mean().item(), rel=1e-5
+    )
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert set(snapshot_metrics(results)) == {
+        f"snapshot/val_top1/{k}" for k in ("1", "2", "3", "ensemble", "ensemble_last2")
+    }

@@ -4,7 +4,8 @@ The ensemble's prediction is the mean of the members' softmax outputs, p(x) = (1
 Neither Lightning nor timm averages separately trained checkpoints (timm's ``avg_checkpoints.py`` averages
 *weights*, which is parameter averaging, not an ensemble), so the few functions below do it: load members
 from checkpoints, collect each member's probabilities once, and score every member and the average with
-torchmetrics. ``zoo ensemble`` and ``callbacks.SnapshotEnsemble`` both use them.
+torchmetrics. ``zoo ensemble`` and ``callbacks.SnapshotEnsemble`` both use them; the snapshot ensemble's
+scores and report at the end of training are :func:`score_snapshots` and :func:`report_snapshots`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import copy
 import csv
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -94,6 +95,47 @@ def evaluate(
     if last is not None and 0 < last < len(names):
         out[f"ensemble of last {last}"] = score(average([members[n] for n in names[-last:]]), target)
     return out
+
+
+def score_snapshots(
+    model: nn.Module,
+    paths: Sequence[str | Path],
+    batches: Callable[[], Iterable],
+    device: torch.device | str = "cpu",
+    last: int | None = None,
+) -> dict[str, dict[str, float]]:
+    """:func:`evaluate` of ``model`` holding each checkpoint's weights in turn (rows ``snapshot 1``, …) and of
+    their ensemble, on a fresh pass of ``batches()`` each (model-ready batches); the model's weights are
+    put back afterwards."""
+    current = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    members, target = {}, None
+    try:
+        for m, path in enumerate(paths, 1):
+            model.load_state_dict(read_checkpoint(path)["state_dict"])
+            members[f"snapshot {m}"], target = predict_probs(model, batches(), device)
+    finally:
+        model.load_state_dict(current)
+    return evaluate(members, target, last)
+
+
+def snapshot_metrics(results: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Logged names of :func:`score_snapshots`' rows: ``snapshot/val_top1/3`` for ``snapshot 3``,
+    ``…/ensemble`` for ``ensemble of M`` and ``…/ensemble_last2`` for ``ensemble of last 2``."""
+    metrics = {}
+    for name, s in results.items():
+        key = name.split()[-1] if name.startswith("snapshot") else "ensemble"
+        key += f"_last{name.split()[-1]}" if "last" in name else ""
+        metrics[f"snapshot/val_top1/{key}"] = s["top1"]
+    return metrics
+
+
+def report_snapshots(results: dict[str, dict[str, float]], loggers: Sequence = (), step: int = 0) -> None:
+    """Print :func:`score_snapshots`' table and log its top-1 figures (:func:`snapshot_metrics`) to ``loggers``."""
+    print_table({"val": results}, title="Snapshot ensemble")
+    metrics = snapshot_metrics(results)
+    for logger in loggers:
+        logger.log_metrics(metrics, step=step)
+        logger.save()
 
 
 def print_table(results: dict[str, dict[str, dict[str, float]]], title: str) -> None:

@@ -196,8 +196,8 @@ def test_without_the_recipes_data_the_check_uses_random_inputs_and_says_so(runs,
 
 
 def test_the_check_feeds_the_recipes_images_as_the_model_saw_them_in_training(runs):
-    from recipes.cli import expand_recipe
     from recipes.commands.export import real_inputs
+    from recipes.lightning_cli import expand_recipe
     from zoo.export import preprocessing
 
     config = preprocessing(torch.load(runs["folder"], map_location="cpu", weights_only=True))

@@ -51,7 +51,7 @@ def real_inputs(rest: list[str], config: dict, count: int) -> tuple[object, str,
     import numpy as np
     import torch
 
-    from recipes.cli import build_recipe
+    from recipes.lightning_cli import build_recipe
     from zoo.data.transforms import eval_transform
 
     try:
@@ -115,7 +115,7 @@ def main(argv: list[str]) -> int:
 def run(args: argparse.Namespace, rest: list[str]) -> int:
     import torch
 
-    from recipes.cli import expand_recipe
+    from recipes.lightning_cli import expand_recipe
     from zoo import export
 
     fmt = export.check_format(args.format)

@@ -15,13 +15,16 @@ from lightning.pytorch.utilities import rank_zero_info
 from timm.layers import DropPath
 from torch import nn
 
+from zoo.blocks import drop_path_rates
+
 Rule = Literal["huang", "timm"]
 
 
 def depth_rates(p_last: float, num_blocks: int, rule: Rule = "huang") -> list[float]:
-    """Rates of blocks l = 1..L: ``huang`` p_l = (l/L)·p_L; ``timm`` p_l = (l − 1)/(L − 1)·p_L (0 at the first)."""
+    """Drop rates of blocks l = 1..L for a last-block rate r: ``huang`` (l/L)·r (:func:`zoo.blocks.drop_path_rates`);
+    ``timm`` (l − 1)/(L − 1)·r (0 at the first block)."""
     if rule == "huang":
-        return [p_last * (i + 1) / num_blocks for i in range(num_blocks)]
+        return drop_path_rates(p_last, num_blocks)
     if rule == "timm":
         return [p_last * i / max(num_blocks - 1, 1) for i in range(num_blocks)]
     raise ValueError(f"StochasticDepth: unknown rule {rule!r}; choose 'huang' or 'timm'")

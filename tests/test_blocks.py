@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from timm.layers import DropPath as TimmDropPath
+from timm.layers import DropPath
 from torch import nn
 
 from zoo.blocks import (
     BasicBlock,
     Bottleneck,
-    ChannelDropout,
     ConvNormAct,
     DropConnectLinear,
-    DropPath,
-    InvertedDropout,
     PadShortcut,
     drop_path_rates,
     make_act,
@@ -87,9 +84,9 @@ def test_2x2_stride_2_pooling_takes_the_max_or_mean_of_each_block():
     assert make_pool("fractional")(x).shape == (2, 3, 5, 5)  # floor(8/√2)
 
 
-def test_inverted_dropout_scales_kept_units_by_1_over_keep():
+def test_torchs_dropout_is_the_inverted_dropout_the_models_use():
     torch.manual_seed(0)
-    drop = InvertedDropout(0.25)
+    drop = nn.Dropout(0.25)
     x = torch.ones(100_000)
     y = drop.train()(x)
     assert torch.allclose(y.unique(), torch.tensor([0.0, 1 / 0.75]))
@@ -98,21 +95,20 @@ def test_inverted_dropout_scales_kept_units_by_1_over_keep():
     assert torch.equal(drop.eval()(x), x)
 
 
-def test_channel_dropout_drops_whole_feature_maps():
+def test_torchs_dropout2d_drops_whole_feature_maps():
     torch.manual_seed(0)
     x = torch.rand(16, 32, 4, 4) + 1
-    y = ChannelDropout(0.5).train()(x)
+    y = nn.Dropout2d(0.5).train()(x)
     per_map = y.flatten(2)
     dropped = (per_map == 0).all(-1)
     kept = torch.isclose(per_map, x.flatten(2) * 2).all(-1)
     assert (dropped | kept).all() and 0.3 < dropped.float().mean() < 0.7
-    assert torch.equal(ChannelDropout(0.5).eval()(x), x)
+    assert torch.equal(nn.Dropout2d(0.5).eval()(x), x)
 
 
-def test_drop_path_drops_whole_samples_and_is_identity_in_eval():
+def test_timms_drop_path_drops_whole_samples_and_is_identity_in_eval():
     torch.manual_seed(0)
     drop = DropPath(0.5)
-    assert isinstance(drop, TimmDropPath)
     x = torch.rand(64, 3, 4, 4) + 1
     y = drop.train()(x).flatten(1)
     dropped = (y == 0).all(1)
@@ -124,6 +120,15 @@ def test_drop_path_drops_whole_samples_and_is_identity_in_eval():
 def test_stochastic_depth_linear_decay_rule():
     rates = drop_path_rates(0.5, 10)
     assert rates == pytest.approx([0.05 * (i + 1) for i in range(10)])
+    p_last = 0.8  # the paper's survival probability of the last block: drop rate 1 − p_L = 0.2
+    survival = [1 - (k / 10) * (1 - p_last) for k in range(1, 11)]  # p_l = 1 − (l/L)(1 − p_L)
+    assert [1 - r for r in drop_path_rates(1 - p_last, 10)] == pytest.approx(survival)
+
+
+def test_pad_shortcut_is_the_stochastic_depth_papers_average_pool_and_zero_pad():
+    x = torch.randn(2, 16, 8, 8)
+    pooled = nn.functional.avg_pool2d(x, kernel_size=1, stride=2)  # the paper's code: 1×1 window, stride 2
+    assert torch.equal(PadShortcut(16, 32, 2)(x)[:, 8:24], pooled)
 
 
 def test_pad_shortcut_subsamples_and_zero_pads_channels():

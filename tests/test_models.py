@@ -289,3 +289,35 @@ def test_models_command_lists_models_options_and_timm_matches(zoo_cli, capsys):
     assert "shortcut" in out and "'pad'" in out and "drop_path_rate" in out
     assert zoo_cli("models", "efficientnet_lite*") == 0
     assert "timm/efficientnet_lite0" in capsys.readouterr().out
+
+
+def test_every_registered_model_is_a_function_of_its_own_name():
+    """`grep "def resnet50"` finds each model: one explicit function per name over its family's builder."""
+    import zoo.models
+    from zoo.registry import _MODELS
+
+    source = "".join(p.read_text() for p in Path(zoo.models.__file__).parent.glob("*.py"))
+    for name in zoo.list_models():
+        assert f"\ndef {name}(**kwargs)" in source, name
+        assert _MODELS[name].__name__ == name and _MODELS[name].__doc__
+    assert model_options("resnet50") == model_options("resnet18")  # the same options over other blocks
+    assert "layers" not in model_options("resnet50") and "depth" not in model_options("vgg16_bn")
+    with pytest.raises(ValueError, match="'vgg16_bn' has no option 'norm'"):
+        zoo.create_model("vgg16_bn", norm="layer")
+
+
+def test_a_users_factory_lists_its_options_from_its_signature():
+    from zoo.registry import _DESCRIPTIONS, _MODELS, register_model
+
+    @register_model
+    def tiny_users_net(num_classes: int = 10, in_chans: int = 3, width: int = 4) -> nn.Module:
+        """A user's model."""
+        return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))
+
+    try:
+        assert model_options("tiny_users_net") == {"num_classes": 10, "in_chans": 3, "width": 4}
+        with pytest.raises(ValueError, match="'tiny_users_net' has no option 'depth'.*width=4"):
+            zoo.create_model("tiny_users_net", depth=3)
+        assert zoo.create_model("tiny_users_net", num_classes=2)(torch.zeros(1, 3, 2, 2)).shape == (1, 2)
+    finally:
+        _MODELS.pop("tiny_users_net"), _DESCRIPTIONS.pop("tiny_users_net")

@@ -261,15 +261,9 @@ def _common_prefix(names: list[str]) -> str:
     return ".".join(common)
 
 
-def count_params(model: nn.Module) -> int:
-    """Number of parameters, Σ over conv layers of F·F·D1·K + K, plus linear and norm layers."""
-    return sum(p.numel() for p in model.parameters())
-
-
 __all__ = [
     "LITE0_PYPI",
     "convert_efficientnet_pytorch",
-    "count_params",
     "create_timm_model",
     "data_config",
     "efficientnet_lite0_pypi_path",

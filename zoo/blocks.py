@@ -1,16 +1,18 @@
-"""Documented building blocks; each states its rule from the notes in one docstring line.
+"""Documented building blocks; each states its rule (see docs/notes.md) in one docstring line.
 
-Torch and timm already implement every operation here (``nn.Conv2d``, ``nn.BatchNorm2d``, ``nn.Dropout``,
-``nn.Dropout2d``, ``timm.layers.DropPath``, ``timm.layers.GroupNorm1``); this file only names them after the
-notes, picks the notes' defaults (Leaky ReLU slope 0.1, padding (F − 1)/2), and assembles the residual blocks
-of the zoo's ResNets with module names equal to torchvision's, so torchvision weight files load unchanged.
+Torch and timm already implement most operations (``nn.Conv2d``, ``nn.BatchNorm2d``; inverted dropout is
+``nn.Dropout``, channel dropout ``nn.Dropout2d``, stochastic depth ``timm.layers.DropPath``, LayerNorm over
+(C, H, W) ``timm.layers.GroupNorm1``): the models use those directly. This file picks the lectures' defaults
+(Leaky ReLU slope 0.1, padding (F − 1)/2), chooses among them by name (``make_norm``, ``make_act``,
+``make_pool``), adds what neither library has (DropConnect, fractional max pooling with fixed test-time
+regions, He et al.'s zero-padded shortcut), and assembles the residual blocks of the zoo's ResNets with module
+names equal to torchvision's, so torchvision weight files load unchanged.
 """
 
 from __future__ import annotations
 
 import torch
-from timm.layers import DropPath as _TimmDropPath
-from timm.layers import GroupNorm1
+from timm.layers import DropPath, GroupNorm1
 from torch import nn
 
 NORMS = ("batch", "layer", "instance", "group", "none")
@@ -80,7 +82,11 @@ class FractionalMaxPool(nn.FractionalMaxPool2d):
 
 
 class ConvNormAct(nn.Sequential):
-    """conv → norm → act; output W2 = (W1 − F + 2P)/S + 1 with P = (F − 1)/2 by default."""
+    """conv → norm → act; output W2 = (W1 − F + 2P)/S + 1 with P = (F − 1)/2 by default.
+
+    Not ``timm.layers.ConvNormAct``: that one names its parts ``conv``/``bn`` and takes timm's norm and act
+    layers; this keeps the ``features.0.0`` keys of the zoo's checkpoints and the names of ``make_norm``.
+    """
 
     def __init__(
         self,
@@ -100,14 +106,6 @@ class ConvNormAct(nn.Sequential):
             make_norm(norm, out_chans),
             make_act(act),
         )
-
-
-class InvertedDropout(nn.Dropout):
-    """Inverted dropout for FC layers: train y = x·m/(1 − p), m ~ Bernoulli(1 − p); test y = x."""
-
-
-class ChannelDropout(nn.Dropout2d):
-    """Spatial dropout for conv maps: drops whole channels, y[n, c] = x[n, c]·m[n, c]/(1 − p); test y = x."""
 
 
 class DropConnectLinear(nn.Linear):
@@ -140,17 +138,22 @@ def make_linear(in_features: int, out_features: int, drop_connect_rate: float = 
     return nn.Linear(in_features, out_features)
 
 
-class DropPath(_TimmDropPath):
-    """Stochastic depth on a residual branch: train y = b·m/(1 − p), m ~ Bernoulli(1 − p) per sample; test y = b."""
-
-
 def drop_path_rates(drop_path_rate: float, num_blocks: int) -> list[float]:
-    """Linear decay rule of stochastic depth: block l of L drops its branch with p_l = (l / L)·p_L."""
+    """Huang et al.'s linear decay rule: block l of L drops its branch with (l/L)·(1 − p_L) = (l/L)·rate.
+
+    In the paper p_l is the survival probability, p_l = 1 − (l/L)(1 − p_L); ``drop_path_rate`` is the last
+    block's drop probability 1 − p_L (0.5 in the paper). timm's ``DropPath`` drops with these rates:
+    train y = b·m/(1 − p), m ~ Bernoulli(1 − p) per sample; test y = b.
+    """
     return [drop_path_rate * (i + 1) / num_blocks for i in range(num_blocks)]
 
 
 class PadShortcut(nn.Module):
-    """He et al.'s option-A shortcut: identity subsampled by the stride, channels zero-padded (no parameters)."""
+    """He et al.'s option-A shortcut: identity subsampled by the stride, channels zero-padded (no parameters).
+
+    The subsampling x[:, :, ::S, ::S] is the 1×1, stride-S average pooling of the stochastic-depth paper's
+    code, so this is also that paper's downsampling shortcut (average pooling and zero padding).
+    """
 
     def __init__(self, in_chans: int, out_chans: int, stride: int):
         super().__init__()

@@ -2,6 +2,11 @@
 
 ``create_model("resnet18", num_classes=10)`` builds a zoo model; ``create_model("timm/convnext_tiny")``
 hands the rest of the name to :mod:`zoo.backbones` (a pretrained timm backbone).
+
+The families in :mod:`zoo.models` import this module to register themselves; this module imports them
+(``_load_families``) only inside functions, at the first lookup. That lazy import is the one intended cycle
+of the import graph (docs/architecture.md): it lets ``import zoo`` stay fast and a family file stay a
+plain list of ``@register_model`` functions.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import inspect
 import re
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 TIMM_PREFIX = "timm/"
@@ -20,9 +26,11 @@ _DESCRIPTIONS: dict[str, str] = {}
 
 
 def register_model(fn: Callable[..., nn.Module] | None = None, *, name: str | None = None):
-    """Decorator: register a factory ``fn(num_classes=..., in_chans=..., **options) -> nn.Module``.
+    """Decorator: register a factory ``fn(num_classes=..., in_chans=..., **options) -> nn.Module`` by its name.
 
-    The first line of the factory's docstring is what ``zoo models`` shows for it.
+    The first line of the factory's docstring is what ``zoo models`` shows for it. The zoo's own are
+    ``def resnet50(**kwargs)`` over their family's builder (:func:`zoo.models.base.build_model`); a factory
+    may also name its options in its signature.
     """
 
     def add(f: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -53,16 +61,29 @@ def model_description(name: str) -> str:
     return _DESCRIPTIONS.get(name, "")
 
 
-def is_model(name: str) -> bool:
-    _load_families()
-    return name in _MODELS or name.startswith(TIMM_PREFIX)
-
-
 def model_options(name: str) -> dict[str, object]:
-    """Options of a zoo model and their defaults: the keyword arguments of its factory."""
+    """Options of a zoo model and their defaults.
+
+    A factory that names its options (``def mynet(num_classes=10, width=32)``) lists them in its signature;
+    the zoo's own, ``def resnet50(**kwargs)`` over one builder per family, are built once on the meta device
+    (no memory, no initialisation) and report the ``options`` their builder recorded.
+    """
     _load_families()
-    params = inspect.signature(_MODELS[name]).parameters
-    return {k: p.default for k, p in params.items() if p.default is not p.empty}
+    factory = _MODELS[name]
+    params = inspect.signature(factory).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return {k: p.default for k, p in params.items() if p.default is not p.empty}
+    with torch.device("meta"):
+        return dict(getattr(factory(), "options", {}))
+
+
+def unknown_options(name: str, unknown: list[str], options: dict[str, object]) -> str:
+    """The error message for options ``unknown`` that the model ``name`` does not have."""
+    return (
+        f"model {name!r} has no option {', '.join(map(repr, unknown))}. Its options: "
+        + ", ".join(f"{k}={v!r}" for k, v in options.items())
+        + ". (Switching a recipe's arch? Reset its options with --model.model_kwargs '{}'.)"
+    )
 
 
 def create_model(name: str, num_classes: int | None = None, pretrained: bool = False, **kwargs) -> nn.Module:
@@ -91,15 +112,11 @@ def create_model(name: str, num_classes: int | None = None, pretrained: bool = F
         )
     pretrained_path = kwargs.pop("pretrained_path", None)
     weights_only = kwargs.pop("weights_only", True)
-    options = model_options(name)
-    unknown = sorted(set(kwargs) - set(options))
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(_MODELS[name]).parameters.values())
-    if unknown and not takes_any:
-        raise ValueError(
-            f"model {name!r} has no option {', '.join(map(repr, unknown))}. Its options: "
-            + ", ".join(f"{k}={v!r}" for k, v in options.items())
-            + ". (Switching a recipe's arch? Reset its options with --model.model_kwargs '{}'.)"
-        )
+    params = inspect.signature(_MODELS[name]).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):  # the zoo's own builder checks its options
+        unknown = sorted(set(kwargs) - set(params))
+        if unknown:
+            raise ValueError(unknown_options(name, unknown, model_options(name)))
     model = _MODELS[name](**kwargs)
     if pretrained_path:
         from zoo.backbones import load_weights

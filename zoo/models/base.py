@@ -8,13 +8,13 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from zoo.blocks import make_linear
+from zoo.registry import unknown_options
 
 
 class ZooModel(nn.Module):
@@ -72,22 +72,22 @@ def no_residuals(name: str, drop_path_rate: float) -> None:
         )
 
 
-def variant(cls: type[nn.Module], name: str, doc: str, fixed: dict | None = None, **defaults) -> Callable:
-    """A named factory of ``cls`` with ``fixed`` arguments (not options) and its own ``defaults``.
+def build_model(
+    cls: type[ZooModel], name: str, kwargs: dict, fixed: dict | None = None, defaults: dict | None = None
+) -> ZooModel:
+    """``cls(**fixed, **defaults, **kwargs)``: the one builder under every registered zoo model.
 
-    Its signature lists exactly the options a user may pass, so ``zoo.create_model`` can name them in errors
-    and ``zoo models NAME`` can print them; ``doc``'s first line describes the model in ``zoo models``.
+    ``fixed`` are the variant's own arguments (``layers`` of ``resnet50``), not options; ``defaults`` are the
+    variant's defaults of options (``num_classes=10`` of the CIFAR ResNets); ``kwargs`` are the user's, and
+    must be options: arguments of ``cls`` not in ``fixed`` (else the error lists them). The model keeps the
+    options it was built with as ``options``, which is what ``zoo.registry.model_options`` reads.
     """
-    fixed = dict(fixed or {})
-    params = []
-    for p in list(inspect.signature(cls.__init__).parameters.values())[1:]:
-        if p.name not in fixed:
-            params.append(p.replace(kind=p.KEYWORD_ONLY, default=defaults.get(p.name, p.default)))
-
-    def factory(**kwargs) -> nn.Module:
-        return cls(**fixed, **{**defaults, **kwargs})
-
-    factory.__signature__ = inspect.Signature(params, return_annotation=cls)
-    factory.__name__ = factory.__qualname__ = name
-    factory.__doc__ = doc
-    return factory
+    fixed, defaults = dict(fixed or {}), dict(defaults or {})
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    options = {p.name: defaults.get(p.name, p.default) for p in params if p.name not in fixed}
+    unknown = sorted(set(kwargs) - set(options))
+    if unknown:
+        raise ValueError(unknown_options(name, unknown, options))
+    model = cls(**fixed, **{**defaults, **kwargs})
+    model.options = {**options, **kwargs}
+    return model

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from zoo.blocks import ChannelDropout, ConvNormAct, InvertedDropout, make_linear, make_pool
+from zoo.blocks import ConvNormAct, make_linear, make_pool
 from zoo.init import init_weights
-from zoo.models.base import ZooModel, no_residuals, set_cfg, variant
+from zoo.models.base import ZooModel, build_model, no_residuals, set_cfg
 from zoo.registry import register_model
 
 
@@ -53,12 +53,12 @@ class ConvNet(ZooModel):
                 chans = width
             layers.append(make_pool(pool))
             if channel_drop_rate:
-                layers.append(ChannelDropout(channel_drop_rate))
+                layers.append(nn.Dropout2d(channel_drop_rate))  # y[n, c] = x[n, c]·m[n, c]/(1 − p)
         self.features = nn.Sequential(*layers)
         self.num_features = chans
         self.drop_rate = drop_rate
         self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.drop = InvertedDropout(drop_rate)
+        self.drop = nn.Dropout(drop_rate)  # inverted: y = x·m/(1 − p) in training, y = x at test
         self.fc = make_linear(chans, num_classes, drop_connect_rate)
         init_weights(self, init, init_std, act)
         set_cfg(self, 32, in_chans, num_classes, "features.0.0")
@@ -71,10 +71,7 @@ class ConvNet(ZooModel):
         return {"blocks": r"^features\.(\d+)"}
 
 
-convnet = register_model(
-    variant(
-        ConvNet,
-        "convnet",
-        "Small conv-BN-ReLU network for tiny images (digits 8×8, CIFAR 32×32): trains in a minute on a CPU.",
-    )
-)
+@register_model
+def convnet(**kwargs) -> ConvNet:
+    """Small conv-BN-ReLU network for tiny images (digits 8×8, CIFAR 32×32): trains in a minute on a CPU."""
+    return build_model(ConvNet, "convnet", kwargs)

@@ -9,17 +9,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from zoo.blocks import (
-    BasicBlock,
-    Bottleneck,
-    InvertedDropout,
-    drop_path_rates,
-    make_act,
-    make_linear,
-    make_norm,
-)
+from zoo.blocks import BasicBlock, Bottleneck, drop_path_rates, make_act, make_linear, make_norm
 from zoo.init import init_weights
-from zoo.models.base import ZooModel, set_cfg, variant
+from zoo.models.base import ZooModel, build_model, set_cfg
 from zoo.registry import register_model
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
@@ -92,7 +84,7 @@ class ResNet(ZooModel):
         self.num_features = chans
         self.drop_rate = drop_rate
         self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.drop = InvertedDropout(drop_rate)
+        self.drop = nn.Dropout(drop_rate)  # inverted: y = x·m/(1 − p) in training, y = x at test
         self.fc = make_linear(chans, num_classes, drop_connect_rate) if num_classes > 0 else nn.Identity()
         init_weights(self, init, init_std, act, zero_init_last)
         set_cfg(self, 224 if stem == "imagenet" else 32, in_chans, num_classes, "conv1")
@@ -108,20 +100,37 @@ class ResNet(ZooModel):
         return {"stem": r"^conv1|bn1|maxpool", "blocks": r"^layer(\d+)" if coarse else r"^layer(\d+)\.(\d+)"}
 
 
-_IMAGENET = {
-    "resnet18": (
-        "basic",
-        (2, 2, 2, 2),
-        "ImageNet ResNet-18, basic blocks (2, 2, 2, 2): a fast 224×224 baseline.",
-    ),
-    "resnet34": ("basic", (3, 4, 6, 3), "ImageNet ResNet-34, basic blocks (3, 4, 6, 3)."),
-    "resnet50": (
-        "bottleneck",
-        (3, 4, 6, 3),
-        "ImageNet ResNet-50, bottlenecks (3, 4, 6, 3): the standard benchmark.",
-    ),
-    "resnet101": ("bottleneck", (3, 4, 23, 3), "ImageNet ResNet-101, bottlenecks (3, 4, 23, 3): large data."),
-    "resnet152": ("bottleneck", (3, 8, 36, 3), "ImageNet ResNet-152, bottlenecks (3, 8, 36, 3): large data."),
-}
-for _name, (_block, _layers, _doc) in _IMAGENET.items():
-    register_model(variant(ResNet, _name, _doc, fixed={"block": _block, "layers": _layers}))
+def create_resnet(name: str, block: str, layers: tuple[int, ...], kwargs: dict, **defaults) -> ResNet:
+    """The builder of every registered ResNet: ``block`` and ``layers`` are the variant's, ``defaults`` its
+    defaults of options, ``kwargs`` the user's options (see :func:`zoo.models.base.build_model`)."""
+    return build_model(ResNet, name, kwargs, fixed={"block": block, "layers": layers}, defaults=defaults)
+
+
+@register_model
+def resnet18(**kwargs) -> ResNet:
+    """ImageNet ResNet-18, basic blocks (2, 2, 2, 2): a fast 224×224 baseline."""
+    return create_resnet("resnet18", "basic", (2, 2, 2, 2), kwargs)
+
+
+@register_model
+def resnet34(**kwargs) -> ResNet:
+    """ImageNet ResNet-34, basic blocks (3, 4, 6, 3)."""
+    return create_resnet("resnet34", "basic", (3, 4, 6, 3), kwargs)
+
+
+@register_model
+def resnet50(**kwargs) -> ResNet:
+    """ImageNet ResNet-50, bottlenecks (3, 4, 6, 3): the standard benchmark."""
+    return create_resnet("resnet50", "bottleneck", (3, 4, 6, 3), kwargs)
+
+
+@register_model
+def resnet101(**kwargs) -> ResNet:
+    """ImageNet ResNet-101, bottlenecks (3, 4, 23, 3): large data."""
+    return create_resnet("resnet101", "bottleneck", (3, 4, 23, 3), kwargs)
+
+
+@register_model
+def resnet152(**kwargs) -> ResNet:
+    """ImageNet ResNet-152, bottlenecks (3, 8, 36, 3): large data."""
+    return create_resnet("resnet152", "bottleneck", (3, 8, 36, 3), kwargs)

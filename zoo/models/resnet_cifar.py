@@ -7,10 +7,10 @@ and a 10-way fc. Shortcuts are zero-padded identities (option A: no parameters),
 
 from __future__ import annotations
 
-from zoo.models.base import variant
-from zoo.models.resnet import ResNet
+from zoo.models.resnet import ResNet, create_resnet
 from zoo.registry import register_model
 
+# the CIFAR network's defaults of the ResNet options (a user may change them; depth and blocks are fixed)
 CIFAR_DEFAULTS = {
     "num_classes": 10,
     "widths": (16, 32, 64),
@@ -18,16 +18,33 @@ CIFAR_DEFAULTS = {
     "stem_width": 16,
     "shortcut": "pad",
 }
-_CIFAR = {
-    20: "CIFAR ResNet-20 (n = 3) for 32×32 images: the small baseline of He et al.'s CIFAR-10 table.",
-    32: "CIFAR ResNet-32 (n = 5) for 32×32 images.",
-    56: "CIFAR ResNet-56 (n = 9) for 32×32 images.",
-    110: "CIFAR ResNet-110 (n = 18) for 32×32 images: the stochastic-depth and snapshot-ensemble network.",
-}
-for _depth, _doc in _CIFAR.items():
-    _n = (_depth - 2) // 6
-    register_model(
-        variant(
-            ResNet, f"resnet{_depth}", _doc, fixed={"block": "basic", "layers": (_n,) * 3}, **CIFAR_DEFAULTS
-        )
-    )
+
+
+def create_cifar_resnet(name: str, depth: int, kwargs: dict) -> ResNet:
+    """A CIFAR ResNet of ``depth`` = 6n + 2 layers: three stages of n basic blocks."""
+    n = (depth - 2) // 6
+    return create_resnet(name, "basic", (n, n, n), kwargs, **CIFAR_DEFAULTS)
+
+
+@register_model
+def resnet20(**kwargs) -> ResNet:
+    """CIFAR ResNet-20 (n = 3) for 32×32 images: the small baseline of He et al.'s CIFAR-10 table."""
+    return create_cifar_resnet("resnet20", 20, kwargs)
+
+
+@register_model
+def resnet32(**kwargs) -> ResNet:
+    """CIFAR ResNet-32 (n = 5) for 32×32 images."""
+    return create_cifar_resnet("resnet32", 32, kwargs)
+
+
+@register_model
+def resnet56(**kwargs) -> ResNet:
+    """CIFAR ResNet-56 (n = 9) for 32×32 images."""
+    return create_cifar_resnet("resnet56", 56, kwargs)
+
+
+@register_model
+def resnet110(**kwargs) -> ResNet:
+    """CIFAR ResNet-110 (n = 18) for 32×32 images: the stochastic-depth and snapshot-ensemble network."""
+    return create_cifar_resnet("resnet110", 110, kwargs)

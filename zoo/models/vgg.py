@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from zoo.blocks import InvertedDropout, make_act, make_linear, make_norm, make_pool
+from zoo.blocks import make_act, make_linear, make_norm, make_pool
 from zoo.init import init_weights
-from zoo.models.base import ZooModel, no_residuals, set_cfg, variant
+from zoo.models.base import ZooModel, build_model, no_residuals, set_cfg
 from zoo.registry import register_model
 
 # channels of each 3×3 conv; "M" is a 2×2 stride-2 pooling (W → W/2)
@@ -99,10 +99,10 @@ class VGG(ZooModel):
         self.classifier = nn.Sequential(
             make_linear(chans * pool_size * pool_size, fc_width, drop_connect_rate),
             make_act(act),
-            InvertedDropout(drop_rate),
+            nn.Dropout(drop_rate),
             make_linear(fc_width, fc_width, drop_connect_rate),
             make_act(act),
-            InvertedDropout(drop_rate),
+            nn.Dropout(drop_rate),
             nn.Linear(fc_width, num_classes) if num_classes > 0 else nn.Identity(),
         )
         init_weights(self, init, init_std, act)
@@ -138,21 +138,55 @@ class VGG(ZooModel):
         return match
 
 
-_VGG = {11: "configuration A", 13: "configuration B", 16: "configuration D", 19: "configuration E"}
-for _depth, _config in _VGG.items():
-    register_model(
-        variant(
-            VGG,
-            f"vgg{_depth}",
-            f"VGG-{_depth} ({_config}): plain 3×3 conv stack for 224×224; most weights in its fc layers.",
-            {"depth": _depth},
-        )
-    )
-    register_model(
-        variant(
-            VGG,
-            f"vgg{_depth}_bn",
-            f"VGG-{_depth} with BatchNorm after every conv: trains from scratch without careful init.",
-            {"depth": _depth, "norm": "batch"},
-        )
-    )
+def create_vgg(name: str, kwargs: dict, **fixed) -> VGG:
+    """The builder of every registered VGG: ``fixed`` are the variant's (``depth``, and ``norm`` of the
+    ``_bn`` variants), ``kwargs`` the user's options (see :func:`zoo.models.base.build_model`)."""
+    return build_model(VGG, name, kwargs, fixed=fixed)
+
+
+@register_model
+def vgg11(**kwargs) -> VGG:
+    """VGG-11 (configuration A): plain 3×3 conv stack for 224×224; most weights in its fc layers."""
+    return create_vgg("vgg11", kwargs, depth=11)
+
+
+@register_model
+def vgg11_bn(**kwargs) -> VGG:
+    """VGG-11 with BatchNorm after every conv: trains from scratch without careful init."""
+    return create_vgg("vgg11_bn", kwargs, depth=11, norm="batch")
+
+
+@register_model
+def vgg13(**kwargs) -> VGG:
+    """VGG-13 (configuration B): plain 3×3 conv stack for 224×224; most weights in its fc layers."""
+    return create_vgg("vgg13", kwargs, depth=13)
+
+
+@register_model
+def vgg13_bn(**kwargs) -> VGG:
+    """VGG-13 with BatchNorm after every conv: trains from scratch without careful init."""
+    return create_vgg("vgg13_bn", kwargs, depth=13, norm="batch")
+
+
+@register_model
+def vgg16(**kwargs) -> VGG:
+    """VGG-16 (configuration D): plain 3×3 conv stack for 224×224; most weights in its fc layers."""
+    return create_vgg("vgg16", kwargs, depth=16)
+
+
+@register_model
+def vgg16_bn(**kwargs) -> VGG:
+    """VGG-16 with BatchNorm after every conv: trains from scratch without careful init."""
+    return create_vgg("vgg16_bn", kwargs, depth=16, norm="batch")
+
+
+@register_model
+def vgg19(**kwargs) -> VGG:
+    """VGG-19 (configuration E): plain 3×3 conv stack for 224×224; most weights in its fc layers."""
+    return create_vgg("vgg19", kwargs, depth=19)
+
+
+@register_model
+def vgg19_bn(**kwargs) -> VGG:
+    """VGG-19 with BatchNorm after every conv: trains from scratch without careful init."""
+    return create_vgg("vgg19_bn", kwargs, depth=19, norm="batch")

@@ -6,7 +6,7 @@ file to read. Importing this module imports nothing heavy (no torch, no Lightnin
 | what | relies on | checked on |
 |---|---|---|
 | :func:`hide_wandb_while_timm_imports` | ``timm.utils.summary`` trying ``import wandb`` at import time | timm 1.0.31, wandb 0.31 |
-| :func:`quiet_known_warnings` | the text of a torch deprecation raised inside Lightning, of Lightning's litlogger tip, and of its warning when ``training_step`` returns None | torch 2.14.1, lightning 2.6.6 |
+| :func:`quiet_known_warnings` | the text of a torch deprecation raised inside Lightning, of Lightning's "💡 Tip:" lines, and of its warning when ``training_step`` returns None | torch 2.14.1, lightning 2.6.6 |
 | :func:`ignore_eval_mode_warning` | the text of Lightning's "module(s) in eval mode" warning | lightning 2.6.6 |
 | :func:`wandb_run` | ``WandbLogger._experiment`` (the run, or None before it is created) | lightning 2.6.6 |
 | :func:`request_stop` | ``Trainer._signal_connector.received_sigterm`` (what ``trainer.received_sigterm`` reads) | lightning 2.6.6 |
@@ -76,24 +76,24 @@ LEAFSPEC_DEPRECATION = (
 )
 EVAL_MODE_WARNING = r"Found \d+ module\(s\) in eval mode at the start of training"  # Lightning's
 NONE_STEP_WARNING = r"`training_step` returned `None`"  # Lightning's automatic optimization
-LITLOGGER_TIP = "💡 Tip: For seamless cloud logging"  # Lightning's logger connector, on every Trainer
+LIGHTNING_TIP = "💡 Tip:"  # Lightning's advertisements (litlogger, litmodels), printed by every Trainer
 
 
-class _DropLitloggerTip(logging.Filter):
+class _DropLightningTips(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(LITLOGGER_TIP)
+        return not str(record.msg).startswith(LIGHTNING_TIP)
 
 
 def quiet_known_warnings() -> None:
     """Silence, for the whole process, a torch deprecation that Lightning triggers (not the user's to fix)
-    and Lightning's advertisement for litlogger printed by every Trainer."""
+    and Lightning's advertisements for its cloud products (litlogger, litmodels) printed by every Trainer."""
     warnings.filterwarnings("ignore", LEAFSPEC_DEPRECATION, FutureWarning)
     # the zoo's training_step returns None only on purpose: a linear probe's epoch, a skipped non-finite loss
     warnings.filterwarnings("ignore", NONE_STEP_WARNING)
     for name in ("lightning_utilities.core.rank_zero", "lightning.pytorch.utilities.rank_zero"):
         logger = logging.getLogger(name)
-        if not any(isinstance(f, _DropLitloggerTip) for f in logger.filters):
-            logger.addFilter(_DropLitloggerTip())
+        if not any(isinstance(f, _DropLightningTips) for f in logger.filters):
+            logger.addFilter(_DropLightningTips())
 
 
 def ignore_eval_mode_warning() -> None:

@@ -96,6 +96,16 @@ class StageFinetuning(Callback):
         self.joined.append(join.name)
         rewrap_ddp(trainer)
 
+    @staticmethod
+    def rescale_group(trainer, name: str, scale: float) -> None:
+        """Set the param group ``name`` (and ``name/no_decay``) to lr × ``scale`` from this step on."""
+        optimizer = trainer.optimizers[0]
+        lr = base_lr(optimizer)
+        for group in optimizer.param_groups:
+            if group.get("name") in (name, f"{name}/no_decay"):
+                group["lr_scale"], group["base_lr"], group["lr"] = scale, lr * scale, lr * scale
+        write_lrs(trainer)
+
     def _by_name(self, name: str) -> Join:
         for j in self.joins:
             if j.name == name:

@@ -9,8 +9,10 @@ fit is :mod:`zoo.probe`. This callback puts them in order:
    once over the training images in eval mode, the head is fitted to convergence, and the epoch takes no
    gradient step (``ImageClassifier.hold_steps``); its validation and checkpoint are the probe's. ``linear``
    ends there.
-3. later epochs: the planned stages join. ``auto`` checks after a short fine-tune that it beats the probe on
-   the validation metric, and stops (keeping the probe's checkpoint as the best) when it does not.
+3. later epochs: the planned stages join, and the fitted head trains at the backbone's reduced lr (nothing in
+   the network is new any more; a head at the full lr of a random one undoes the probe within an epoch).
+   ``auto`` checks after a short fine-tune that it beats the probe on the validation metric, and stops
+   (keeping the probe's checkpoint as the best) when it does not.
 """
 
 from __future__ import annotations
@@ -269,6 +271,8 @@ class FineTuning(StageFinetuning):
         fit = trainer.strategy.broadcast(fit, src=0)  # every rank loads the same head
         load_head(head, fit)
         self.probed = {"C": float(fit.C), "score": float(fit.score), "loss": float(fit.loss), "how": fit.how}
+        if self.resolved != "linear":  # nothing is new any more: the fitted head trains at the backbone's lr
+            self.rescale_group(trainer, "head", pl_module.backbone_lr_scale)
         rank_zero_info(fit.describe(len(chosen), self.probe_views) + ".")
 
     @staticmethod

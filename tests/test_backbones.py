@@ -39,7 +39,7 @@ def test_hub_weights_without_internet_say_to_use_a_local_file(monkeypatch, tmp_p
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch"))
-    with pytest.raises(ValueError, match="could not fetch the pretrained weights.*pretrained_path"):
+    with pytest.raises(ValueError, match="cannot fetch the pretrained weights.*--model.pretrained_path FILE"):
         zoo.create_model("timm/test_resnet.r160_in1k", pretrained=True)
 
 

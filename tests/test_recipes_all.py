@@ -123,9 +123,53 @@ def test_recipe_trains_on_synthetic_data_of_its_shape(name, zoo_cli, tmp_path):
     assert ckpt["hyper_parameters"]["in_chans"] == channels
     # the schedule kept the recipe's length: the lr callbacks saved the full run, not the 2 steps taken
     epochs = recipe(name)["trainer"].get("max_epochs")
+    if epochs == -1:  # no limit of the trainer's own: the fine-tuning budget sizes the run
+        budget = recipe(name)["finetune"]
+        epochs = max(budget["epochs"], math.ceil(budget["min_steps"] / STEPS))
     schedules = {k: v for k, v in ckpt["callbacks"].items() if isinstance(v, dict) and "total_steps" in v}
     for key, state in schedules.items():
         assert state["total_steps"] == epochs * STEPS, key
     with (last.parents[1] / "metrics.csv").open() as f:
         losses = [float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")]
     assert len(losses) == STEPS and all(math.isfinite(v) for v in losses)
+
+
+@pytest.mark.parametrize("name", ["cifar10-resnet56", "cifar10-snapshot-ensemble"])
+def test_cifar_recipes_offer_the_papers_setting_all_50000_training_images(name, zoo_cli, tmp_path):
+    """The papers train on every training image: --data.val_fraction 0 (the header's setting) holds none out;
+    the recipe trains without validation and zoo test scores the last weights (CIFAR files written here)."""
+    from test_data_cifar import write_cifar
+
+    from recipes.lightning_cli import build_recipe, expand_recipe
+
+    write_cifar(tmp_path / "cifar")  # 5 files of 40 training images, 50 test images
+    data = ["--data.root", tmp_path / "cifar", "--data.download", "false", "--data.check_md5", "false"]
+    paper = ["--data.val_fraction", "0"]
+    if name == "cifar10-resnet56":
+        paper += ["--trainer.max_epochs", "164", "--trainer.callbacks.milestones", "[82, 123]"]
+    cli = build_recipe(expand_recipe(["--recipe", name, *map(str, data), *paper]))
+    cli.datamodule.setup("fit")
+    assert len(cli.datamodule.splits["train"]) == 200 and "val" not in cli.datamodule.splits
+    cpu = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.precision", "32-true"]
+    cpu += ["--model.channels_last", "false", "--model.arch", "resnet20", "--data.num_workers", "0"]
+    small = [
+        "--data.batch_size",
+        "8",
+        "--trainer.limit_train_batches",
+        "2",
+        "--trainer.limit_test_batches",
+        "1",
+    ]
+    fit = ["fit", "--recipe", name, *data, *paper, *cpu, *small, *STOP_AFTER_FIRST_EPOCH, *FAST_TRAINER]
+    assert zoo_cli(*fit) == 0
+    # no validation, so no best checkpoint to test: the header's next command tests the last weights
+    assert (
+        zoo_cli("test", "--recipe", name, *data, *paper, *cpu, *small, "--ckpt_path", "last", *FAST_TRAINER)
+        == 0
+    )
+    rows = [
+        r
+        for p in (tmp_path / "runs").rglob("metrics.csv")
+        for r in csv.DictReader(p.read_text().splitlines())
+    ]
+    assert any(r.get("test/top1") for r in rows) and not any(r.get("val/top1") for r in rows)

@@ -5,6 +5,7 @@ from callbacks.decay import CosineDecay, ExponentialDecay, InverseTimeDecay, Mul
 from callbacks.ema import EMA
 from callbacks.finetuning import FineTuning
 from callbacks.last_checkpoint import LastCheckpoint
+from callbacks.lighting import PCALighting
 from callbacks.lr_monitor import LRMonitor
 from callbacks.lr_plot import LRPlot
 from callbacks.lr_schedule import LRSchedule
@@ -31,6 +32,7 @@ __all__ = [
     "LastCheckpoint",
     "LinearWarmup",
     "MultiStepDecay",
+    "PCALighting",
     "StepDecay",
     "PredictionWriter",
     "PreciseBN",

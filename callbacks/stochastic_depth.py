@@ -50,17 +50,22 @@ def drop_path_blocks(model: nn.Module, replace_identity: bool = True) -> list[li
 
 
 class StochasticDepth(Callback):
-    """Block l of L drops its residual branch with p_l = (l/L)·p_L (train y = x + b·m/(1 − p_l); test y = x + b).
+    """Block l of L survives with p_l = 1 − (l/L)(1 − p_L), so it drops its branch with (l/L)(1 − p_L) = (l/L)·r.
 
-    The rate of the last block ramps over the run: p_L(e) = p_L·clip((e − s + 1)/max(R, 1), 0, 1) at epoch e,
-    with s = ``start_epoch`` and R = ``ramp_epochs`` (0 for the first s epochs, then up to p_L in R epochs).
+    That is Huang et al.'s linear decay rule, where p_l is the *survival* probability and p_L the last block's;
+    ``drop_path_rate`` r is the last block's drop probability 1 − p_L (r = 0.5 for the paper's p_L = 0.5).
+    While training, y = x + b·m/(1 − q_l) with m ~ Bernoulli(1 − q_l) and q_l the block's drop rate; at test y = x + b.
+
+    The last block's drop rate ramps over the run: r(e) = r·clip((e − s + 1)/max(R, 1), 0, 1) at epoch e,
+    with s = ``start_epoch`` and R = ``ramp_epochs`` (0 for the first s epochs, then up to r in R epochs).
     In evaluation (validation, test, predict) timm's DropPath is the identity, so the whole network runs
     deterministically. Logs ``stochastic_depth/p_L`` and ``stochastic_depth/mean`` (expected share of
     branches dropped) each epoch, and prints the per-block rates once.
 
     Args:
-        drop_path_rate: p_L, the rate of the deepest block (Huang et al.: 0.5 for 110-layer CIFAR ResNets).
-        rule: ``huang`` (l/L, as the zoo ResNets' ``drop_path_rate``) or ``timm`` (linspace from 0 to p_L).
+        drop_path_rate: r = 1 − p_L, the drop rate of the deepest block (Huang et al.: 0.5 for 110-layer CIFAR
+            ResNets).
+        rule: ``huang`` (l/L, as the zoo ResNets' ``drop_path_rate``) or ``timm`` (linspace from 0 to r).
         start_epoch: s, epochs trained without dropping.
         ramp_epochs: R, epochs over which p_L rises from 0 (0 or 1: at once).
         replace_identity: turn timm's ``nn.Identity`` stand-ins named ``drop_path*`` into DropPath modules.
@@ -88,7 +93,7 @@ class StochasticDepth(Callback):
         self.rates: list[float] = []
 
     def p_last(self, epoch: int) -> float:
-        """p_L(e) of the ramp."""
+        """r(e) of the ramp: the last block's drop rate at epoch ``epoch``."""
         ramp = (epoch - self.start_epoch + 1) / max(self.ramp_epochs, 1)
         return self.drop_path_rate * min(max(ramp, 0.0), 1.0)
 

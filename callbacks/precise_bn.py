@@ -1,6 +1,6 @@
 """Precise BatchNorm: test-time statistics computed over the training set instead of the moving average.
 
-The notes give two ways to fix BN's test-time μ and σ²: the moving average of the mini-batch statistics
+Qinliang Su's lecture (docs/notes.md) gives two ways to fix BN's test-time μ and σ²: the moving average of the mini-batch statistics
 (what BN keeps while training), or computing them "exactly over the whole training dataset, only once".
 torch's ``torch.optim.swa_utils.update_bn`` does the second: it resets the running statistics, sets the
 momentum to None (a cumulative average) and runs the training data through the model in train mode.

@@ -26,7 +26,7 @@ def make_norm(norm: str, channels: int) -> nn.Module:
     if norm == "batch":
         return nn.BatchNorm2d(channels)
     if norm == "layer":
-        return GroupNorm1(channels)  # one group = LayerNorm over (C, H, W), as in the notes' figure
+        return GroupNorm1(channels)  # one group = LayerNorm over (C, H, W), as in the lectures' figure
     if norm == "instance":
         return nn.InstanceNorm2d(channels, affine=True)
     if norm == "group":
@@ -37,7 +37,7 @@ def make_norm(norm: str, channels: int) -> nn.Module:
 
 
 def make_act(act: str, negative_slope: float = 0.1) -> nn.Module:
-    """Activation: ReLU max(0, x); Leaky ReLU max(αx, x) with α = 0.1 as in the notes; GELU; SiLU; ELU."""
+    """Activation: ReLU max(0, x); Leaky ReLU max(αx, x) with α = 0.1 as in the lectures; GELU; SiLU; ELU."""
     if act == "relu":
         return nn.ReLU(inplace=True)
     if act == "leaky_relu":
@@ -69,7 +69,7 @@ class FractionalMaxPool(nn.FractionalMaxPool2d):
     """Fractional max pooling W → ⌊W/√2⌋: train random regions (u ~ U(0, 1) per map); test fixed regions (u = 0.5).
 
     torch's ``nn.FractionalMaxPool2d`` draws new regions in eval mode too, so a model's test outputs would
-    change from call to call; the notes' first test-time choice, pre-determined regions, is used here.
+    change from call to call; the lectures' first test-time choice, pre-determined regions, is used here.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Model ensembles (the notes: train several independent models, average their results at test time).
+"""Model ensembles (CS231n Lecture 7, docs/notes.md): train several models, average their results at test time.
 
 The ensemble's prediction is the mean of the members' softmax outputs, p(x) = (1/M)·Σ_m softmax(f_m(x)).
 Neither Lightning nor timm averages separately trained checkpoints (timm's ``avg_checkpoints.py`` averages

@@ -1,6 +1,6 @@
-"""Weight initialisation schemes of the notes, applied to every conv and linear layer of a model.
+"""Weight initialisation schemes of the lectures (docs/notes.md), applied to every conv and linear layer.
 
-The formulas are torch's (``nn.init``) and timm's (``trunc_normal_``); this file maps the notes' names onto
+The formulas are torch's (``nn.init``) and timm's (``trunc_normal_``); this file maps the lectures' names onto
 them, sets biases to 0 and norm layers to γ = 1, β = 0, and optionally zeroes the last norm of each residual
 block (torch has no whole-model initialiser, hence this small function).
 """
@@ -19,9 +19,9 @@ _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.Instanc
 def init_weight(weight, scheme: str, std: float = 0.01, act: str = "relu") -> None:
     """Initialise one weight tensor in place by ``scheme``.
 
-    - ``normal``: W ~ N(0, σ²) with σ = ``std`` (0.01 in the notes; fine below ~8 layers).
-    - ``trunc_normal``: W ~ N_T(0, σ²), redrawn outside ±2σ (suggested in the notes for ReLU).
-    - ``fan_in``: W ~ N(0, 1/fan_in), i.e. σ = 1/sqrt(#inputs of the layer) as in the notes.
+    - ``normal``: W ~ N(0, σ²) with σ = ``std`` (0.01 in the lectures; fine below ~8 layers).
+    - ``trunc_normal``: W ~ N_T(0, σ²), redrawn outside ±2σ (suggested in the lectures for ReLU).
+    - ``fan_in``: W ~ N(0, 1/fan_in), i.e. σ = 1/sqrt(#inputs of the layer) as in the lectures.
     - ``kaiming``: W ~ N(0, 2/fan_in) (He et al. for ReLU; 2/((1 + α²)·fan_in) for Leaky ReLU α = 0.1).
     - ``xavier``: W ~ U(−a, a), a = sqrt(6/(fan_in + fan_out)) (Glorot and Bengio).
     - ``default``: leave torch's own initialisation.

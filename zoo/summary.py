@@ -1,4 +1,7 @@
-"""Per-layer output shapes, parameters and multiply-accumulates (MACs), with the notes' conv arithmetic.
+"""Per-layer output shapes, parameters and multiply-accumulates (MACs), with the lectures' conv arithmetic.
+
+The conv arithmetic is the Waterloo CS489/698 lecture's (docs/notes.md): W2 = (W1 − F + 2P)/S + 1 and
+F·F·D1·K weights + K biases per layer.
 
 Lightning's ``ModelSummary`` counts parameters but neither MACs nor whether a layer's stride fits its input,
 and torch floors a non-integer output size silently; so a forward pass with hooks records each leaf layer's
@@ -146,11 +149,11 @@ def group_layers(summary: Summary, depth: int) -> list[Layer]:
 
 
 class ConvDoesNotFit(ValueError):
-    """The notes' rule: a filter fits only if S divides W1 − F + 2P."""
+    """The lectures' rule: a filter fits only if S divides W1 − F + 2P."""
 
 
 def conv_arithmetic(in_size: tuple[int, int, int], filters: int, kernel: int, stride: int, pad: int) -> str:
-    """The notes' worked example for one conv layer; raises ``ConvDoesNotFit`` with alternatives if it does not fit."""
+    """The lectures' worked example for one conv layer; raises ``ConvDoesNotFit`` with alternatives if it does not fit."""
     d1, h1, w1 = in_size
     lines = []
     for axis, n in (("W2", w1), ("H2", h1)):

@@ -157,3 +157,42 @@ def test_malicious_pickle_is_refused_for_the_right_reason_and_never_runs(two_run
     assert "pickled Python objects (posix.system), which could run code when loaded; nothing was run" in error
     assert "not a torch file" not in error
     assert not marker.exists()
+
+
+def test_ensemble_of_image_folder_checkpoints_normalises_as_training_did(tmp_path, zoo_cli):
+    """Image-folder data arrives as uint8 and is normalised by the data module's transfer hook: the ensemble's
+    scores must be those of the models on the normalised images."""
+    from test_finetune import make_folder
+
+    from zoo.data import ImageFolderDataModule
+
+    root = make_folder(tmp_path / "pets", per_class=8)
+    small = [
+        "--data.root",
+        root,
+        "--data.image_size",
+        "32",
+        "--data.num_workers",
+        "0",
+        "--data.batch_size",
+        "8",
+    ]
+    for seed in (1, 2):
+        fit = ["fit", "--recipe", "folder", *small, "--seed_everything", seed, "--trainer.max_epochs", "1"]
+        assert zoo_cli(*fit, "--test_after_fit", "false", *FAST_TRAINER) == 0
+    runs = [str(tmp_path / f"runs/folder/version_{v}/checkpoints/last.ckpt") for v in (0, 1)]
+    assert zoo_cli("ensemble", "--recipe", "folder", *small, "--ckpt", *runs, "--json", "scores.json") == 0
+    scores = json.loads(Path("scores.json").read_text())
+    dm = ImageFolderDataModule(str(root), image_size=32, num_workers=0, batch_size=8)
+    dm.load_state_dict(torch.load(runs[0], weights_only=True)["ImageFolderDataModule"])
+    dm.setup("fit")
+    dm.config = {**dm.trained_config, "input_size": tuple(dm.trained_config["input_size"])}
+    batches = [dm.on_after_batch_transfer(b, 0) for b in dm.val_dataloader()]
+    (p0, y), (p1, _) = _probs(runs[0], batches), _probs(runs[1], batches)
+    assert scores[runs[0]]["val"]["top1"] == pytest.approx(
+        (p0.argmax(1) == y).float().mean().item(), abs=1e-6
+    )
+    mean = (p0 + p1) / 2
+    assert scores["ensemble of 2"]["val"]["top1"] == pytest.approx(
+        (mean.argmax(1) == y).float().mean().item(), abs=1e-6
+    )

@@ -95,7 +95,7 @@ def main(argv: list[str]) -> int:
     for split, loader in split_loaders(datamodule, args.split).items():
         probs, target = {}, None
         for path, model in members.items():
-            probs[path], target = predict_probs(model, loader, args.device)
+            probs[path], target = predict_probs(model, model_ready(datamodule, loader), args.device)
         results[split] = evaluate(probs, target, args.last)
     if not results:
         raise ZooError(f"the recipe's data has none of the splits {', '.join(args.split)}")
@@ -110,10 +110,17 @@ def main(argv: list[str]) -> int:
     if args.predictions:
         datamodule.setup("predict")
         loader = datamodule.predict_dataloader()
-        outputs = [predict_probs(m, loader, args.device) for m in members.values()]
+        outputs = [predict_probs(m, model_ready(datamodule, loader), args.device) for m in members.values()]
         names = getattr(datamodule, "class_names", None)
         out = write_predictions(
             args.predictions, average([p for p, _ in outputs]), outputs[0][1], names, args.top_k
         )
         print(f"Wrote {len(outputs[0][1])} ensemble predictions to {out}")
     return 0
+
+
+def model_ready(datamodule, loader):
+    """The loader's batches as the model sees them in training: through the data module's transfer hook
+    (the image modules send uint8 images and normalise them there)."""
+    for batch in loader:
+        yield datamodule.on_after_batch_transfer(batch, 0)

@@ -30,6 +30,7 @@ COMMANDS = {
     "export": "recipes.commands.export",
     "data": "recipes.commands.data",
     "check-data": "recipes.commands.check_data",
+    "lr-find": "recipes.commands.lr_find",
 }
 
 
@@ -48,6 +49,7 @@ The zoo's own commands:
   summary    per-layer output shapes, parameters and MACs of a model
   schedule   draw a recipe's learning-rate schedule without training
   ensemble   evaluate the averaged predictions of several checkpoints
+  lr-find    lr range test: the loss against the lr, and the lr to start from
 
 Shipped recipes: {", ".join(recipe_names())}. `--config PATH` takes a YAML of your own.
 Track a run in Weights & Biases: --logger wandb [--wandb.project P --wandb.name N --wandb.group G --wandb.tags [a,b]]

@@ -1,0 +1,131 @@
+"""``zoo lr-find --recipe NAME [overrides]``: an lr range test on a recipe, its plot, and the lr to paste.
+
+The recipe is built by the zoo's CLI as for ``zoo fit`` (overrides work the same). Its trainer keeps the devices,
+precision, accumulation and the fine-tuning callback (which freezes layers and fits the linear probe), and drops
+what a sweep does not use: loggers, checkpoints, lr schedules, reports, validation. :class:`zoo.lr_range.RangeTest`
+runs the sweep; the plot and a CSV of every step go to a run folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+from pathlib import Path
+
+from zoo.errors import ZooError
+
+EPILOG = """examples:
+  zoo lr-find --recipe digits
+  zoo lr-find --recipe finetune --data.root photos      # from the linear probe's head, backbone at 0.1x
+  zoo lr-find --recipe digits --model.optimizer.name adam --min-lr 1e-6 --max-lr 1
+Any other option overrides the recipe as in `zoo fit`. The swept lr is model.optimizer.lr (the head's):
+every param group follows at its own multiple of it (model.backbone_lr_scale, the linear scaling rule)."""
+
+
+def run_folder(root: Path) -> Path:
+    """``root/version_N``, N one more than the highest there."""
+    taken = [int(p.name.split("_")[1]) for p in root.glob("version_*") if p.name.split("_")[1].isdigit()]
+    return root / f"version_{max(taken, default=-1) + 1}"
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, not {text!r}")
+    return value
+
+
+def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(
+        prog="zoo lr-find",
+        description="LR range test: train a few steps with the lr rising exponentially, plot the loss against "
+        "the lr, and suggest the lr where the loss falls fastest.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--recipe", help="a shipped recipe (or give --config FILE)")
+    parser.add_argument("--min-lr", type=_positive, default=1e-6, help="first lr of the sweep (default 1e-6)")
+    parser.add_argument("--max-lr", type=_positive, default=10.0, help="last lr of the sweep (default 10)")
+    parser.add_argument("--steps", type=int, default=100, help="optimizer steps of the sweep (default 100)")
+    parser.add_argument(
+        "--output", help="folder for the plot and CSV (default: <root dir>/lr_find/version_N)"
+    )
+    return parser.parse_known_args(argv)
+
+
+def prepare(trainer, test) -> None:
+    """The recipe's trainer stripped to what a sweep needs: its fine-tuning, then the range test."""
+    from callbacks.finetuning import FineTuning
+
+    trainer.callbacks = [c for c in trainer.callbacks if isinstance(c, FineTuning)] + [test]
+    trainer.loggers = []
+    trainer.num_sanity_val_steps = 0
+    trainer.check_val_every_n_epoch = 10**9  # no validation: the sweep reads the training loss
+
+
+def write_csv(path: Path, results: dict) -> None:
+    """One row per step: the swept lr, the loss (smoothed and raw), and the lr each param group was given."""
+    names = list(dict.fromkeys(name for groups in results["groups"] for name in groups))
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["step", "lr", "loss", "raw_loss", *(f"lr[{n}]" for n in names)])
+        rows = zip(results["lr"], results["loss"], results["raw"], results["groups"])
+        for step, (lr, loss, raw, groups) in enumerate(rows):
+            writer.writerow(
+                [step, repr(lr), repr(loss), repr(raw), *(repr(groups.get(n, "")) for n in names)]
+            )
+
+
+def describe(label: str, test, args) -> str:
+    """One line: where the sweep ran, how far, and each param group's multiple of the swept lr."""
+    results = test.results
+    first, lr0 = results["groups"][0], results["lr"][0]
+    groups = ", ".join(f"{n} ×{lr / lr0:.3g}" for n, lr in first.items() if not n.endswith("/no_decay"))
+    where = "from the start" if not test.epoch else f"at epoch {test.epoch}, after the linear probe"
+    return (
+        f"{label}: lr range test {where}: {len(results['lr'])} steps of lr {args.min_lr:g} → {args.max_lr:g} "
+        f"(param groups: {groups})"
+    )
+
+
+def main(argv: list[str]) -> int:
+    from callbacks.lr_schedule import LRSchedule
+    from recipes.commands.export import quiet_lightning
+    from recipes.lightning_cli import build_recipe, expand_recipe
+    from zoo.lr_range import RangeTest, plot
+
+    args, rest = parse(argv)
+    rest = expand_recipe((["--recipe", args.recipe] if args.recipe else []) + rest)
+    if "--config" not in rest:
+        raise ZooError("zoo lr-find needs --recipe NAME or --config FILE")
+    test = RangeTest(args.min_lr, args.max_lr, args.steps, schedules=(LRSchedule,))  # options checked first
+    with quiet_lightning():
+        cli = build_recipe(rest)
+    trainer, model = cli.trainer, cli.model
+    label = args.recipe or Path(rest[rest.index("--config") + 1]).stem
+    out = Path(args.output) if args.output else run_folder(Path(trainer.default_root_dir) / "lr_find")
+    prepare(trainer, test)
+    trainer.fit(model, datamodule=cli.datamodule)
+    if not test.results or not test.results["lr"]:
+        raise ZooError(
+            "the run takes no optimizer step to test (finetune.strategy linear, or auto choosing it: the linear "
+            "probe is the whole training); for fine-tuning's lr give --finetune.strategy freeze_unfreeze or full"
+        )
+
+    reading = test.reading()
+    print(describe(label, test, args))
+    recipe_lr = model.optimizer_config.resolved().get("lr")
+    results = test.results
+    plot(out / "lr_find.png", results["lr"], results["loss"], reading, f"{label}: lr range test", recipe_lr)
+    write_csv(out / "lr_find.csv", results)
+    if reading.lr is None:
+        print(f"no suggestion: {reading.why}")
+    else:
+        print(f"suggested lr: {reading.lr:.3g}")
+        print(f"  --model.optimizer.lr {reading.lr:.3g}")
+    print(f"plot: {out / 'lr_find.png'} (every step: {out / 'lr_find.csv'})")
+    return 0

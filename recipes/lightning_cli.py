@@ -12,6 +12,7 @@ import logging
 import sys
 from importlib import import_module
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from lightning.pytorch import LightningDataModule
@@ -37,7 +38,7 @@ from callbacks.wandb_run import WandbRunId, wandb_run_id
 from recipes.catalog import recipe_names, recipe_path
 from recipes.config_edits import check_values, cpu_fallbacks, fill_class_names
 from recipes.resume import resolve_last
-from zoo import compat
+from zoo import compat, tta
 from zoo.checkpoint import check_fits, read_checkpoint, to_plain
 from zoo.checkpoint_io import AtomicCheckpointIO
 from zoo.console import print_table
@@ -111,6 +112,14 @@ class ZooCLI(LightningCLI):
             default=True,
             help="After fit, test the best checkpoint on the test split (when the data has one).",
         )
+        parser.add_argument(
+            "--tta",
+            type=Literal[tta.MODES],
+            default="none",
+            help="zoo test and zoo predict: test-time augmentation, the softmax averaged over the mirror image "
+            "(flip; refused where data.flip_invariant is false), five crops (crops), three zooms (scales) or both "
+            "(flip+crops, flip+scales); docs/tta.md.",
+        )
 
     def _parse_ckpt_path(self) -> None:
         """LightningCLI's private hook (see ``zoo.compat``) that reads ``--ckpt_path``'s hyper-parameters into
@@ -151,6 +160,8 @@ class ZooCLI(LightningCLI):
     def after_instantiate_classes(self):
         super().after_instantiate_classes()
         config = self.config[self.subcommand] if self.subcommand else None
+        if config is not None:  # --tta: refused here, before anything runs, when the data cannot take it
+            tta.configure(config.get("tta"), self.subcommand, self.model, self.datamodule)
         ckpt_path = config.get("ckpt_path") if config is not None else None
         if ckpt_path and Path(ckpt_path).is_file():  # weights of another model: say so before anything runs
             ckpt = read_checkpoint(ckpt_path, config.get("weights_only") is not False, mmap=True)

@@ -24,6 +24,7 @@ from zoo.optim import (
     warn_lbfgs_noise,
 )
 from zoo.registry import create_model
+from zoo.tta import view_scores
 
 
 class ImageClassifier(LightningModule):
@@ -56,6 +57,8 @@ class ImageClassifier(LightningModule):
         compile: compile the network with ``torch.compile`` (in place: checkpoints keep the same keys).
         compile_options: options of ``torch.compile``, e.g. ``{mode: max-autotune}``.
     """
+
+    tta_flip: bool = False  # test and predict average over the mirror image too (zoo.tta, --tta flip)
 
     def __init__(
         self,
@@ -158,7 +161,7 @@ class ImageClassifier(LightningModule):
 
     def test_step(self, batch, batch_idx):
         x, y = batch
-        logits = self(x)
+        logits = view_scores(self, x, self.tta_flip)  # with --tta: log of the views' mean softmax (zoo.tta)
         self.test_top1(logits, y)
         self.test_top5(logits, y)
         self.log("test/loss", self.loss(logits, y), sync_dist=True)
@@ -167,7 +170,7 @@ class ImageClassifier(LightningModule):
 
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
         x, ids = batch if isinstance(batch, (list, tuple)) else (batch, None)
-        return {"probs": self(x).softmax(-1), "ids": ids}
+        return {"probs": view_scores(self, x, self.tta_flip).softmax(-1), "ids": ids}
 
     def data_config(self) -> dict | None:
         """The pretrained backbone's preprocessing (input size, interpolation, mean, std, crop) as resolved by

@@ -24,7 +24,15 @@ from zoo.data.files import collate_present
 from zoo.data.loader import eval_loader, train_loader
 from zoo.data.pipeline import normalize
 from zoo.data.stats import channel_stats
-from zoo.data.transforms import check_auto_augment, check_crop, data_config, eval_transform, train_transform
+from zoo.data.transforms import (
+    VIEW_COUNTS,
+    check_auto_augment,
+    check_crop,
+    data_config,
+    eval_transform,
+    train_transform,
+    view_transform,
+)
 
 PREPROCESS = ("auto", "model", "dataset", "imagenet", "none")
 MAX_ROWS = 20  # classes shown in the table of class counts
@@ -71,10 +79,14 @@ class ImageDataModule(LightningDataModule):
         balance: draw training images with probability ∝ 1 / (images of their class).
         imbalance_ratio: warn when the largest class has this many times the images of the smallest.
         stats_images: training images that estimate the ``dataset`` statistics (0: all).
+        flip_invariant: whether a mirrored image keeps its class (false for text, digits, left/right classes);
+            ``zoo test|predict --tta flip`` is refused when it is false. ``hflip`` is only the training
+            augmentation's probability.
     """
 
     num_channels: int = 3
     class_names: list[str]
+    eval_views: str | None = None  # test and predict views: None, "crops" or "scales" (set by --tta, zoo.tta)
 
     def __init__(
         self,
@@ -99,6 +111,7 @@ class ImageDataModule(LightningDataModule):
         stats_images: int = 2000,
         persistent_workers: bool = True,
         pin_memory: bool | None = None,
+        flip_invariant: bool = True,
     ):
         super().__init__()
         _check("preprocess", preprocess, PREPROCESS)
@@ -290,10 +303,11 @@ class ImageDataModule(LightningDataModule):
         ds.transform = train
         return self._loader(ds, train=True)
 
-    def _eval_loader(self, name: str) -> DataLoader:
+    def _eval_loader(self, name: str, views: str | None = None) -> DataLoader:
+        """The split ``name`` in order through the eval transform, or through ``views`` (:func:`view_transform`)."""
         _, evaluate = self.transforms()
         ds = self._split(name)
-        ds.transform = evaluate
+        ds.transform = evaluate if views is None else view_transform(self.config, views)
         return self._loader(ds)
 
     def val_dataloader(self):
@@ -328,13 +342,16 @@ class ImageDataModule(LightningDataModule):
         return eval_loader(shard, self.batch_size, **self.loader_options())
 
     def test_dataloader(self):
-        return self._eval_loader("test")
+        return self._eval_loader("test", self.eval_views)
 
     def predict_dataloader(self):
         _, evaluate = self.transforms()
         ds = self.make_predict_set()
-        ds.transform = evaluate
-        shape = (self.num_channels, *self.preprocess_config()["input_size"][1:])
+        views = self.eval_views
+        ds.transform = evaluate if views is None else view_transform(self.config, views)
+        shape = (self.num_channels, *self.config["input_size"][1:])
+        if views is not None:  # an empty batch (no readable image) has the views' shape too
+            shape = (VIEW_COUNTS[views], *shape)
         return self._loader(ds, collate=functools.partial(collate_present, shape=shape))
 
     # --- checkpoints -------------------------------------------------------------------------------

@@ -29,6 +29,8 @@ class DigitsDataModule(LightningDataModule):
         augment: random shifts of training images.
         shift: largest shift in pixels.
         num_workers: data-loader workers.
+        flip_invariant: whether a mirrored digit keeps its class: it does not (a mirrored 2 is no digit, a
+            mirrored 3 is an ε), so ``zoo test|predict --tta flip`` is refused unless this is set true.
     """
 
     num_classes = 10
@@ -45,6 +47,7 @@ class DigitsDataModule(LightningDataModule):
         augment: bool = True,
         shift: int = 1,
         num_workers: int = 0,
+        flip_invariant: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()

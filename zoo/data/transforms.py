@@ -29,6 +29,7 @@ from timm.data.transforms_factory import transforms_imagenet_eval, transforms_im
 from torchvision import transforms
 from torchvision.transforms import v2
 
+from zoo.data.decode import as_source
 from zoo.data.pipeline import DecodePIL, RandomResizedCropDecode, ResizeDecode
 
 CROPS = ("random_resized", "pad", "center")
@@ -143,6 +144,64 @@ def eval_transform(cfg: dict, normalize: bool = True) -> Pipeline:
     """Resize the short side to ⌊size / crop_pct⌋, centre crop, to a uint8 tensor; then (x / 255 − μ)/σ
     when ``normalize`` (the data module's loaders leave it out and normalise whole batches on their device)."""
     return _finish(_eval_steps(cfg), cfg, normalize)
+
+
+# test-time views (zoo.tta): the five crops are taken from the image resized to ⌊size / c⌋, c ≤ FIVE_CROP_PCT
+# (the classic 224 of 256), so there is room to crop even when the eval crop_pct is 1; the multi-scale set is the
+# centre crop after resizing to ⌊size / c⌋ for each c in SCALE_CROP_PCTS (the whole image, timm's 0.875, closer)
+FIVE_CROP_PCT = 0.875
+SCALE_CROP_PCTS = (1.0, 0.875, 0.75)
+VIEW_COUNTS = {"crops": 5, "scales": len(SCALE_CROP_PCTS)}  # views per image
+
+
+def view_transform(cfg: dict, views: str) -> Pipeline:
+    """Several eval views of one image, stacked as a uint8 V×C×H×W tensor (``size`` = ``cfg["input_size"]``):
+
+    - ``crops``: torchvision's ``FiveCrop`` (four corners, then the centre) of the image resized to
+      ⌊size / c⌋, c = min(crop_pct, 0.875); with crop_pct ≤ 0.875 the centre view is the eval crop itself.
+    - ``scales``: the eval resize and centre crop at crop_pct 1, 0.875 and 0.75 (one image, three zooms).
+
+    The views are averaged by the model (:func:`zoo.tta.view_scores`), after the batch is normalised."""
+    if views not in VIEW_COUNTS:
+        raise ValueError(f"unknown views {views!r}; choose one of {', '.join(VIEW_COUNTS)}")
+    size = tuple(cfg["input_size"][1:])
+    interp = _interp(cfg) or transforms.InterpolationMode.BILINEAR
+    if views == "crops":
+        resize = _view_resize(cfg, min(cfg["crop_pct"], FIVE_CROP_PCT))
+        return Pipeline([ResizeDecode(resize, None, interp), v2.FiveCrop(size), torch.stack])
+    zooms = [
+        v2.Compose([v2.Resize(_view_resize(cfg, c), interp), v2.CenterCrop(size)]) for c in SCALE_CROP_PCTS
+    ]
+    return Pipeline([DecodeTensor(), Views(zooms)])
+
+
+def _view_resize(cfg: dict, crop_pct: float) -> int | tuple[int, int]:
+    """The eval resize at ``crop_pct``: the short side ⌊size / crop_pct⌋ for a square input, else both sides."""
+    scaled = _scale_size({**cfg, "crop_pct": crop_pct})
+    return scaled[0] if scaled[0] == scaled[1] else scaled
+
+
+class DecodeTensor:
+    """The decoded image as a uint8 C×H×W tensor, in full (the views below resize it several ways)."""
+
+    takes_source = True
+
+    def __call__(self, x) -> torch.Tensor:
+        return as_source(x).tensor()
+
+
+class Views:
+    """Each transform of ``transforms`` applied to the same image, the results stacked (V×C×H×W). torchvision has
+    the five and ten crops but no "same image, several pipelines" step, hence this one."""
+
+    def __init__(self, transforms: Sequence):
+        self.transforms = list(transforms)
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        return torch.stack([t(img) for t in self.transforms])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.transforms})"
 
 
 def train_transform(

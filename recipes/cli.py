@@ -31,6 +31,7 @@ COMMANDS = {
     "data": "recipes.commands.data",
     "check-data": "recipes.commands.check_data",
     "lr-find": "recipes.commands.lr_find",
+    "tune": "recipes.commands.tune",
 }
 
 
@@ -50,6 +51,7 @@ The zoo's own commands:
   schedule   draw a recipe's learning-rate schedule without training
   ensemble   evaluate the averaged predictions of several checkpoints
   lr-find    lr range test: the loss against the lr, and the lr to start from
+  tune       search lr, weight decay, dropout and warmup on the validation split (Optuna)
 
 Shipped recipes: {", ".join(recipe_names())}. `--config PATH` takes a YAML of your own.
 Track a run in Weights & Biases: --logger wandb [--wandb.project P --wandb.name N --wandb.group G --wandb.tags [a,b]]

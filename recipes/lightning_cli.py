@@ -113,6 +113,12 @@ class ZooCLI(LightningCLI):
             help="After fit, test the best checkpoint on the test split (when the data has one).",
         )
         parser.add_argument(
+            "--tune",
+            type=dict | None,
+            default=None,
+            help="`zoo tune`'s settings (trials, timeout, space, ...: docs/tuning.md); other commands ignore them.",
+        )
+        parser.add_argument(
             "--tta",
             type=Literal[tta.MODES],
             default="none",

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from zoo.diagnose import History, diagnose
@@ -13,8 +14,9 @@ from zoo.loggers import run_dir
 
 
 class LossCurveDiagnostics(Callback):
-    """Per-epoch train/val loss and top-1 → ``loss_curves.png`` and ``diagnosis.json`` in the log dir,
-    and the notes' reading of the curve (bug, lr too high/low, bad init, not converged, overfitting).
+    """Per-epoch train/val loss and top-1 → ``loss_curves.png`` and ``diagnosis.json`` in the log dir (and the
+    W&B run's summary and a table, with that logger), and the notes' reading of the curve (bug, lr too high/low,
+    bad init, not converged, overfitting, underfitting).
 
     Args:
         plot: write the PNG (matplotlib).
@@ -67,6 +69,21 @@ class LossCurveDiagnostics(Callback):
         (log_dir / "diagnosis.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
         if self.plot and self.history.train_loss:
             self._plot(log_dir / "loss_curves.png")
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                self._to_wandb(logger, trainer.global_step, log_dir / "loss_curves.png")
+
+    def _to_wandb(self, logger: WandbLogger, step: int, png: Path) -> None:
+        """The reading in the W&B run too: the summary's ``diagnosis/findings`` (the kinds) and
+        ``diagnosis/<kind>`` (each message), and the table ``diagnosis/table`` (kind, message) with the plot."""
+        summary = logger.experiment.summary
+        summary["diagnosis/findings"] = ", ".join(f.kind for f in self.findings)
+        for finding in self.findings:
+            summary[f"diagnosis/{finding.kind}"] = finding.message
+        rows = [[f.kind, f.message] for f in self.findings]
+        logger.log_table("diagnosis/table", columns=["kind", "message"], data=rows, step=step)
+        if png.is_file():
+            logger.log_image("diagnosis/loss_curves", images=[str(png)], step=step)
 
     def _plot(self, path: Path) -> None:
         import matplotlib

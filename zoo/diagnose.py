@@ -1,5 +1,5 @@
 """Read a loss curve the way the notes do: bug, lr too high or too low, bad initialisation, not converged,
-overfitting. Pure functions over per-epoch histories, so the rules can be tested on their own."""
+overfitting, underfitting. Pure functions over per-epoch histories, so the rules can be tested on their own."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ class History:
 
 @dataclass
 class Finding:
-    kind: str  # diverged | no_progress | lr_too_high | bad_init | lr_too_low | not_converged | overfitting | healthy
+    kind: str  # diverged | no_progress | lr_too_high | bad_init | lr_too_low | not_converged | overfitting
+    # | underfitting | healthy
     message: str
 
 
@@ -118,4 +119,31 @@ def diagnose(h: History) -> list[Finding]:
                     "yet: train longer or raise the lr",
                 )
             )
+    # underfitting, unless another reading already says why the training loss is still high
+    explained = {"overfitting", "lr_too_low", "lr_too_high", "not_converged"}
+    under = underfitting(h)
+    if under and not explained & {f.kind for f in out}:
+        out.append(under)
     return out or [Finding("healthy", "the curves look healthy: a fast drop, then a slow approach")]
+
+
+POOR = 1 / 3  # a final training loss above this share of the first one is poor
+CLOSE = 0.15  # validation loss at most this much above the training loss (and top-1 within 5 points) is close
+
+
+def underfitting(h: History) -> Finding | None:
+    """Train and val both poor and close together: L_train,end > ``POOR`` × L_start and
+    L_val,end ≤ (1 + ``CLOSE``) × L_train,end (and train top-1 − val top-1 < 0.05 when both are logged)."""
+    if not h.train_loss or not h.val_loss or len(h.train_loss) < 2:
+        return None
+    start = h.initial_loss if h.initial_loss is not None else h.train_loss[0]
+    train, val = h.train_loss[-1], h.val_loss[-1]
+    gap = (h.train_acc[-1] - h.val_acc[-1]) if h.train_acc and h.val_acc else 0.0
+    if train > POOR * start and val <= (1 + CLOSE) * train and gap < 0.05:
+        return Finding(
+            "underfitting",
+            f"training and validation losses end close together and both high ({train:.3g} and {val:.3g}, from "
+            f"{start:.3g}): underfitting: a bigger model, less regularisation (dropout, weight decay, "
+            "augmentation), or train longer",
+        )
+    return None

@@ -82,7 +82,7 @@ class FineTuning(StageFinetuning):
         min_steps: int = 300,
         batch_size: int = 32,
         auto_full_from: int = 1000,
-        trial: float = 0.2,
+        trial: float = 0.5,
     ):
         super().__init__(warmup, keep_bn_eval)
         if strategy not in STRATEGIES:

@@ -9,7 +9,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from zoo.diagnose import History, diagnose
+from zoo.diagnose import Finding, History, diagnose
 from zoo.loggers import run_dir
 
 
@@ -48,8 +48,8 @@ class LossCurveDiagnostics(Callback):
             self.history.train_acc.append(float(acc))
 
     def on_validation_epoch_end(self, trainer, pl_module):
-        if trainer.sanity_checking or trainer.state.fn != "fit":
-            return
+        if trainer.sanity_checking or trainer.state.fn != "fit" or getattr(pl_module, "holding_steps", False):
+            return  # (a linear probe's epoch has no training curve: its validation is left out too)
         metrics = trainer.callback_metrics
         if "val/loss" in metrics:
             self.history.val_loss.append(float(metrics["val/loss"]))
@@ -59,6 +59,10 @@ class LossCurveDiagnostics(Callback):
     def on_fit_end(self, trainer, pl_module):
         self.history.skipped_nonfinite = pl_module.guard.skipped if hasattr(pl_module, "guard") else 0
         self.findings = diagnose(self.history)
+        if not self.history.train_loss and getattr(pl_module, "held_epochs", 0):
+            self.findings = [
+                Finding("probe_only", "no curve to read: the head is a linear probe fitted in closed form")
+            ]
         if not trainer.is_global_zero:
             return
         log_dir = run_dir(trainer)

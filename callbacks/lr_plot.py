@@ -11,6 +11,7 @@ from __future__ import annotations
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 
+from callbacks.report import FAST_PNG
 from zoo.loggers import run_dir
 
 
@@ -59,7 +60,7 @@ class LRPlot(Callback):
         out = run_dir(trainer)
         out.mkdir(parents=True, exist_ok=True)
         self.path = out / "lr_schedule.png"
-        fig.savefig(self.path)
+        fig.savefig(self.path, pil_kwargs=FAST_PNG)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image("train/lr_schedule", [str(self.path)], step=trainer.global_step)

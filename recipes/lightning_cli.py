@@ -16,7 +16,7 @@ from typing import Literal
 
 import yaml
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.callbacks import Callback, ProgressBar, RichProgressBar
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -33,6 +33,7 @@ from callbacks.lr_plot import LRPlot
 from callbacks.predictions import PredictionWriter
 from callbacks.report import ClassificationReport
 from callbacks.run_config import RunConfig
+from callbacks.terminal import replace_defaults
 from callbacks.throughput import EpochThroughput
 from callbacks.wandb_run import WandbRunId, wandb_run_id
 from recipes.catalog import recipe_names, recipe_path
@@ -176,6 +177,7 @@ class ZooCLI(LightningCLI):
             )
 
     def instantiate_trainer(self, **kwargs):
+        configured = list(self._get(self.config_init, "trainer").get("callbacks") or [])  # before Lightning's
         try:
             trainer = super().instantiate_trainer(**kwargs)
         except TypeError as err:  # Lightning checks the trainer's values with TypeErrors too (devices, ...)
@@ -183,12 +185,8 @@ class ZooCLI(LightningCLI):
         trainer.callbacks = [
             c for c in trainer.callbacks if not (isinstance(c, FineTuning) and c.strategy == "none")
         ]
-        wants_bar = self._get(self.config_init, "trainer").get("enable_progress_bar") is not False
-        if wants_bar and not any(isinstance(c, ProgressBar) for c in trainer.callbacks):
-            # swap Lightning's default TQDM bar for a Rich one
-            trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, ProgressBar)]
-            bar = RichProgressBar()
-            trainer.callbacks.append(bar)
+        # Lightning's default Rich bar and summary, without v_num, FLOPs of 0 or a redraw every batch
+        trainer.callbacks = replace_defaults(trainer.callbacks, configured)
         if any(isinstance(lg, LightningWandbLogger) for lg in trainer.loggers):
             trainer.callbacks.append(WandbRunId())  # the run id goes into every checkpoint
         trainer.callbacks += [RunPhase(), Interrupt()]  # set-up errors vs bugs; SIGTERM/SIGINT save last.ckpt

@@ -117,6 +117,7 @@ class ImageClassifier(LightningModule):
         self.train_top1, self.train_top5 = accuracy(num_classes, 1), accuracy(num_classes, 5)
         self.val_top1, self.val_top5 = accuracy(num_classes, 1), accuracy(num_classes, 5)
         self.test_top1, self.test_top5 = accuracy(num_classes, 1), accuracy(num_classes, 5)
+        # means of the per-image losses; "disable": no NaN check (a device sync per batch), a NaN loss shows as NaN
         self.val_loss, self.test_loss = MeanMetric(nan_strategy="disable"), MeanMetric(nan_strategy="disable")
         self._logged: set[str] = set()  # stages whose metrics this epoch has logged (see log_epoch_metrics)
         self._held_epochs = 0
@@ -124,10 +125,12 @@ class ImageClassifier(LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(channels_last_input(x) if self.channels_last else x)
 
-    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         if target.is_floating_point():  # soft targets of mixup/CutMix (label smoothing already in them)
             return soft_target_cross_entropy(logits, target)
-        return F.cross_entropy(logits, target, label_smoothing=self.hparams.label_smoothing)
+        return F.cross_entropy(
+            logits, target, label_smoothing=self.hparams.label_smoothing, reduction=reduction
+        )
 
     def training_step(self, batch, batch_idx):
         if self.holding_steps:  # a linear probe's epoch: no forward pass, and no step (see optimizer_step)
@@ -153,7 +156,7 @@ class ImageClassifier(LightningModule):
     def validation_step(self, batch, batch_idx):
         x, y = batch
         logits = self(x)
-        self.val_loss.update(self.loss(logits, y), len(y))
+        self.val_loss.update(self.loss(logits, y, reduction="none"))  # the mean over images, not batches
         self.val_top1.update(logits, y)
         self.val_top5.update(logits, y)
         metrics = {"val/loss": self.val_loss, "val/top1": self.val_top1, "val/top5": self.val_top5}
@@ -163,7 +166,7 @@ class ImageClassifier(LightningModule):
     def test_step(self, batch, batch_idx):
         x, y = batch
         logits = view_scores(self, x, self.tta_flip)  # with --tta: log of the views' mean softmax (zoo.tta)
-        self.test_loss.update(self.loss(logits, y), len(y))
+        self.test_loss.update(self.loss(logits, y, reduction="none"))
         self.test_top1.update(logits, y)
         self.test_top5.update(logits, y)
         self.log_epoch_metrics(

@@ -1,0 +1,306 @@
+"""Framework tax: ``zoo fit --recipe digits`` against a plain PyTorch loop doing the same work.
+
+    .venv/bin/python benchmarks/framework_tax.py [--repeats 5 --epochs 30]
+    .venv/bin/python benchmarks/framework_tax.py plain --out FILE.json [--epochs 30]   (one plain run)
+
+The plain loop does what the recipe does, written as a PyTorch user would: the same network from
+``zoo.create_model``, scikit-learn's digits split 60/20/20 (stratified, seed 0), inputs standardised with the
+training split's statistics, random shifts of up to one pixel (torchvision's ``RandomCrop(8, padding=1)``),
+SGD momentum 0.9, lr 0.1, weight decay 5e-4 off biases and norms (timm's split), lr(t) = 0.1 · min(1, t) ·
+½(1 + cos(πt/T)) set before every step (t in epochs, T the run's epochs), validation every epoch, the weights
+of the best validation loss saved to a file, and a test of those weights.
+
+Both sides run as a user runs them, in a fresh process each (start-up included) with their output to a
+terminal (a pseudo-terminal here, so the zoo's progress bar draws as it would), alternately, ``repeats``
+times. The zoo keeps every default output of the recipe (checkpoints, CSV log, end-of-fit report, loss-curve
+reading, lr plot). Each run also times its epochs (training and validation: the zoo's ``train/epoch_time``,
+the same span in the plain loop); the rest of the wall time is the fixed cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import pty
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+RECIPE = {"batch": 64, "val_fraction": 0.2, "test_fraction": 0.2, "seed": 0, "lr": 0.1, "momentum": 0.9}
+RECIPE |= {"weight_decay": 5e-4, "warmup": 1.0, "shift": 1, "widths": [32, 64], "depth": 2, "drop_rate": 0.25}
+
+
+# --- the plain loop ----------------------------------------------------------------------------------------------
+
+
+class Shifted:
+    """``(standardise(shift(x_i)), y_i)``: the plain loop's dataset (a per-image random shift, as the recipe)."""
+
+    def __init__(self, x, y, mean, std, shift: int):
+        from torchvision.transforms import v2
+
+        self.x, self.y, self.mean, self.std = x, y, mean, std
+        self.crop = v2.RandomCrop(x.shape[-1], padding=shift) if shift else None
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        x = self.x[i]
+        if self.crop is not None:
+            x = self.crop(x)
+        return (x - self.mean) / self.std, self.y[i]
+
+
+def digits_splits(seed: int = 0, val_fraction: float = 0.2, test_fraction: float = 0.2):
+    """The recipe's split of scikit-learn's digits: {"train"|"val"|"test": (x N×1×8×8 in [0, 1], y)}."""
+    import numpy as np
+    import torch
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(digits.target)
+    idx = np.arange(len(y))
+    rest, test = train_test_split(idx, test_size=test_fraction, stratify=y.numpy(), random_state=seed)
+    size = val_fraction / (1 - test_fraction)
+    train, val = train_test_split(rest, test_size=size, stratify=y.numpy()[rest], random_state=seed)
+    return {k: (x[np.sort(v)], y[np.sort(v)]) for k, v in (("train", train), ("val", val), ("test", test))}
+
+
+def plain_fit(epochs: int, out: Path, seed: int = 0, log=print) -> dict:
+    """Train the digits recipe with a plain loop; returns what it did (steps, images) and its epoch times."""
+    import torch
+    import torch.nn.functional as F
+    from timm.optim import param_groups_weight_decay
+    from torch.utils.data import DataLoader
+
+    import zoo
+
+    r = RECIPE
+    torch.manual_seed(seed)
+    splits = digits_splits(r["seed"], r["val_fraction"], r["test_fraction"])
+    train_x = splits["train"][0]
+    mean, std = train_x.mean(dim=(0, 2, 3)).view(-1, 1, 1), train_x.std(dim=(0, 2, 3)).view(-1, 1, 1)
+    data = {k: Shifted(x, y, mean, std, r["shift"] if k == "train" else 0) for k, (x, y) in splits.items()}
+    loaders = {k: DataLoader(d, batch_size=r["batch"], shuffle=k == "train") for k, d in data.items()}
+    model = zoo.create_model(
+        "convnet", num_classes=10, in_chans=1, widths=r["widths"], depth=r["depth"], drop_rate=r["drop_rate"]
+    )
+    groups = param_groups_weight_decay(model, r["weight_decay"])
+    opt = torch.optim.SGD(groups, lr=r["lr"], momentum=r["momentum"])
+    steps_per_epoch = len(loaders["train"])
+
+    def lr_at(step: int) -> float:
+        t = step / steps_per_epoch
+        return r["lr"] * min(1.0, t / r["warmup"]) * 0.5 * (1 + math.cos(math.pi * t / epochs))
+
+    def evaluate(loader) -> tuple[float, float]:
+        model.eval()
+        loss, correct, n = 0.0, 0, 0
+        with torch.no_grad():
+            for x, y in loader:
+                logits = model(x)
+                loss += F.cross_entropy(logits, y, reduction="sum").item()
+                correct += (logits.argmax(-1) == y).sum().item()
+                n += len(y)
+        return loss / n, correct / n
+
+    step, images, best, epoch_times = 0, 0, float("inf"), []
+    out.mkdir(parents=True, exist_ok=True)
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        model.train()
+        for x, y in loaders["train"]:
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step)
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            images += len(y)
+        val_loss, val_top1 = evaluate(loaders["val"])
+        if val_loss < best:
+            best = val_loss
+            torch.save(model.state_dict(), out / "best.pt")
+        epoch_times.append(time.perf_counter() - start)
+        log(f"epoch {epoch}: train loss {loss.item():.4f}, val loss {val_loss:.4f}, val top-1 {val_top1:.4f}")
+    model.load_state_dict(torch.load(out / "best.pt", weights_only=True))
+    test_loss, test_top1 = evaluate(loaders["test"])
+    log(f"test top-1 {test_top1:.4f} (best val loss {best:.4f})")
+    return {
+        "steps": step,
+        "train_images": images,
+        "steps_per_epoch": steps_per_epoch,
+        "val_batches": len(loaders["val"]),
+        "split_sizes": {k: len(d) for k, d in data.items()},
+        "epoch_times": epoch_times,
+        "test_top1": test_top1,
+    }
+
+
+# --- running both sides as a user would --------------------------------------------------------------------------
+
+
+def in_terminal(command: list[str], cwd: Path, env: dict | None = None) -> tuple[int, float, float, str]:
+    """Run ``command`` with its output to a pseudo-terminal (80×24); (exit code, wall seconds, CPU seconds of the
+    process and its children, output)."""
+    leader, follower = pty.openpty()
+    out: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                return
+            if not chunk:
+                return
+            out.append(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    env = {**os.environ, "COLUMNS": "80", "LINES": "24", "TERM": "xterm-256color", **(env or {})}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = subprocess.run(
+        command, cwd=cwd, stdin=subprocess.DEVNULL, stdout=follower, stderr=follower, env=env
+    )
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    os.close(follower)
+    reader.join(timeout=10)
+    os.close(leader)
+    return done.returncode, wall, cpu, b"".join(out).decode(errors="replace")
+
+
+def zoo_run(epochs: int, cwd: Path, env: dict | None = None) -> dict:
+    """``zoo fit --recipe digits`` (its defaults, ``max_epochs`` = ``epochs``) in ``cwd``: wall time and what it did."""
+    import torch
+
+    zoo = Path(sys.executable).with_name("zoo")
+    command = [str(zoo), "fit", "--recipe", "digits", "--trainer.max_epochs", str(epochs)]
+    code, wall, cpu, output = in_terminal(command, cwd, env)
+    if code:
+        raise SystemExit(f"zoo fit failed (exit {code}):\n{output[-3000:]}")
+    (run,) = sorted(cwd.glob("runs/digits/version_*"))
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    epoch_times = [float(r["train/epoch_time"]) for r in rows if r.get("train/epoch_time")]
+    last = torch.load(run / "checkpoints/last.ckpt", weights_only=True, map_location="cpu")
+    test = [float(r["test/top1"]) for r in rows if r.get("test/top1")]
+    outputs = sorted(p.name for p in run.iterdir())
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "steps": int(last["global_step"]),
+        "epoch_times": epoch_times,
+        "test_top1": test[-1] if test else None,
+        "outputs": outputs,
+    }
+
+
+def plain_run(epochs: int, cwd: Path, env: dict | None = None) -> dict:
+    """The plain loop in a fresh process (this file's ``plain`` command): wall time and what it did."""
+    result = cwd / "plain.json"
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "plain",
+        "--epochs",
+        str(epochs),
+        "--out",
+        str(result),
+    ]
+    code, wall, cpu, output = in_terminal(command, cwd, env)
+    if code:
+        raise SystemExit(f"the plain loop failed (exit {code}):\n{output[-3000:]}")
+    return {"wall": wall, "cpu": cpu, **json.loads(result.read_text())}
+
+
+def measure(repeats: int, epochs: int, threads: int = 1, log=print) -> dict:
+    """Interleaved fresh-process runs of both sides with ``threads`` intra-op threads each (``OMP_NUM_THREADS``);
+    raises if they did not run the same optimizer steps."""
+    env = {"OMP_NUM_THREADS": str(threads)} if threads else {}
+    runs: dict[str, list[dict]] = {"zoo": [], "plain": []}
+    for i in range(repeats):
+        order = ("zoo", "plain") if i % 2 == 0 else ("plain", "zoo")  # neither side always runs first
+        for side in order:
+            with tempfile.TemporaryDirectory() as tmp:
+                result = (zoo_run if side == "zoo" else plain_run)(epochs, Path(tmp), env)
+            runs[side].append(result)
+            log(f"repeat {i + 1}/{repeats} {side}: {result['wall']:.1f} s")
+    steps = {side: {r["steps"] for r in rs} for side, rs in runs.items()}
+    if steps["zoo"] != steps["plain"] or len(steps["zoo"]) != 1:
+        raise SystemExit(f"the two sides ran different optimizer steps: {steps}")
+    return summarise(runs)
+
+
+def summarise(runs: dict[str, list[dict]]) -> dict:
+    """Medians over the repeats of the wall time, the epoch time and the fixed cost (wall − Σ epoch times)."""
+    plain = runs["plain"][0]
+    steps_per_epoch = plain["steps_per_epoch"] + plain["val_batches"]
+    out: dict = {"steps": plain["steps"], "steps_per_epoch": steps_per_epoch, "runs": runs}
+    for side, rs in runs.items():
+        out[side] = {
+            "wall": statistics.median(r["wall"] for r in rs),
+            "epoch": statistics.median(statistics.median(r["epoch_times"]) for r in rs),
+            "fixed": statistics.median(r["wall"] - sum(r["epoch_times"]) for r in rs),
+        }
+    pairs = zip(runs["plain"], runs["zoo"])
+    out["paired_ratio"] = statistics.median(p["wall"] / z["wall"] for p, z in pairs)
+    out["step_overhead_ms"] = (out["zoo"]["epoch"] - out["plain"]["epoch"]) / steps_per_epoch * 1e3
+    return out
+
+
+def rows(result: dict) -> list[str]:
+    """The table rows: figure | zoo | plain loop | ratio (plain / zoo: 1 means no tax)."""
+    z, p = result["zoo"], result["plain"]
+    spe = result["steps_per_epoch"]
+    return [
+        f"| `zoo fit --recipe digits`, wall time, s (target: ratio ≥ 0.9) | {z['wall']:.1f} | {p['wall']:.1f} "
+        f"| {p['wall'] / z['wall']:.2f} |",
+        f"| …fixed cost (start, set-up, end of fit, test), s | {z['fixed']:.1f} | {p['fixed']:.1f} "
+        f"| {p['fixed'] / z['fixed']:.2f} |",
+        f"| …per epoch ({spe} steps: training and validation), s | {z['epoch']:.3f} | {p['epoch']:.3f} "
+        f"| {p['epoch'] / z['epoch']:.2f} |",
+        f"| …overhead per step, ms (target ≤ 0.5) | {result['step_overhead_ms']:.2f} | 0 | |",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", nargs="?", choices=["plain"], help="run the plain loop once")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="OMP_NUM_THREADS of both sides (0: torch's default, one per core)",
+    )
+    parser.add_argument("--out", type=Path, help="plain: where to write its JSON")
+    args = parser.parse_args(argv)
+    if args.command == "plain":
+        with tempfile.TemporaryDirectory() as tmp:
+            result = plain_fit(args.epochs, Path(tmp))
+        (args.out or Path("plain.json")).write_text(json.dumps(result))
+        return 0
+    result = measure(args.repeats, args.epochs, args.threads)
+    print("\n".join(rows(result)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

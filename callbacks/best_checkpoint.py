@@ -12,7 +12,7 @@ import math
 
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 
 def unusable_weights(module: torch.nn.Module, max_abs_weight: float) -> str | None:
@@ -47,6 +47,22 @@ class BestCheckpoint(ModelCheckpoint):
     def state_key(self) -> str:
         """Lightning's own key, so runs saved before this class existed still restore their best paths."""
         return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        """Data with no validation split (too few images to hold one out, or ``val_fraction 0``): there is no
+        score to pick a best by, so no validation loop runs and the last epoch's weights are the checkpoint
+        (the one tested after fit)."""
+        super().setup(trainer, pl_module, stage)
+        dm = trainer.datamodule
+        if stage != "fit" or self.monitor is None or not hasattr(dm, "has_split") or dm.has_split("val"):
+            return
+        rank_zero_info(
+            f"No validation split, so no {self.monitor} to choose a checkpoint by: the last epoch's weights are kept."
+        )
+        self.monitor = None
+        if "val" in str(self.filename):
+            self.filename = "epoch{epoch:03d}"
+        trainer.limit_val_batches = 0
 
     def check_monitor_top_k(self, trainer, current: torch.Tensor | None = None) -> bool:
         if current is None:

@@ -141,8 +141,6 @@ class FineTuning(StageFinetuning):
         self._check_length(trainer, joins)
         if self.probing:
             pl_module.hold_steps(1)
-        if not validated:
-            _checkpoint_without_validation(trainer)
         self.apply_plan(trainer, pl_module, joins)
         self._report(pl_module)
 
@@ -375,17 +373,3 @@ def _gather(trainer, array: np.ndarray) -> np.ndarray:
     padded[: len(t)] = t
     everyone = strategy.all_gather(padded)
     return torch.cat([everyone[r, :n] for r, n in enumerate(sizes)]).cpu().numpy()
-
-
-def _checkpoint_without_validation(trainer) -> None:
-    """No validation split: no validation loop, and the last epoch's weights are the checkpoint."""
-    trainer.limit_val_batches = 0
-    ckpt = trainer.checkpoint_callback
-    if ckpt is None or ckpt.monitor is None:
-        return
-    rank_zero_info(
-        f"No validation split, so no {ckpt.monitor} to choose a checkpoint by: the last epoch's weights are kept."
-    )
-    ckpt.monitor = None
-    if "val" in str(ckpt.filename):
-        ckpt.filename = "epoch{epoch:03d}"

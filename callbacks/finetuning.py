@@ -17,8 +17,6 @@ fit is :mod:`zoo.probe`. This callback puts them in order:
 
 from __future__ import annotations
 
-import difflib
-
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
@@ -34,6 +32,7 @@ from callbacks.finetune_strategies import (
     plan,
 )
 from zoo import freeze as fz
+from zoo.errors import did_you_mean
 from zoo.probe import ProbeFit, extract_features, fit_head, load_head
 
 
@@ -86,10 +85,9 @@ class FineTuning(StageFinetuning):
     ):
         super().__init__(warmup, keep_bn_eval)
         if strategy not in STRATEGIES:
-            close = difflib.get_close_matches(str(strategy), STRATEGIES, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ValueError(
-                f"unknown finetune.strategy {strategy!r}{hint}; choose one of {', '.join(STRATEGIES)}"
+                f"unknown finetune.strategy {strategy!r}{did_you_mean(strategy, STRATEGIES, 1)}; choose one of "
+                f"{', '.join(STRATEGIES)}"
             )
         for key, value, low in (
             ("probe_views", probe_views, 1),

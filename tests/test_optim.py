@@ -192,7 +192,7 @@ def test_optimizer_chosen_on_the_command_line(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(name="adamm"), r"unknown optimizer name 'adamm' \(did you mean adam"),
+        (dict(name="adamm"), r"unknown optimizer name 'adamm' \(did you mean 'adam' or 'adamw'\?\)"),
         (dict(name="momentum", lr=-0.1), r"optimizer.lr=-0.1 must be a positive"),
         (dict(name="adam", lr=float("nan")), r"optimizer.lr=nan"),
         (dict(name="rmsprop", alpha=1.2), r"optimizer.alpha=1.2 must be in \[0, 1\)"),

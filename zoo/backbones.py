@@ -13,7 +13,6 @@ file fits the model with an error that says which keys do not, and listing a mod
 from __future__ import annotations
 
 import contextlib
-import difflib
 import os
 from collections import Counter
 from pathlib import Path
@@ -24,6 +23,7 @@ from timm.models import clean_state_dict, group_parameters, load_pretrained
 from torch import nn
 
 from zoo.compat import hub_offline
+from zoo.errors import did_you_mean
 from zoo.network import reachable
 
 LITE0_PYPI = "efficientnet-lite0-pypi"
@@ -170,11 +170,8 @@ def create_timm_model(
     has residual blocks); ``kwargs`` go to ``timm.create_model``.
     """
     if not timm.is_model(name):
-        close = difflib.get_close_matches(name.split(".")[0], timm.list_models(), n=8, cutoff=0.6)
-        raise ValueError(
-            f"unknown timm model {name!r}; close matches: {', '.join(close) or '(none)'}. "
-            "List them with `zoo models PATTERN`."
-        )
+        hint = did_you_mean(name.split(".")[0], timm.list_models(), n=8)
+        raise ValueError(f"unknown timm model {name!r}{hint}; list them with `zoo models PATTERN`")
     options = dict(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, **kwargs)
     if drop_path_rate:
         options["drop_path_rate"] = drop_path_rate

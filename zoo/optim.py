@@ -6,7 +6,6 @@ the notes' default for the chosen optimizer (``OPTIMIZERS``), e.g. Adam: lr 1e-3
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
@@ -17,6 +16,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from timm.optim import param_groups_weight_decay
 from torch import nn
 
+from zoo.errors import did_you_mean
 from zoo.rmsprop_nesterov import RMSpropNesterov
 
 # name -> (torch optimizer class, the notes' defaults; the keys are also the options the name accepts)
@@ -78,10 +78,9 @@ class OptimizerConfig:
 
     def __post_init__(self):
         if self.name not in OPTIMIZERS:
-            close = difflib.get_close_matches(str(self.name), OPTIMIZERS, n=2)
-            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
             raise ValueError(
-                f"unknown optimizer name {self.name!r}{hint}; choose one of {', '.join(OPTIMIZERS)}"
+                f"unknown optimizer name {self.name!r}{did_you_mean(self.name, OPTIMIZERS, 2)}; choose one of "
+                f"{', '.join(OPTIMIZERS)}"
             )
         accepted = OPTIMIZERS[self.name][1]
         unused = [

@@ -20,6 +20,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.data.random_erasing import RandomErasing
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from zoo.console import print_table
 from zoo.data.files import collate_present
 from zoo.data.loader import eval_loader, train_loader
 from zoo.data.pipeline import normalize
@@ -376,21 +377,16 @@ class ImageDataModule(LightningDataModule):
 
 @rank_zero_only
 def _print_counts(names: list[str], counts: dict[str, list[int]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"Images per class ({len(names)} classes)")
-    table.add_column("class", overflow="fold")
-    for split in counts:
-        table.add_column(split, justify="right")
     order = list(range(len(names)))
     if len(names) > MAX_ROWS:  # the rarest and the most common training classes
         order = sorted(order, key=lambda i: next(iter(counts.values()))[i])
         order = order[: MAX_ROWS // 2] + [-1] + order[-MAX_ROWS // 2 :]
-    for i in order:
-        if i < 0:
-            table.add_row(f"... {len(names) - MAX_ROWS} more", *("" for _ in counts))
-            continue
-        table.add_row(names[i], *(str(c[i]) for c in counts.values()))
-    table.add_row("total", *(str(sum(c)) for c in counts.values()), style="bold")
-    Console(width=120).print(table)
+    rows = [
+        [f"... {len(names) - MAX_ROWS} more", *("" for _ in counts)]
+        if i < 0
+        else [names[i], *(c[i] for c in counts.values())]
+        for i in order
+    ]
+    rows.append(["total", *(sum(c) for c in counts.values())])
+    title = f"Images per class ({len(names)} classes)"
+    print_table(title, ["class", *counts], rows, right=list(counts), bold=[len(rows) - 1], width=120)

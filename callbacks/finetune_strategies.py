@@ -1,6 +1,6 @@
 """Fine-tuning policy as pure functions: which stages train from which epoch, ``auto``'s choice, the budget.
 
-The notes' transfer-learning table, with a pretrained backbone and a new head:
+The lectures' transfer-learning table, with a pretrained backbone and a new head:
 
 | your data            | similar to the pretraining data     | very different                         |
 |----------------------|-------------------------------------|----------------------------------------|
@@ -86,7 +86,7 @@ def images_per_class(targets) -> float:
 def choose(
     per_class: float, pretrained: bool, validated: bool = True, full_from: int = 1000
 ) -> tuple[str, str]:
-    """``auto``: (strategy, why), after the notes' table (very little data → linear; more → fine-tune more).
+    """``auto``: (strategy, why), after the lectures' table (very little data → linear; more → fine-tune more).
 
     ``validated``: the data has a validation split. Without one there is nothing to tell a fine-tune from the
     probe with, so the probe (its C chosen by cross-validation) is the whole training.

@@ -223,7 +223,7 @@ class FineTuning(StageFinetuning):
         )
         if self.joins and scale == 1.0 and pl_module.has_pretrained_weights:
             rank_zero_warn(
-                "the pretrained backbone trains at the head's lr; the notes advise a smaller lr for pretrained "
+                "the pretrained backbone trains at the head's lr; the lectures (docs/notes.md) advise a smaller lr for pretrained "
                 "layers: set --model.backbone_lr_scale 0.1"
             )
         elif self.joins and scale < 1.0 and not pl_module.has_pretrained_weights:

@@ -15,7 +15,7 @@ from zoo.loggers import run_dir
 
 class LossCurveDiagnostics(Callback):
     """Per-epoch train/val loss and top-1 → ``loss_curves.png`` and ``diagnosis.json`` in the log dir (and the
-    W&B run's summary and a table, with that logger), and the notes' reading of the curve (bug, lr too high/low,
+    W&B run's summary and a table, with that logger), and the lectures' reading of the curve (bug, lr too high/low,
     bad init, not converged, overfitting, underfitting).
 
     Args:

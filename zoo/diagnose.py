@@ -1,4 +1,4 @@
-"""Read a loss curve the way the notes do: bug, lr too high or too low, bad initialisation, not converged,
+"""Read a loss curve the way the lectures (docs/notes.md) do: bug, lr too high or too low, bad initialisation, not converged,
 overfitting, underfitting. Pure functions over per-epoch histories, so the rules can be tested on their own."""
 
 from __future__ import annotations

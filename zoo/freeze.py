@@ -91,7 +91,7 @@ def head_and_backbone(model: nn.Module) -> tuple[nn.Module, list[nn.Parameter]]:
 
 def param_groups(model: nn.Module, backbone_lr_scale: float) -> list[dict]:
     """``head`` (lr × 1) and ``backbone`` (the trainable parameters outside the head, lr × ``backbone_lr_scale``):
-    the notes' smaller lr for pretrained layers. Frozen parameters are left out; they join when unfrozen."""
+    the lectures' smaller lr for pretrained layers. Frozen parameters are left out; they join when unfrozen."""
     head, backbone = head_and_backbone(model)
     groups = [{"name": "head", "params": head, "lr_scale": 1.0}]
     trainable = [p for p in backbone if p.requires_grad]

@@ -50,7 +50,7 @@ class ImageClassifier(LightningModule):
         cutmix_alpha: α of CutMix (0: off); with both on, a batch takes CutMix with ``mixup_switch_prob``.
         mixup_prob: chance that a training batch is mixed at all.
         mixup_switch_prob: chance of CutMix instead of mixup when both alphas are set.
-        backbone_lr_scale: lr of the layers outside the classifier as a fraction of the head's (the notes: a
+        backbone_lr_scale: lr of the layers outside the classifier as a fraction of the head's (the lectures: a
             smaller lr for pretrained layers, e.g. 0.1); below 1, or with frozen layers, the optimizer gets the
             param groups ``head`` and ``backbone`` (see :mod:`zoo.freeze`).
         channels_last: keep conv weights and input batches in N×H×W×C memory order (faster convolutions on

@@ -1,7 +1,7 @@
-"""Optimizer set-up: the notes' optimizers by name (torch's classes), weight-decay groups, linear scaling rule.
+"""Optimizer set-up: the lectures' (docs/notes.md) optimizers by name (torch's classes), weight-decay groups, linear scaling rule.
 
 ``OptimizerConfig`` is the ``optimizer:`` section of ``model:`` in a recipe. A field left ``None`` takes
-the notes' default for the chosen optimizer (``OPTIMIZERS``), e.g. Adam: lr 1e-3, β 0.9/0.999, ε 1e-8.
+the lectures' default for the chosen optimizer (``OPTIMIZERS``), e.g. Adam: lr 1e-3, β 0.9/0.999, ε 1e-8.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from torch import nn
 from zoo.errors import did_you_mean
 from zoo.rmsprop_nesterov import RMSpropNesterov
 
-# name -> (torch optimizer class, the notes' defaults; the keys are also the options the name accepts)
+# name -> (torch optimizer class, the lectures' defaults; the keys are also the options the name accepts)
 _SGD = dict(lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0)
 OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], dict]] = {
     "sgd": (torch.optim.SGD, _SGD),  # W ← W − α∇L
@@ -43,16 +43,16 @@ _ALWAYS = ("name", "decay_norm_and_bias", "reference_batch_size")  # options of 
 
 @dataclass
 class OptimizerConfig:
-    """Which optimizer and its hyper-parameters; ``None`` means the notes' default for ``name``.
+    """Which optimizer and its hyper-parameters; ``None`` means the lectures' default for ``name``.
 
     Args:
         name: sgd, momentum (SGD + momentum 0.9), nesterov, adagrad, rmsprop (decay 0.9), rmsprop_nesterov,
             adam, adamw or lbfgs (full batch: set the data's ``batch_size: 0``).
         lr: base learning rate of the head group (at ``reference_batch_size`` when that is set).
-        momentum: β of SGD/RMSProp momentum (the notes: 0.5, 0.9 or 0.99).
+        momentum: β of SGD/RMSProp momentum (the lectures: 0.5, 0.9 or 0.99).
         nesterov: Nesterov momentum for ``sgd``/``momentum``.
         betas: Adam's (β1, β2).
-        alpha: RMSProp's decay of the squared-gradient average (≥ 0.9 in the notes).
+        alpha: RMSProp's decay of the squared-gradient average (≥ 0.9 in the lectures).
         eps: ε added to the denominator √m + ε.
         weight_decay: L2 coefficient (decoupled for adamw).
         decay_norm_and_bias: also decay biases and normalisation weights (off: they are not decayed).
@@ -121,7 +121,7 @@ class OptimizerConfig:
             bad("nesterov", True, "used with a momentum > 0")
 
     def resolved(self) -> dict:
-        """The hyper-parameters the optimizer gets: the given fields over the notes' defaults for ``name``."""
+        """The hyper-parameters the optimizer gets: the given fields over the lectures' defaults for ``name``."""
         out = dict(OPTIMIZERS[self.name][1])
         out.update({k: getattr(self, k) for k in out if getattr(self, k, None) is not None})
         if "betas" in out:
@@ -146,7 +146,7 @@ class OptimizerConfig:
 
 
 def scale_lr(lr: float, global_batch: int, reference_batch: int) -> float:
-    """Linear scaling rule of the notes: batch ×k → lr ×k, i.e. lr · global_batch / reference_batch."""
+    """Linear scaling rule of the lectures: batch ×k → lr ×k, i.e. lr · global_batch / reference_batch."""
     return lr * global_batch / reference_batch
 
 

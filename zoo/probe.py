@@ -1,6 +1,6 @@
 """The linear probe: a new head fitted to convergence on the frozen pretrained features.
 
-The notes' transfer-learning advice for very little data is a linear classifier on top of the pretrained
+The lectures' (docs/notes.md) transfer-learning advice for very little data is a linear classifier on top of the pretrained
 features, and for a small problem a full-batch method run to convergence. The head is an L2-regularised
 multinomial logistic regression, argmin_{W,b} C·Σ_i CE(W·f_i + b, y_i) + ½‖W‖², solved by scikit-learn's
 ``LogisticRegression`` (L-BFGS). C is chosen on a log grid by the validation split, or by stratified k-fold

@@ -4,7 +4,7 @@ zoo summary resnet18                        # at the model's default input size 
 zoo summary resnet20 --input-size 3 32 32 --depth 2
 zoo summary timm/efficientnet_lite0 --num-classes 10
 zoo summary vgg16 -o norm=batch -o pool_size=1 --input-size 3 32 32
-zoo summary conv --filters 10 --kernel 5 --stride 1 --pad 2 --input-size 3 32 32   # the notes' example
+zoo summary conv --filters 10 --kernel 5 --stride 1 --pad 2 --input-size 3 32 32   # the lectures' example
 """
 
 from __future__ import annotations

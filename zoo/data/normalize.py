@@ -1,4 +1,4 @@
-"""Input preprocessing from the notes, with statistics computed on the training split only.
+"""Input preprocessing from the lectures (docs/notes.md), with statistics computed on the training split only.
 
 - ``center``:      x − μ                      (μ per channel)
 - ``standardize``: (x − μ) / σ                (μ, σ per channel)

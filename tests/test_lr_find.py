@@ -35,7 +35,9 @@ def test_suggestion_is_the_steepest_fall_against_log_lr():
     losses = [2.3 - math.tanh((math.log10(lr) - centre) / 0.7) for lr in lrs]
     losses[-5:] = [5.0, 8.0, 12.0, 20.0, float("nan")]  # the sweep's explosion at the end
     reading = read_curve(lrs, losses)
-    assert reading.lr is not None and abs(math.log10(reading.lr) - centre) <= 0.08  # within a step of the sweep
+    assert (
+        reading.lr is not None and abs(math.log10(reading.lr) - centre) <= 0.08
+    )  # within a step of the sweep
     assert reading.index == lrs.index(reading.lr)
 
 
@@ -114,7 +116,16 @@ def test_finetune_sweeps_from_the_linear_probes_head(zoo_cli, capsys, tmp_path):
     root = make_folder(tmp_path / "pets", per_class=8)
     args = ["--recipe", "finetune", "--data.root", root, "--model.pretrained", "false"]
     args += ["--model.pretrained_path", "efficientnet-lite0-pypi", "--finetune.strategy", "freeze_unfreeze"]
-    args += ["--data.image_size", "32", "--data.batch_size", "4", "--steps", "20", "--output", tmp_path / "out"]
+    args += [
+        "--data.image_size",
+        "32",
+        "--data.batch_size",
+        "4",
+        "--steps",
+        "20",
+        "--output",
+        tmp_path / "out",
+    ]
     assert zoo_cli("lr-find", *args, *QUICK) == 0
     out = capsys.readouterr().out
     assert "lr range test at epoch 1, after the linear probe" in out, out

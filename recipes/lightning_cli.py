@@ -82,7 +82,18 @@ class RunPhase(Callback):
 
 class ZooCLI(LightningCLI):
     """LightningCLI with the zoo's defaults: best/last checkpoints on ``val/top1``, a CSV of predictions,
-    num_classes/in_chans linked from the data, a Rich progress bar, and a results table after ``fit``."""
+    num_classes/in_chans linked from the data, a Rich progress bar, and a results table after ``fit``.
+
+    ``only``: build the parser of that subcommand alone (each one costs ~0.2 s of signature and docstring
+    reading, and a run needs one); None: all of Lightning's."""
+
+    def __init__(self, *args, only: str | None = None, **kwargs):
+        self.only = only
+        super().__init__(*args, **kwargs)
+
+    def subcommands(self) -> dict[str, set[str]]:
+        everything = LightningCLI.subcommands()
+        return {self.only: everything[self.only]} if self.only in everything else everything
 
     def add_arguments_to_parser(self, parser):
         parser.add_lightning_class_args(BestCheckpoint, "checkpoint")
@@ -394,7 +405,10 @@ def make_cli(
     one ``error:`` line instead of a page of usage."""
     compat.quiet_known_warnings()
     quiet = {"exit_on_error": False}
-    parser_kwargs = {**quiet, **{name: dict(quiet) for name in LIGHTNING_COMMANDS}} if run else dict(quiet)
+    given = sys.argv[1:] if args is None else args
+    only = given[0] if run and given and given[0] in LIGHTNING_COMMANDS else None  # the one parser it needs
+    names = [only] if only else LIGHTNING_COMMANDS
+    parser_kwargs = {**quiet, **{name: dict(quiet) for name in names}} if run else dict(quiet)
     return (cli_class or ZooCLI)(
         ImageClassifier,
         LightningDataModule,
@@ -403,6 +417,7 @@ def make_cli(
         run=run,
         args=args,
         parser_kwargs={**parser_kwargs, **kwargs.pop("parser_kwargs", {})},
+        only=only,
         **kwargs,
     )
 

@@ -19,10 +19,10 @@ from conftest import FAST_TRAINER
 from PIL import Image
 
 from recipes.catalog import recipe_path
+from recipes.tuning import TuneSettings
 from zoo.data import DigitsDataModule
 from zoo.errors import ZooError
 from zoo.search_space import Param, default_space, get, parse_param, put
-from zoo.tuning import TuneSettings
 
 ZOO = str(Path(sys.executable).with_name("zoo"))
 # tiny trials: 4 batches an epoch, a coarse trial 1 epoch, a fine one 2

@@ -27,7 +27,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from zoo.errors import ZooError
 from zoo.optim import global_batch_size, scale_lr
 
-MIN_DROP = 0.1  # the loss must fall by this fraction of its start before a suggestion means anything
+MIN_DROP = 0.1  # the loss must fall by this fraction of its highest value before a suggestion means anything
 MAX_NOISE = 0.5  # rises before the minimum, summed, over the fall: above this the curve is noise
 MIN_POINTS = 20  # steps the sweep needs; the first 10 points are not read
 
@@ -48,8 +48,8 @@ def read_curve(lrs: list[float], losses: list[float], skip_begin: int = 10) -> R
     exponential sweep the lr steps at the low end are tiny, so there noise alone makes the steepest dL/dlr (on
     digits that rule suggests 6e-5 against a tuned 0.1). No suggestion when the fall, (L_peak − L_min) / L_peak, is
     under ``MIN_DROP`` (too flat), or when the rises between peak and minimum, summed, pass ``MAX_NOISE`` ×
-    (L_peak − L_min) (too noisy). The first ``skip_begin`` points are left out, as Lightning leaves them out: its
-    smoothing's bias correction starts them low."""
+    (L_peak − L_min) (too noisy). The first ``skip_begin`` points are left out (Lightning's suggestion skips them
+    too): there the smoothed loss is still mostly the first batches'."""
     points = [(i, lr, loss) for i, (lr, loss) in enumerate(zip(lrs, losses)) if math.isfinite(loss)]
     points = [p for p in points if p[0] >= skip_begin]
     if len(points) < MIN_POINTS - skip_begin:

@@ -1,7 +1,7 @@
 """``zoo tune --recipe NAME --trials N [overrides]``: search a recipe's lr, weight decay, dropout and warmup.
 
 The recipe is parsed by the zoo's CLI as for ``zoo fit`` (overrides work the same) into one complete config;
-:class:`zoo.tuning.Search` runs each trial as a ``zoo fit`` of that config with the trial's values, coarse to fine,
+:class:`recipes.tuning.Search` runs each trial as a ``zoo fit`` of that config with the trial's values, coarse to fine,
 scored on the validation split; :mod:`zoo.tune_report` prints the ranked trials, draws them, and writes the winner
 as a recipe that ``zoo fit --config`` runs.
 """
@@ -102,7 +102,7 @@ def recipe_config(rest: list[str]) -> dict:
 
 
 def settings_from(config: dict, args: argparse.Namespace):
-    from zoo.tuning import TuneSettings
+    from recipes.tuning import TuneSettings
 
     settings = TuneSettings.from_section(config.pop("tune", None))
     for name in SETTINGS:
@@ -185,7 +185,7 @@ def report(search, space, label: str, out: Path) -> None:
 
 def main(argv: list[str]) -> int:
     from recipes.lightning_cli import expand_logger, expand_recipe
-    from zoo.tuning import Search
+    from recipes.tuning import Search
 
     args, rest = parse(argv)
     rest = expand_logger(expand_recipe((["--recipe", args.recipe] if args.recipe else []) + rest))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from zoo.backbones import data_config
+from zoo.backbones import model_data_config
 from zoo.registry import create_model, list_models, model_description
 from zoo.summary import summarize
 
@@ -34,7 +34,7 @@ def table() -> str:
     for name in [*list_models(), *EXTRA]:
         with torch.device("meta"):
             model = create_model(name)
-        size = tuple(data_config(model)["input_size"])
+        size = tuple(model_data_config(model)["input_size"])
         s = summarize(model, size, device="meta")
         what = EXTRA.get(name) or model_description(name)
         shape = "×".join(map(str, size))

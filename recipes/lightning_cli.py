@@ -82,7 +82,8 @@ class RunPhase(Callback):
 
 class ZooCLI(LightningCLI):
     """LightningCLI with the zoo's defaults: best/last checkpoints on ``val/top1``, a CSV of predictions,
-    num_classes/in_chans linked from the data, a Rich progress bar, and a results table after ``fit``.
+    num_classes/in_chans linked from the data, the model's pretrained preprocessing handed to the data, a Rich
+    progress bar, and a results table after ``fit``.
 
     ``only``: build the parser of that subcommand alone (each one costs ~0.2 s of signature and docstring
     reading, and a run needs one); None: all of Lightning's."""
@@ -174,6 +175,15 @@ class ZooCLI(LightningCLI):
         model = config.get("model")
         if self.subcommand in ("validate", "test", "predict") and config.get("ckpt_path") and model:
             model.pretrained, model.pretrained_path = False, None  # the weights come from the checkpoint
+
+    def instantiate_classes(self):
+        """Lightning's, then the model's pretrained preprocessing handed to the data module (``preprocess:
+        auto``). A link would not do: ``link_arguments("model", "data...", apply_on="instantiate")`` closes a
+        cycle with the links of num_classes and in_chans from the data to the model, which jsonargparse refuses."""
+        super().instantiate_classes()
+        hand_over = getattr(self.datamodule, "set_model_config", None)
+        if hand_over is not None and isinstance(self.model, ImageClassifier):
+            hand_over(self.model.pretrained_data_config())
 
     def after_instantiate_classes(self):
         super().after_instantiate_classes()

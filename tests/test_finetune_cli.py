@@ -78,6 +78,9 @@ def test_auto_picks_linear_for_tiny_data_and_says_why(fitted):
     ckpt = torch.load(tmp / "runs/finetune/version_0/checkpoints/last.ckpt", weights_only=True)
     (state,) = [v for k, v in ckpt["callbacks"].items() if k.startswith("FineTuning")]
     assert state["strategy"] == "linear" and state["joined"] == []
+    config = ckpt["ImageFolderDataModule"]["config"]  # the backbone's preprocessing, handed over by the CLI
+    assert config["interpolation"] == "bicubic" and config["crop_pct"] == 0.875
+    assert config["mean"] == pytest.approx([0.485, 0.456, 0.406]) and config["input_size"] == [3, 32, 32]
     pretrained = zoo.create_model("timm/efficientnet_lite0", num_classes=3, pretrained_path=LITE0_PYPI)
     trained = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     for key, value in pretrained.state_dict().items():  # the frozen backbone, BatchNorm statistics included

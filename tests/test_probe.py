@@ -44,6 +44,7 @@ def fit(model, dm, *callbacks, max_epochs: int = 1) -> Trainer:
         enable_model_summary=False,
         callbacks=list(callbacks),
     )
+    dm.set_model_config(model.pretrained_data_config())  # preprocess auto, as the CLI hands it over
     trainer.fit(model, dm)
     return trainer
 

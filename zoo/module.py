@@ -14,7 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from zoo import freeze
 from zoo.accelerate import channels_last_input, compile_module, to_channels_last
-from zoo.backbones import model_stages
+from zoo.backbones import model_data_config, model_stages
 from zoo.guard import NonFiniteGuard
 from zoo.mixup import build_mixup, mix_batch, soft_target_cross_entropy
 from zoo.optim import (
@@ -206,18 +206,15 @@ class ImageClassifier(LightningModule):
         x, ids = batch if isinstance(batch, (list, tuple)) else (batch, None)
         return {"probs": view_scores(self, x, self.tta_flip).softmax(-1), "ids": ids}
 
-    def data_config(self) -> dict | None:
+    def pretrained_data_config(self) -> dict | None:
         """The pretrained backbone's preprocessing (input size, interpolation, mean, std, crop) as resolved by
         ``timm.data.resolve_data_config``; ``None`` for a model trained from scratch (no pretrained weights
-        or no ``pretrained_cfg``), whose inputs are then normalised as the data module decides."""
+        or no ``pretrained_cfg``), whose inputs are then normalised as the data module decides. The CLI hands
+        it to the data module (``ImageDataModule.set_model_config``); the data module never reads the model."""
         if not (self.hparams.pretrained or self.hparams.pretrained_path):
             return None
         owner = next((m for m in self.model.modules() if getattr(m, "pretrained_cfg", None)), None)
-        if owner is None:
-            return None
-        from timm.data import resolve_data_config
-
-        return resolve_data_config(model=owner)
+        return None if owner is None else model_data_config(owner)
 
     def param_groups(self) -> list[dict]:
         """Parameter groups as ``[{"name", "params" (module or tensors), "lr_scale"}]``; each group's lr is

@@ -15,7 +15,7 @@ import torch
 import yaml
 from rich.console import Console
 
-from zoo.backbones import data_config
+from zoo.backbones import model_data_config
 from zoo.console import print_table
 from zoo.registry import create_model
 from zoo.summary import ConvDoesNotFit, conv_arithmetic, group_layers, summarize
@@ -79,7 +79,7 @@ def main(argv: list[str]) -> int:
         except ValueError as err:
             console.print(f"[bold red]error:[/] {err}", highlight=False)
             return 2
-        in_size = tuple(args.input_size or data_config(model)["input_size"])
+        in_size = tuple(args.input_size or model_data_config(model)["input_size"])
     try:
         try:
             summary = summarize(model, in_size)

@@ -1,10 +1,11 @@
 """``ImageDataModule``: what the image data modules share: preprocessing, augmentation, class counts, loaders.
 
 A subclass lists the images of each split (``make_splits``) and of ``predict`` (``make_predict_set``); this
-class decides the preprocessing when the loaders are built, so it can read the model the trainer holds:
-``preprocess: auto`` takes a pretrained backbone's configuration (``ImageClassifier.data_config()``: size,
-interpolation, crop, mean, std), and for a model trained from scratch the ``fallback`` statistics: the
-training split's own per-channel mean and std (``dataset``) or ImageNet's (``imagenet``).
+class decides the preprocessing when the loaders are built. ``preprocess: auto`` takes a pretrained backbone's
+configuration (size, interpolation, crop, mean, std), handed over by whoever builds the model and the data
+(``set_model_config(model.pretrained_data_config())``: the zoo's CLI does it once both exist; the data module
+never reads the model), and for a model trained from scratch the ``fallback`` statistics: the training
+split's own per-channel mean and std (``dataset``) or ImageNet's (``imagenet``).
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from zoo.data.transforms import (
     VIEW_COUNTS,
     check_auto_augment,
     check_crop,
-    data_config,
     eval_transform,
+    merge_data_config,
     train_transform,
     view_transform,
 )
@@ -126,6 +127,7 @@ class ImageDataModule(LightningDataModule):
         self.splits: dict[str, Dataset] = {}
         self.stats: dict | None = None  # {"mean": [...], "std": [...]} of the training split
         self.trained_config: dict | None = None  # the preprocessing a loaded checkpoint was trained with
+        self.model_config: dict | None = None  # a pretrained backbone's preprocessing (set_model_config)
         self.config: dict | None = None  # the preprocessing in use
         self._shown: dict | None = None
 
@@ -153,6 +155,13 @@ class ImageDataModule(LightningDataModule):
             self.report_classes()
 
     # --- preprocessing ----------------------------------------------------------------------------
+    def set_model_config(self, config: dict | None) -> None:
+        """Hand over the model's pretrained preprocessing (timm data-config keys), what ``preprocess: auto`` and
+        ``model`` use: ``ImageClassifier.pretrained_data_config()``, None for a model trained from scratch.
+        Whoever builds the model and the data calls it (the zoo's CLI does); the data module never reads the
+        model."""
+        self.model_config = None if config is None else dict(config)
+
     def preprocess_config(self) -> dict:
         """timm's data config in use now: ``input_size``, ``interpolation``, ``mean``, ``std``, ``crop_pct``.
 
@@ -166,25 +175,27 @@ class ImageDataModule(LightningDataModule):
         hp = self.hparams
         source, model_cfg = hp.preprocess, None
         if source in ("auto", "model"):
-            module = self.trainer.lightning_module if self.trainer is not None else None
-            model_cfg = module.data_config() if hasattr(module, "data_config") else None
+            model_cfg = self.model_config
             if model_cfg is None and source == "model":
                 raise ValueError(
                     "preprocess='model' needs a model with pretrained weights (e.g. --model.arch timm/NAME "
-                    "--model.pretrained true); use preprocess 'auto', 'dataset' or 'imagenet' otherwise"
+                    "--model.pretrained true; in Python, hand its preprocessing over with "
+                    "data.set_model_config(model.pretrained_data_config())); use preprocess 'auto', 'dataset' "
+                    "or 'imagenet' otherwise"
                 )
             source = "model" if model_cfg else hp.fallback
         c = self.num_channels
-        cfg = data_config(model_cfg or self.default_config(), c, hp.image_size, hp.interpolation, hp.crop_pct)
+        base = model_cfg or self.default_config()
+        cfg = merge_data_config(base, c, hp.image_size, hp.interpolation, hp.crop_pct)
         if source == "imagenet":
-            cfg = data_config(cfg, c, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)
+            cfg = merge_data_config(cfg, c, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)
         elif source == "none":
-            cfg = data_config(cfg, c, mean=(0.0,) * c, std=(1.0,) * c)
+            cfg = merge_data_config(cfg, c, mean=(0.0,) * c, std=(1.0,) * c)
         elif source == "dataset" and (hp.mean is None or hp.std is None):
             mean, std = self.dataset_stats(cfg)
-            cfg = data_config(cfg, c, mean=mean, std=std)
+            cfg = merge_data_config(cfg, c, mean=mean, std=std)
         if hp.mean is not None or hp.std is not None:
-            cfg = data_config(cfg, c, mean=hp.mean, std=hp.std)
+            cfg = merge_data_config(cfg, c, mean=hp.mean, std=hp.std)
         self._show(cfg, source)
         self.config = cfg
         return cfg

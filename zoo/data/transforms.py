@@ -63,7 +63,7 @@ def check_crop(crop: str) -> str:
     return crop
 
 
-def data_config(
+def merge_data_config(
     base: dict | None,
     in_chans: int = 3,
     image_size: int | Sequence[int] | None = None,

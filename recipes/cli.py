@@ -19,6 +19,8 @@ from importlib import import_module
 from recipes.catalog import recipe_names
 from zoo.errors import EXIT_BUG, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USER, ZooError, did_you_mean
 
+EXIT_SIGPIPE = 141  # 128 + SIGPIPE, what `git log | head` leaves
+
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 # zoo's own commands: name -> module with main(argv) -> exit code
 COMMANDS = {
@@ -50,6 +52,9 @@ The zoo's own commands:
   summary    per-layer output shapes, parameters and MACs of a model
   schedule   draw a recipe's learning-rate schedule without training
   ensemble   evaluate the averaged predictions of several checkpoints
+  export     write a checkpoint as ONNX or a torch.export program, with its preprocessing and classes
+  check-data what training on a folder of images would read (counts, skips, duplicates), without training
+  data       write an image folder as streaming shards (zoo data optimize) for object stores
   lr-find    lr range test: the loss against the lr, and the lr to start from
   tune       search lr, weight decay, dropout and warmup on the validation split (Optuna)
 
@@ -262,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["ZOO_DEBUG"] = "1"  # DDP's processes re-run the command without --debug
     try:
         return run(argv)
+    except BrokenPipeError:  # the reader stopped (`zoo models resnet | head`): quiet, as shell tools
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the final flush must not fail again
+        code = EXIT_SIGPIPE
     except BaseException as err:  # noqa: BLE001 - the one place where every error becomes an exit code
         code = report(err, argv, debug)
     raise SystemExit(code)

@@ -14,9 +14,11 @@ from pathlib import Path
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.trainer.states import RunningStage
 from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from callbacks.device_batches import device_batches
 from zoo.loggers import run_dir
 
 # W&B tables hold 10,000 rows; a confusion chart has one row per (true, predicted) pair
@@ -122,10 +124,10 @@ class ClassificationReport(Callback):
         was_training = pl_module.training
         pl_module.eval()
         metric, mistakes = None, []
-        for batch_idx, batch in enumerate(loader):
-            if batch_idx >= limit:
-                break
-            x, y = trainer.strategy.batch_to_device(batch)[:2]
+        for batch in device_batches(
+            trainer, loader, RunningStage.VALIDATING, limit
+        ):  # normalised, never erased
+            x, y = batch[:2]
             with trainer.precision_plugin.val_step_context():
                 logits = pl_module(x)
             metric = self._add(metric, mistakes, logits, x, y)

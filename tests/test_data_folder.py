@@ -324,3 +324,26 @@ def test_batches_normalised_on_the_device_and_erased_in_training_only(tmp_path):
     for x in seen.val:
         assert x.dtype == torch.float32 and (x == 0).sum() == 0
     assert seen.train and seen.val
+
+
+def test_end_of_fit_report_classifies_normalised_unerased_images(tmp_path):
+    """The report's own pass over the validation split (when the weights changed after the last validation) sees
+    the batches as validation does: normalised on the device, never randomly erased, even though the training
+    loop is still the trainer's stage when ``on_train_end`` runs."""
+    from lightning.pytorch.trainer.states import RunningStage
+
+    from callbacks.report import ClassificationReport
+
+    root = make_folder(tmp_path / "pets", {"cat": 8, "dog": 8})
+    dm = module(root, test_fraction=0.0, preprocess="imagenet", re_prob=1.0, hflip=0.0)
+    model = ImageClassifier("convnet", num_classes=2, model_kwargs=TINY)
+    trainer = Trainer(max_epochs=1, logger=False, enable_checkpointing=False, **_quiet())
+    trainer.fit(model, datamodule=dm)
+    seen = []
+    handle = model.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
+    trainer.state.stage = RunningStage.TRAINING  # as during on_train_end
+    metric, _ = ClassificationReport()._classify(trainer, model)
+    handle.remove()
+    assert seen and metric is not None
+    for x in seen:
+        assert x.dtype == torch.float32 and (x == 0).sum() == 0  # an erased box would be exact zeros

@@ -153,7 +153,10 @@ class LRSchedule(Callback):
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(**self._key())
+        # Lightning reads it at every hook it calls (~10 a step) and the key is fixed at construction: built once
+        if "_state_key" not in self.__dict__:
+            self._state_key = self._generate_state_key(**self._key())
+        return self._state_key
 
     def _key(self) -> dict:
         """What tells two schedules of a class apart in a checkpoint (fixed at construction)."""

@@ -188,8 +188,6 @@ def in_terminal(command: list[str], cwd: Path, env: dict | None = None) -> tuple
 
 def zoo_run(epochs: int, cwd: Path, env: dict | None = None) -> dict:
     """``zoo fit --recipe digits`` (its defaults, ``max_epochs`` = ``epochs``) in ``cwd``: wall time and what it did."""
-    import torch
-
     zoo = Path(sys.executable).with_name("zoo")
     command = [str(zoo), "fit", "--recipe", "digits", "--trainer.max_epochs", str(epochs)]
     code, wall, cpu, output = in_terminal(command, cwd, env)
@@ -198,13 +196,15 @@ def zoo_run(epochs: int, cwd: Path, env: dict | None = None) -> dict:
     (run,) = sorted(cwd.glob("runs/digits/version_*"))
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     epoch_times = [float(r["train/epoch_time"]) for r in rows if r.get("train/epoch_time")]
-    last = torch.load(run / "checkpoints/last.ckpt", weights_only=True, map_location="cpu")
     test = [float(r["test/top1"]) for r in rows if r.get("test/top1")]
     outputs = sorted(p.name for p in run.iterdir())
+    # an epoch's end row is written at its last step's index (optimizer steps done − 1); last.ckpt holds the best
+    # epoch's step, not the run's last (Lightning writes it only next to a new best)
+    steps = 1 + max(int(r["step"]) for r in rows if r.get("train/epoch_time"))
     return {
         "wall": wall,
         "cpu": cpu,
-        "steps": int(last["global_step"]),
+        "steps": steps,
         "epoch_times": epoch_times,
         "test_top1": test[-1] if test else None,
         "outputs": outputs,
@@ -257,9 +257,11 @@ def summarise(runs: dict[str, list[dict]]) -> dict:
             "wall": statistics.median(r["wall"] for r in rs),
             "epoch": statistics.median(statistics.median(r["epoch_times"]) for r in rs),
             "fixed": statistics.median(r["wall"] - sum(r["epoch_times"]) for r in rs),
+            "cpu": statistics.median(r["cpu"] for r in rs),
         }
-    pairs = zip(runs["plain"], runs["zoo"])
+    pairs = list(zip(runs["plain"], runs["zoo"]))
     out["paired_ratio"] = statistics.median(p["wall"] / z["wall"] for p, z in pairs)
+    out["paired_cpu_ratio"] = statistics.median(p["cpu"] / z["cpu"] for p, z in pairs)
     out["step_overhead_ms"] = (out["zoo"]["epoch"] - out["plain"]["epoch"]) / steps_per_epoch * 1e3
     return out
 
@@ -276,7 +278,28 @@ def rows(result: dict) -> list[str]:
         f"| …per epoch ({spe} steps: training and validation), s | {z['epoch']:.3f} | {p['epoch']:.3f} "
         f"| {p['epoch'] / z['epoch']:.2f} |",
         f"| …overhead per step, ms (target ≤ 0.5) | {result['step_overhead_ms']:.2f} | 0 | |",
+        f"| …CPU time of the whole run (all threads and processes), s | {z['cpu']:.1f} | {p['cpu']:.1f} "
+        f"| {p['cpu'] / z['cpu']:.2f} |",
     ]
+
+
+def throughput_rows(result: dict) -> list[str]:
+    """Rows of :func:`synthetic_fit.compare`: images/s and CPU ms per image (ratio zoo / plain in speed)."""
+    z, p, spec = result["zoo"], result["plain"], result["spec"]
+    what = f"{spec['arch']} at {spec['size']}×{spec['size']}, batch {spec['batch']}"
+    return [
+        f"| training throughput, images/s, {what} (target: ratio ≥ 0.99) | {z['images_per_s']:.1f} "
+        f"| {p['images_per_s']:.1f} | {result['ratio']:.3f} |",
+        f"| …CPU ms per training image | {z['cpu_ms_per_image']:.1f} | {p['cpu_ms_per_image']:.1f} "
+        f"| {result['cpu_ratio']:.3f} |",
+    ]
+
+
+NOTES = """Fresh processes, alternately, each side's output to a pseudo-terminal (the zoo's progress bar draws),
+`OMP_NUM_THREADS=1` on both sides; the zoo keeps every default output of the recipe. Ratio: plain / zoo in
+time (1: no tax). The throughput rows run in one process, both sides alternately: `zoo fit --recipe synthetic`'s
+trainer and callbacks (``build_recipe``) against a plain loop on the same images (benchmarks/synthetic_fit.py);
+ratio: zoo / plain in images/s."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -290,15 +313,35 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="OMP_NUM_THREADS of both sides (0: torch's default, one per core)",
     )
-    parser.add_argument("--out", type=Path, help="plain: where to write its JSON")
+    parser.add_argument("--out", type=Path, help="plain: where to write its JSON; else the results folder")
+    parser.add_argument("--no-write", action="store_true", help="print the table rows only")
+    parser.add_argument("--throughput-repeats", type=int, default=3, help="0: no throughput rows")
+    parser.add_argument("--throughput-steps", type=int, default=8, help="training batches per epoch")
     args = parser.parse_args(argv)
     if args.command == "plain":
         with tempfile.TemporaryDirectory() as tmp:
             result = plain_fit(args.epochs, Path(tmp))
         (args.out or Path("plain.json")).write_text(json.dumps(result))
         return 0
+    import record
+
+    where = record.machine()
     result = measure(args.repeats, args.epochs, args.threads)
-    print("\n".join(rows(result)))
+    table = rows(result)
+    if args.throughput_repeats:
+        from synthetic_fit import compare
+
+        result["throughput"] = compare(
+            "resnet18", 64, 32, args.throughput_steps, repeats=args.throughput_repeats
+        )
+        table += throughput_rows(result["throughput"])
+    if not args.no_write:
+        settings = {k: v for k, v in vars(args).items() if k not in ("command", "out", "no_write")}
+        title = "Framework tax: `zoo fit` vs a plain PyTorch loop"
+        record.write(
+            "framework_tax", title, where, settings, result, table, NOTES, args.out or record.RESULTS
+        )
+    print("\n".join(table))
     return 0
 
 

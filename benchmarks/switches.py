@@ -18,7 +18,9 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+import record
 import torch
 
 CASES = {
@@ -103,6 +105,11 @@ def measure_workers(workers=(0, 2), repeats: int = 5, log=print) -> dict:
     return out
 
 
+NOTES = """Training steps on one fixed batch through the zoo's switches; ratio: baseline / with the switch (above 1:
+faster). Medians of interleaved repeats, torch on one thread. The loader rows time an epoch of the digits recipe's
+training batches (persistent workers started beforehand)."""
+
+
 def rows(result: dict) -> list[str]:
     """Table rows: figure | with the switch | baseline (fp32, default memory order / 0 workers) | ratio (speed-up)."""
     out = []
@@ -133,13 +140,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=4, help="steps per timing")
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--threads", type=int, default=1, help="torch's intra-op threads (0: its default)")
+    parser.add_argument("--out", type=Path, default=record.RESULTS, help="folder of switches.json / .md")
+    parser.add_argument("--no-write", action="store_true", help="print the table rows only")
     args = parser.parse_args(argv)
+    if args.threads:  # one thread: a busy machine stalls two threads at every barrier
+        torch.set_num_threads(args.threads)
+    where = record.machine()
     cases = {c: CASES[c] for c in args.cases}
     result = {
         "switches": measure_switches(cases, args.configs, args.repeats, args.steps),
         "workers": measure_workers(repeats=args.repeats),
     }
-    print("\n".join(rows(result)))
+    table = rows(result)
+    if not args.no_write:
+        settings = {k: v for k, v in vars(args).items() if k not in ("out", "no_write")}
+        record.write(
+            "switches", "Speed switches on this machine", where, settings, result, table, NOTES, args.out
+        )
+    print("\n".join(table))
     return 0
 
 

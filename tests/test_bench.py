@@ -1,0 +1,64 @@
+"""The benchmarks at a tiny size do the same work on both sides: the same optimizer steps on the same images
+(the framework tax's plain loop against the digits recipe, ``zoo fit`` against a plain loop on synthetic images,
+the GPU benchmark on a CPU). No timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import framework_tax  # noqa: E402
+import synthetic_fit  # noqa: E402
+
+
+def test_the_plain_loop_splits_the_digits_as_the_recipe_does():
+    from zoo.data import DigitsDataModule
+
+    data = DigitsDataModule(batch_size=64, val_fraction=0.2, test_fraction=0.2, seed=0)
+    data.setup()
+    splits = framework_tax.digits_splits(seed=0, val_fraction=0.2, test_fraction=0.2)
+    for name, (x, y) in splits.items():
+        theirs = data.splits[name]
+        assert torch.equal(torch.sort(y).values, torch.sort(theirs.y).values), name
+        # the same images (pixel sums per image, in [0, 1] before any normalisation)
+        ours = torch.sort(x.flatten(1).sum(1)).values
+        assert torch.allclose(ours, torch.sort(theirs.x.flatten(1).sum(1)).values, atol=1e-4), name
+
+
+def test_the_plain_loop_takes_the_recipes_steps(tmp_path):
+    result = framework_tax.plain_fit(1, tmp_path, log=lambda *a: None)
+    assert result["split_sizes"] == {"train": 1077, "val": 360, "test": 360}
+    assert result["steps"] == result["steps_per_epoch"] == 17  # ⌈1077 / 64⌉, as Lightning counts them
+    assert result["train_images"] == 1077 and result["val_batches"] == 6
+
+
+def test_zoo_fit_and_the_plain_loop_train_on_the_same_images_with_the_same_steps():
+    spec = dict(
+        arch="resnet18", size=16, batch=4, steps=2, epochs=2, precision="bf16-mixed", channels_last=True
+    )
+    zoo = synthetic_fit.zoo_side(**spec, device="cpu", classes=3, record=True)
+    plain = synthetic_fit.plain_side(**spec, device="cpu", classes=3, record=True)
+    assert zoo["steps"] == plain["steps"] == 4
+    per_epoch = torch.bincount(torch.arange(8) % 3, minlength=3)  # image i of the split has label i mod 3
+    assert zoo["class_counts"] == plain["class_counts"] == (2 * per_epoch).tolist()
+    assert len(zoo["image_sums"]) == len(plain["image_sums"]) == 16
+    assert zoo["image_sums"] == pytest.approx(plain["image_sums"], rel=1e-6)
+    for side in (zoo, plain):
+        assert side["images_per_s"] > 0 and side["cpu_ms_per_image"] > 0
+
+
+def test_the_gpu_benchmark_runs_at_a_tiny_size_on_the_cpu(tmp_path):
+    import gpu
+
+    args = ["--device", "cpu", "--arch", "resnet18", "--size", "16", "--batch", "4", "--steps", "2"]
+    assert gpu.main([*args, "--repeats", "1", "--configs", "fp32", "bf16-mixed", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "gpu.json").read_text())
+    assert set(result["switches"]) == {"fp32", "bf16-mixed"}
+    assert result["fit"]["spec"]["precision"] == "bf16-mixed" and result["fit"]["spec"]["channels_last"]
+    text = (tmp_path / "gpu.md").read_text()
+    assert "2470" in text and "`zoo fit` vs a plain loop" in text

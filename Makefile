@@ -1,10 +1,11 @@
 # `make demo`: set up .venv (once) and train the digits recipe.  `make test`: set up and run the checks.
+# `make bench`: run the CPU benchmarks (minutes) and print one table (docs/benchmarks.md).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint docs clean
+.PHONY: demo test test-fast lint docs bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +28,9 @@ test: lint docs
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -x -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench.py
 
 clean:
 	rm -rf site runs lightning_logs .pytest_cache

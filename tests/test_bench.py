@@ -62,3 +62,18 @@ def test_the_gpu_benchmark_runs_at_a_tiny_size_on_the_cpu(tmp_path):
     assert result["fit"]["spec"]["precision"] == "bf16-mixed" and result["fit"]["spec"]["channels_last"]
     text = (tmp_path / "gpu.md").read_text()
     assert "2470" in text and "`zoo fit` vs a plain loop" in text
+
+
+def test_make_bench_reads_each_benchmarks_rows_back_from_its_results(tmp_path):
+    import bench
+    import pipeline
+
+    saved = json.loads((Path(bench.HERE) / "results" / "pipeline.json").read_text())
+    (tmp_path / "pipeline.json").write_text(json.dumps(saved))
+    rows, sources = bench.table(["pipeline", "framework_tax"], tmp_path)
+    assert rows == pipeline.rows(saved)  # the pipeline's own rows, nothing dropped or reworded
+    assert sources[0].startswith(f"pipeline (input pipeline vs torchvision): {saved['date']}")
+    assert sources[1] == "framework_tax: not run yet"
+    switches = {"switches": {"m": {"fp32": {"step_s": 0.2, "setup_s": 0}, "compile": {"step_s": 0.1, "setup_s": 9}}},
+                "workers": {"0": 0.4, "2": 0.2}}  # fmt: skip
+    assert [r.split("|")[-2].strip() for r in bench.rows_of("switches", switches)] == ["2.00", "2.00"]

@@ -75,6 +75,7 @@ LEAFSPEC_DEPRECATION = (
     r"`isinstance\(treespec, LeafSpec\)` is deprecated"  # torch 2.14, from Lightning's _pytree
 )
 EVAL_MODE_WARNING = r"Found \d+ module\(s\) in eval mode at the start of training"  # Lightning's
+CKPT_PATH_NOTES = ("Be aware that when using `ckpt_path`", "The dirpath has changed from")
 NONE_STEP_WARNING = r"`training_step` returned `None`"  # Lightning's automatic optimization
 LIGHTNING_TIP = "💡 Tip:"  # Lightning's advertisements (litlogger, litmodels), printed by every Trainer
 
@@ -90,6 +91,10 @@ def quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", LEAFSPEC_DEPRECATION, FutureWarning)
     # the zoo's training_step returns None only on purpose: a linear probe's epoch, a skipped non-finite loss
     warnings.filterwarnings("ignore", NONE_STEP_WARNING)
+    # zoo test/validate/predict and resumed fits restore a checkpoint into a run folder of their own, with the
+    # recipe's callbacks: Lightning's notes about other callback settings and the old folder ask nothing of anyone
+    for message in CKPT_PATH_NOTES:
+        warnings.filterwarnings("ignore", message)
     for name in ("lightning_utilities.core.rank_zero", "lightning.pytorch.utilities.rank_zero"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropLightningTips) for f in logger.filters):

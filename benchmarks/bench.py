@@ -56,8 +56,9 @@ def table(names: list[str], results: Path = record.RESULTS) -> tuple[list[str], 
             continue
         result = json.loads(path.read_text())
         rows += rows_of(name, result)
-        where = result.get("machine") or record.describe(result)
-        sources.append(f"{name} ({BENCHES[name][0]}): {result.get('date', '')}, {where}")
+        mine = "load_average" in result  # written by record.write: the line has the date
+        where = record.describe(result) if mine else f"{result.get('date', '')}, {result.get('machine', '')}"
+        sources.append(f"{name} ({BENCHES[name][0]}): {where}")
     return rows, sources
 
 

@@ -3,7 +3,9 @@
 Lightning keeps the first epoch as best whatever its score (even NaN), and any later one that scores better,
 so a run at lr 1000 keeps weights of 1e30 as its best checkpoint. Here an epoch is a candidate only when
 its monitored value is finite and every weight is finite with |w| ≤ ``max_abs_weight``; a refused epoch is
-said once, and ``last.ckpt`` is written as usual.
+said once. ``last.ckpt`` is written at the end of every epoch: Lightning 2.6 writes it only when a top-k
+checkpoint was written at the same step, so after the best epoch it stopped moving and a resume from "last"
+would train the epochs since then again.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class BestCheckpoint(ModelCheckpoint):
             raise ValueError(f"checkpoint.max_abs_weight={max_abs_weight!r} must be > 0")
         self.max_abs_weight = max_abs_weight
         self.refused: list[tuple[int, str]] = []  # (epoch, why) of the epochs not kept as best
+        self._last_written = -1  # global step of the last last.ckpt this callback wrote
 
     @property
     def state_key(self) -> str:
@@ -63,6 +66,28 @@ class BestCheckpoint(ModelCheckpoint):
         if "val" in str(self.filename):
             self.filename = "epoch{epoch:03d}"
         trainer.limit_val_batches = 0
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._last_every_epoch(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._last_every_epoch(trainer)
+
+    def _last_every_epoch(self, trainer) -> None:
+        """``last.ckpt`` of this step, unless it is written already (a new best, or the step-wise writer)."""
+        if not self.save_last or self._should_skip_saving_checkpoint(trainer):
+            return
+        if self._last_written == trainer.global_step:
+            return
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def _save_last_checkpoint(self, trainer, monitor_candidates) -> None:
+        super()._save_last_checkpoint(trainer, monitor_candidates)
+        self._last_written = trainer.global_step
 
     def check_monitor_top_k(self, trainer, current: torch.Tensor | None = None) -> bool:
         if current is None:

@@ -48,3 +48,26 @@ def test_partial_files_of_dead_processes_are_removed_and_live_ones_kept(tmp_path
         p.write_bytes(b"PK\x03\x04 cut off")
     assert io.load_checkpoint(path, weights_only=True)["global_step"] == 1
     assert not dead.exists() and alive.exists() and other.exists()
+
+
+def test_last_ckpt_follows_every_epoch_even_when_the_best_stops_improving(tmp_path):
+    """Lightning writes ``last.ckpt`` only at steps where it writes a top-k checkpoint; the zoo's checkpoint
+    writes it at the end of every epoch, so a resume from "last" starts after the final epoch, not the best one."""
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    from callbacks.best_checkpoint import BestCheckpoint
+
+    class Worsening(BoringModel):  # the monitored score falls every epoch: epoch 0 stays the best
+        def on_validation_epoch_end(self):
+            self.log("val/score", -float(self.current_epoch))
+
+    checkpoint = BestCheckpoint(dirpath=tmp_path, monitor="val/score", mode="max", save_last=True)
+    trainer = Trainer(
+        max_epochs=3, limit_train_batches=2, limit_val_batches=1, callbacks=[checkpoint], logger=False,
+        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+    )  # fmt: skip
+    trainer.fit(Worsening())
+    assert checkpoint.best_model_path.endswith("epoch=0-step=2.ckpt")
+    last = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert (last["epoch"], last["global_step"]) == (2, 6)

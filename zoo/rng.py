@@ -45,16 +45,28 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return int(high) << 32 | int(low)
 
 
-@contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Seed torch, NumPy and Python with ``seed`` inside the block; the states before it come back after it."""
-    saved = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    torch.default_generator.manual_seed(seed)  # the CPU generator only: CUDA's draw the model's dropout
+def seed_all(seed: int) -> None:
+    """Seed torch's CPU generator (CUDA's draw the model's dropout), NumPy's and Python's with ``seed``."""
+    torch.default_generator.manual_seed(seed)
     np.random.seed(seed & 0xFFFF_FFFF)
     random.seed(seed)
+
+
+@contextmanager
+def kept_states() -> Iterator[None]:
+    """The states of torch's CPU generator, NumPy's and Python's after the block are those before it."""
+    saved = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     try:
         yield
     finally:
         torch.set_rng_state(saved["torch"])
         np.random.set_state(saved["numpy"])
         random.setstate(saved["python"])
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed torch, NumPy and Python with ``seed`` inside the block; the states before it come back after it."""
+    with kept_states():
+        seed_all(seed)
+        yield

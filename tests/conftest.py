@@ -9,6 +9,10 @@ import pytest
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# one intra-op thread per process (inherited by the runs the tests start): the tests' networks are tiny, and on a
+# busy 2-core machine two OpenMP threads per process spin against each other and the loader workers (a digits
+# run took 8.5 min instead of 35 s); set OMP_NUM_THREADS to override
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,9 @@ benchmarks/results/lfw_finetune.json and lfw_finetune.md.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import math
 import statistics
 import tempfile
 from pathlib import Path
@@ -58,13 +60,15 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--kinds", nargs="+", choices=list(RUNS), default=list(RUNS))
     args = parser.parse_args()
-    runs: dict[str, list] = {kind: [] for kind in RUNS}
+    runs: dict[str, list] = {kind: [] for kind in args.kinds}
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as tmp:
             data = Path(tmp) / "lfw"
             write_folder(data, seed)
-            for kind, options in RUNS.items():
+            for kind in args.kinds:
+                options = RUNS[kind]
                 cwd = Path(tmp) / kind
                 cwd.mkdir()
                 result = {"seed": seed, **zoo_fit([*options, "--data.root", str(data)], cwd, SAID)}
@@ -82,7 +86,7 @@ def main() -> None:
                 "max_wall_s": max(x["wall_s"] for x in r),
             }
             for kind, options in RUNS.items()
-            if (r := runs[kind])
+            if (r := runs.get(kind))
         },
     }
     out = HERE / "results"
@@ -93,7 +97,13 @@ def main() -> None:
 
 
 def markdown(s: dict) -> str:
-    ft, scratch = s["finetune"], s["scratch"]
+    ft = s["finetune"]
+    scratch = s.get("scratch") or {
+        "command": "(not run)",
+        "runs": [],
+        "mean_test_top1": math.nan,
+        "max_wall_s": math.nan,
+    }
     lines = [
         "# Fine-tuning on 10 photos per class with the recipe's defaults (lfw_subset, faces vs non-faces)",
         "",
@@ -105,7 +115,9 @@ def markdown(s: dict) -> str:
         "| seed | fine-tune: test top-1 | wall | what it chose | scratch: test top-1 | wall |",
         "|---:|---:|---:|---|---:|---:|",
     ]
-    for f, r in zip(ft["runs"], scratch["runs"]):
+    for f, r in itertools.zip_longest(
+        ft["runs"], scratch["runs"], fillvalue={"test_top1": math.nan, "wall_s": math.nan}
+    ):
         chose = f["said"]["Fine-tuning strategy auto"].split(":")[0].replace("Fine-tuning strategy ", "")
         probe = f["said"]["Linear probe:"]
         c = probe.split("C = ")[1].split(" chosen")[0] if "C = " in probe else "?"

@@ -309,3 +309,29 @@ def test_two_workers_share_one_search(tmp_path):
     assert all(ran), outputs  # both workers ran trials
     numbers = sorted(int(n) for r in ran for n in r)
     assert numbers == list(range(len(numbers))) and 4 <= len(numbers) <= 5  # shared numbering, ~4 in all
+
+
+def test_a_pruned_trial_is_ranked_and_shown_as_pruned():
+    """Optuna gives a pruned trial its last reported score as its value: the table still says it was pruned and
+    ranks it after the complete trials of its stage, even when that score is the best."""
+    import optuna
+
+    from zoo.search_space import Param
+    from zoo.tune_report import table_rows
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize")
+
+    def objective(trial):
+        lr = trial.suggest_float("model.optimizer.lr", 1e-3, 1.0, log=True)
+        trial.report(0.01 if trial.number == 0 else 0.5, step=1)
+        if trial.number == 0:
+            trial.set_user_attr("pruned_at", 1)
+            raise optuna.TrialPruned()
+        return 0.5 + lr
+
+    study.optimize(objective, n_trials=2)
+    assert study.trials[0].state.name == "PRUNED" and study.trials[0].value is not None
+    space = [Param("model.optimizer.lr", 1e-3, 1.0, log=True)]
+    _, rows = table_rows([("coarse", t) for t in study.trials], space, "val/loss", "min")
+    assert [(r[1], r[-1]) for r in rows] == [("coarse #1", "complete"), ("coarse #0", "pruned after epoch 1")]

@@ -10,6 +10,11 @@ import yaml
 from zoo.search_space import Param
 
 
+def _pruned(trial) -> bool:
+    """Optuna stores a pruned trial's last reported score as its value too: its state tells."""
+    return trial.state.name == "PRUNED"
+
+
 def _value(trial) -> float | None:
     """A complete trial's score; a pruned one's last reported score."""
     if trial.value is not None:
@@ -25,7 +30,7 @@ def ranked(trials: list[tuple[str, object]], mode: str) -> list[tuple[str, objec
     def key(item):
         stage, trial = item
         value = _value(trial)
-        return (stage != "fine", trial.value is None, sign * value if value is not None else float("inf"))
+        return (stage != "fine", _pruned(trial), sign * value if value is not None else float("inf"))
 
     return sorted(trials, key=key)
 
@@ -38,7 +43,7 @@ def table_rows(trials, space: list[Param], metric: str, mode: str) -> tuple[list
         value = _value(trial)
         val = trial.user_attrs.get("val") or {}
         pruned = trial.user_attrs.get("pruned_at")
-        state = f"pruned after epoch {pruned}" if trial.value is None else "complete"
+        state = f"pruned after epoch {pruned}" if _pruned(trial) else "complete"
         rows.append(
             [
                 str(rank),
@@ -71,7 +76,7 @@ def plot(
             points = [
                 (t.params[x.key], _value(t))
                 for s, t in trials
-                if s == stage and (t.value is None) == pruned and x.key in t.params and _value(t) is not None
+                if s == stage and _pruned(t) == pruned and x.key in t.params and _value(t) is not None
             ]
             if points:
                 xs, ys = zip(*points)

@@ -88,6 +88,9 @@ def plot(
         ax.axvspan(fine_range.low, fine_range.high, color="C1", alpha=0.08, label="fine stage's range")
     if x.log:
         ax.set_xscale("log")
+    scores = [v for _, t in trials if (v := _value(t)) is not None]
+    if mode == "min" and scores and min(scores) > 0 and max(scores) > 10 * min(scores):
+        ax.set_yscale("log")  # losses a decade or more apart: the good trials stay apart at the bottom
     better = "lower" if mode == "min" else "higher"
     ax.set(xlabel=x.key, ylabel=f"{metric} ({better} is better)", title=title)
     ax.grid(alpha=0.3)

@@ -123,6 +123,8 @@ def test_finetune_sweeps_from_the_linear_probes_head(zoo_cli, capsys, tmp_path):
         "4",
         "--steps",
         "20",
+        "--max-lr",
+        "1e-3",  # AdamW: below where a sweep of 20 steps would blow up and stop early
         "--output",
         tmp_path / "out",
     ]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from zoo_run import machine, zoo_fit
+from zoo_run import machine, write_results, zoo_fit
 
 HERE = Path(__file__).parent
 STRATEGIES = ("linear", "freeze_unfreeze", "full", "auto")
@@ -65,11 +65,7 @@ def main() -> None:
         "machine": machine(),
         "runs": runs,
     }
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    (out / "digits_finetune.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "digits_finetune.md").write_text(markdown(summary))
-    print(markdown(summary))
+    write_results("digits_finetune", summary, markdown(summary))
 
 
 def markdown(s: dict) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from zoo_run import machine, zoo_fit
+from zoo_run import machine, write_results, zoo_fit
 
 HERE = Path(__file__).parent
 CLASSES = ("face", "non_face")
@@ -89,11 +89,7 @@ def main() -> None:
             if (r := runs.get(kind))
         },
     }
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    (out / "lfw_finetune.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "lfw_finetune.md").write_text(markdown(summary))
-    print(markdown(summary))
+    write_results("lfw_finetune", summary, markdown(summary))
 
 
 def markdown(s: dict) -> str:

@@ -22,22 +22,16 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import pickle
-import platform
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-import torch
+from lfw_finetune import write_folder
 from PIL import Image
+from zoo_run import machine, run_zoo
 
 HERE = Path(__file__).parent
-ZOO = str(Path(sys.executable).with_name("zoo"))
-QUIET = ["--trainer.enable_progress_bar", "false"]
 MODES = {"finetune": ["none", "flip", "crops", "flip+crops", "scales"], "cifar": ["none", "crops", "scales"]}
 FINETUNE = [
     "--recipe",
@@ -56,22 +50,6 @@ CIFAR_FIT = [
     "--model.channels_last", "false", "--trainer.max_epochs", "8", "--trainer.callbacks.milestones", "[5, 7]",
     "--data.batch_size", "64",
 ]  # fmt: skip
-
-
-def write_lfw(root: Path, seed: int = 0, per_class: int = 10) -> Path:
-    """train/CLASS/*.png: ``per_class`` photos of each class drawn with ``seed``; test/CLASS/*.png: the rest."""
-    from skimage.data import lfw_subset
-
-    photos = (lfw_subset() * 255).round().astype("uint8")  # (200, 25, 25): 100 faces, then 100 non-faces
-    rng = np.random.default_rng(seed)
-    for c, name in enumerate(("face", "non_face")):
-        ids = np.arange(100) + 100 * c
-        train = set(rng.choice(ids, per_class, replace=False).tolist())
-        for i in ids:
-            split = "train" if i in train else "test"
-            (root / split / name).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(photos[i]).save(root / split / name / f"{i:03d}.png")
-    return root
 
 
 def write_digits_cifar(root: Path, test: int = 500) -> Path:
@@ -101,43 +79,30 @@ def write_digits_cifar(root: Path, test: int = 500) -> Path:
     return root
 
 
-def zoo(
-    command: str, args: list[str], cwd: Path, ok: bool = True
-) -> tuple[subprocess.CompletedProcess, float]:
-    cwd.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    done = subprocess.run([ZOO, command, *args, *QUIET], cwd=cwd, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if ok and done.returncode:
-        raise SystemExit(
-            f"zoo {command} {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-        )
-    return done, round(wall, 1)
-
-
 def fit(args: list[str], cwd: Path) -> tuple[Path, float]:
     """The checkpoint ``zoo fit`` tested (its best, else its last) and the fit's wall time."""
-    _, wall = zoo("fit", args, cwd)
+    _, wall = run_zoo("fit", args, cwd)
     checkpoints = sorted(cwd.glob("runs/*/version_0/checkpoints/best-*.ckpt"))
     return (checkpoints or list(cwd.glob("runs/*/version_0/checkpoints/last.ckpt")))[0], wall
 
 
 def test(args: list[str], ckpt: Path, mode: str, cwd: Path) -> dict:
     """``zoo test --ckpt_path CKPT --tta MODE``: test top-1, test loss and wall time."""
-    _, wall = zoo("test", [*args, "--ckpt_path", str(ckpt), "--tta", mode], cwd)
+    _, wall = run_zoo("test", [*args, "--ckpt_path", str(ckpt), "--tta", mode], cwd)
     (log,) = cwd.glob("runs/*/version_*/metrics.csv")
     row = next(r for r in csv.DictReader(log.open()) if r.get("test/top1"))
     return {"mode": mode, "top1": float(row["test/top1"]), "loss": float(row["test/loss"]), "wall_s": wall}
 
 
 def refused(args: list[str], ckpt: Path, mode: str, cwd: Path) -> dict:
-    done, _ = zoo("test", [*args, "--ckpt_path", str(ckpt), "--tta", mode], cwd, ok=False)
+    done, _ = run_zoo("test", [*args, "--ckpt_path", str(ckpt), "--tta", mode], cwd, ok=False)
     error = next((line for line in done.stderr.splitlines() if line.startswith("error:")), "")
     return {"mode": mode, "exit_code": done.returncode, "error": error}
 
 
 def run_finetune(tmp: Path) -> dict:
-    data = write_lfw(tmp / "lfw")
+    data = tmp / "lfw"
+    write_folder(data, seed=0)  # the split of benchmarks/lfw_finetune.py's seed 0
     args = [*FINETUNE, "--data.root", str(data)]
     ckpt, wall = fit(args, tmp / "finetune")
     tests = [test(args, ckpt, mode, tmp / f"finetune-{mode}") for mode in MODES["finetune"]]
@@ -163,14 +128,6 @@ def run_cifar(tmp: Path) -> dict:
         "tests": tests,
         "refused": refused(args, ckpt, "flip", tmp / "cifar-refused"),
     }
-
-
-def machine() -> str:
-    load = os.getloadavg()[0]
-    return (
-        f"{platform.machine()}, {os.cpu_count()} CPU cores (load average {load:.1f} from other processes), "
-        f"torch {torch.__version__}, no GPU"
-    )
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ from the run's ``metrics.csv``, and the lines the run printed about its choices.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import platform
 import subprocess
@@ -17,27 +18,45 @@ from pathlib import Path
 import torch
 
 
+def run_zoo(
+    command: str, args: list[str], cwd: Path, ok: bool = True
+) -> tuple[subprocess.CompletedProcess, float]:
+    """``zoo COMMAND ARGS`` in ``cwd`` without a progress bar: the finished process and its wall time in seconds
+    (with ``ok``, a failure stops the script with what the command printed)."""
+    command_line = [str(Path(sys.executable).with_name("zoo")), command, *args]
+    command_line += ["--trainer.enable_progress_bar", "false"]
+    cwd.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    done = subprocess.run(command_line, cwd=cwd, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if ok and done.returncode:
+        raise SystemExit(f"{' '.join(command_line)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return done, round(wall, 1)
+
+
 def zoo_fit(args: list[str], cwd: Path, said: tuple[str, ...] = ()) -> dict:
     """``zoo fit ARGS`` in ``cwd``: {"wall_s", "test_top1", "said": {prefix: line}} (an error stops the script)."""
-    command = [
-        str(Path(sys.executable).with_name("zoo")),
-        "fit",
-        *args,
-        "--trainer.enable_progress_bar",
-        "false",
-    ]
-    start = time.perf_counter()
-    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if done.returncode:
-        raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    done, wall = run_zoo("fit", args, cwd)
     lines = (done.stdout + done.stderr).splitlines()
     (log,) = sorted(cwd.glob("runs/*/version_*/metrics.csv"))
     rows = list(csv.DictReader(log.open()))
     test = float([r["test/top1"] for r in rows if r.get("test/top1")][-1])
     found = {p: next((line for line in lines if line.startswith(p)), "") for p in said}
-    return {"wall_s": round(wall, 1), "test_top1": test, "said": found}
+    return {"wall_s": wall, "test_top1": test, "said": found}
 
 
 def machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, no GPU"
+    load = os.getloadavg()[0]
+    return (
+        f"{platform.machine()}, {os.cpu_count()} CPU cores (load average {load:.1f} from other processes), "
+        f"torch {torch.__version__}, no GPU"
+    )
+
+
+def write_results(name: str, summary: dict, text: str) -> None:
+    """benchmarks/results/NAME.json (``summary``) and NAME.md (``text``), and ``text`` on the terminal."""
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / f"{name}.md").write_text(text)
+    print(text)

@@ -44,7 +44,6 @@ class BestCheckpoint(ModelCheckpoint):
             raise ValueError(f"checkpoint.max_abs_weight={max_abs_weight!r} must be > 0")
         self.max_abs_weight = max_abs_weight
         self.refused: list[tuple[int, str]] = []  # (epoch, why) of the epochs not kept as best
-        self._last_written = -1  # global step of the last last.ckpt this callback wrote
 
     @property
     def state_key(self) -> str:
@@ -78,16 +77,10 @@ class BestCheckpoint(ModelCheckpoint):
             self._last_every_epoch(trainer)
 
     def _last_every_epoch(self, trainer) -> None:
-        """``last.ckpt`` of this step, unless it is written already (a new best, or the step-wise writer)."""
-        if not self.save_last or self._should_skip_saving_checkpoint(trainer):
-            return
-        if self._last_written == trainer.global_step:
-            return
-        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-
-    def _save_last_checkpoint(self, trainer, monitor_candidates) -> None:
-        super()._save_last_checkpoint(trainer, monitor_candidates)
-        self._last_written = trainer.global_step
+        """``last.ckpt`` of this step, unless this callback wrote a checkpoint at this step already (a new best
+        and its last.ckpt: Lightning's skip rule compares the step of the last write)."""
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def check_monitor_top_k(self, trainer, current: torch.Tensor | None = None) -> bool:
         if current is None:

@@ -17,9 +17,7 @@ import traceback
 from importlib import import_module
 
 from recipes.catalog import recipe_names
-from zoo.errors import EXIT_BUG, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USER, ZooError, did_you_mean
-
-EXIT_SIGPIPE = 141  # 128 + SIGPIPE, what `git log | head` leaves
+from zoo.errors import EXIT_BUG, EXIT_SIGINT, EXIT_SIGPIPE, EXIT_SIGTERM, EXIT_USER, ZooError, did_you_mean
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 # zoo's own commands: name -> module with main(argv) -> exit code

@@ -21,7 +21,7 @@ import difflib
 from collections.abc import Iterable
 
 EXIT_OK, EXIT_BUG, EXIT_USER, EXIT_DIVERGED, EXIT_NOTHING_TRAINED = 0, 1, 2, 3, 4
-EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # 128 + the signal's number, as shells report a signalled process
+EXIT_SIGINT, EXIT_SIGPIPE, EXIT_SIGTERM = 130, 141, 143  # 128 + the signal's number, as shells report it
 
 
 class ZooError(Exception):

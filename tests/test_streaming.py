@@ -245,8 +245,11 @@ def test_fit_from_the_optimized_folder_reaches_the_folders_accuracy(tmp_path, zo
     assert zoo_cli(*common, "--data.root", folder) == 0
     assert zoo_cli(*common, "--data", "zoo.data.StreamingDataModule", "--data.root", out) == 0
     from_folder, from_stream = (metric(Path(f"runs/folder/version_{v}"), "test/top1") for v in (0, 1))
-    assert from_folder > 0.95 and from_stream > 0.95
-    assert abs(from_stream - from_folder) <= 0.02
+    # Different shuffles give different networks: on 180 test images at ~97 % the two scores differ
+    # by about 1.8 points (one standard deviation), so allow three; a wrong label or a wrong
+    # normalisation in the stream costs far more than that.
+    assert from_folder > 0.93 and from_stream > 0.93
+    assert abs(from_stream - from_folder) <= 0.055
 
 
 def run_record(tmp_path: Path, **args) -> list[dict]:

@@ -26,6 +26,7 @@ from zoo import ImageClassifier
 from zoo.checkpoint_io import AtomicCheckpointIO
 from zoo.data import DigitsDataModule, SyntheticDataModule
 from zoo.data.loader import next_epoch, train_loader
+from zoo.data.shift import RandomShift
 from zoo.data.tensor import TensorImageDataset
 
 SMALL = {"widths": [4], "depth": 1}
@@ -214,13 +215,15 @@ def test_mid_epoch_last_ckpt_restores_weights_optimizer_schedule_epoch_and_step(
 # --- exact resume: the loader's place and augmentation, the generators, the callbacks -------------------------
 
 
-def augmented_digits(n: int = 40) -> TensorImageDataset:
-    """Real 8×8 digits with random 1-pixel shifts: every batch depends on the augmentation's draws."""
+def augmented_digits(n: int = 40, batched: bool = False) -> TensorImageDataset:
+    """Real 8×8 digits with random 1-pixel shifts: every batch depends on the augmentation's draws (made image
+    by image, or for a whole batch in one call)."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     x = torch.tensor(digits.images[:n], dtype=torch.float32).unsqueeze(1) / 16.0
-    return TensorImageDataset(x, torch.tensor(digits.target[:n]), v2.RandomCrop(8, padding=1))
+    shift = RandomShift(1) if batched else v2.RandomCrop(8, padding=1)
+    return TensorImageDataset(x, torch.tensor(digits.target[:n]), shift)
 
 
 def epoch_batches(loader, epoch: int, stop: int | None = None) -> list[torch.Tensor]:
@@ -235,10 +238,12 @@ def assert_same(got: list[torch.Tensor], want: list[torch.Tensor]) -> None:
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("batched", [False, True], ids=["per image", "per batch"])
 @pytest.mark.parametrize("workers", [(2, 2), (2, 0)])
-def test_loader_resumes_mid_epoch_with_the_same_order_and_augmentation(monkeypatch, workers):
+def test_loader_resumes_mid_epoch_with_the_same_order_and_augmentation(monkeypatch, workers, batched):
     monkeypatch.setenv("PL_GLOBAL_SEED", "7")
-    data = augmented_digits()
+    data = augmented_digits(batched=batched)
+    assert data.batched == batched
     reference = train_loader(data, batch_size=4)
     torch.manual_seed(0)
     before = torch.get_rng_state()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import v2
 
 from zoo.data.loader import eval_loader, train_loader
 from zoo.data.normalize import fit_normalizer
+from zoo.data.shift import RandomShift
 from zoo.data.split import stratified_split
 from zoo.data.tensor import TensorImageDataset, WithIds
 
@@ -67,7 +67,7 @@ class DigitsDataModule(LightningDataModule):
         norm = fit_normalizer(x[idx["train"]], hp.normalize)
         augment = None
         if hp.augment and hp.shift > 0:
-            augment = v2.RandomCrop(8, padding=hp.shift)
+            augment = RandomShift(hp.shift)  # RandomCrop(8, padding=shift), a batch at a time
         for name, ids in idx.items():
             ids_t = torch.as_tensor(ids)
             aug = augment if name == "train" else None

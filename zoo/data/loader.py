@@ -6,8 +6,8 @@ Three parts, each on a library class:
   (seed, e) only, as in torch's ``DistributedSampler`` (shared by the ranks of a DDP run), and the sampler's
   state (seed, epoch, samples yielded) says where in it training stands. It yields ``(index, epoch, seed)``.
 - ``SeededSamples``: sample i of epoch e is read and augmented with torch, NumPy and Python seeded by
-  ``sample_seed(seed, e, i)``, so its random crop or flip is the same in any worker, with any number of
-  workers, before or after a resume. Why not save each worker's generators instead: a worker's stream depends
+  ``sample_seed(seed, e, i)`` (a dataset that augments a whole batch at once: the batch, by its indices), so
+  its random crop or flip is the same in any worker, with any number of workers, before or after a resume. Why not save each worker's generators instead: a worker's stream depends
   on which batches it was given, which changes with ``num_workers`` and with where the epoch was cut.
 - ``ResumableLoader`` (torchdata's ``StatefulDataLoader``): Lightning saves its ``state_dict()`` in every
   checkpoint (``loops.fit_loop.state_dict.combined_loader``) and restores it on ``--ckpt_path``; torchdata
@@ -117,10 +117,17 @@ class SeededSamples(Dataset):
             return self.dataset[index]
 
     def __getitems__(self, keys: list) -> list:
-        """A batch (torch's fetcher calls this when it exists), each sample seeded as ``__getitem__`` seeds it;
-        the generators are saved and put back once per batch, not per sample (NumPy's get_state + set_state
-        cost ~110 µs of the ~145 µs an image paid)."""
+        """A batch (torch's fetcher calls this when it exists). A dataset that reads a batch in one go (its
+        ``batched`` attribute) gets one seed per batch, ``sample_seed(seed, e, hash of the batch's indices)``;
+        the batch's samples and their order come from the sampler, so that seed too is the same in any worker
+        and after a resume. Otherwise each sample is seeded as ``__getitem__`` seeds it. The generators are
+        saved and put back once per batch (NumPy's get_state + set_state cost ~110 µs)."""
         with kept_states():
+            if getattr(self.dataset, "batched", False) and all(isinstance(k, tuple) for k in keys):
+                indices = [index for index, _, _ in keys]
+                _, epoch, seed = keys[0]
+                seed_all(sample_seed(seed, epoch, hash(tuple(indices)) & 0xFFFF_FFFF_FFFF_FFFF))
+                return self.dataset.__getitems__(indices)
             out = []
             for key in keys:
                 if isinstance(key, tuple):

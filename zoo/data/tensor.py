@@ -9,7 +9,12 @@ from torch.utils.data import Dataset
 
 
 class TensorImageDataset(Dataset):
-    """``(normalize(augment(x_i)), y_i)`` for images ``x`` (N×C×H×W, values in [0, 1]) and labels ``y``."""
+    """``(normalize(augment(x_i)), y_i)`` for images ``x`` (N×C×H×W, values in [0, 1]) and labels ``y``.
+
+    A batch is read in one go (``__getitems__``, which torch's loader calls) when ``augment`` is None or works
+    image by image on a whole batch (its ``batched`` attribute, as :class:`zoo.data.shift.RandomShift`);
+    ``normalize`` takes batches.
+    """
 
     def __init__(
         self,
@@ -32,6 +37,22 @@ class TensorImageDataset(Dataset):
         if self.normalize is not None:
             x = self.normalize(x)
         return x, self.y[i]
+
+    @property
+    def batched(self) -> bool:
+        """Whether a batch is augmented in one call (each image still drawing its own randomness)."""
+        return self.augment is None or getattr(self.augment, "batched", False)
+
+    def __getitems__(self, indices: list[int]) -> list:
+        if not self.batched:
+            return [self[i] for i in indices]
+        i = torch.as_tensor(indices)
+        x = self.x[i]
+        if self.augment is not None:
+            x = self.augment(x)
+        if self.normalize is not None:
+            x = self.normalize(x)
+        return list(zip(x.unbind(0), self.y[i].unbind(0)))
 
 
 class WithIds(Dataset):

@@ -150,23 +150,30 @@ def plain_side(arch: str, size: int, batch: int, steps: int, epochs: int, precis
 
 
 class CPUTime(Callback):
-    """CPU seconds of the process over the last epoch's training (validation excluded): the span
-    :class:`callbacks.throughput.EpochThroughput` times in wall seconds."""
+    """CPU seconds of the process over the last epoch's training: the span :class:`callbacks.throughput.EpochThroughput`
+    times in wall seconds (to the last training step, validations in between excluded)."""
 
     train_cpu = 0.0
 
     def on_train_epoch_start(self, trainer, pl_module):
-        self._start, self._val = time.process_time(), 0.0
+        self._start, self._val, self._end = time.process_time(), 0.0, None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._end = None
 
     def on_validation_start(self, trainer, pl_module):
         self._val_start = time.process_time()
+        if not trainer.sanity_checking and hasattr(self, "_start"):
+            self._end, self._val_before = self._val_start, self._val
 
     def on_validation_end(self, trainer, pl_module):
         if not trainer.sanity_checking and hasattr(self, "_start"):
             self._val += time.process_time() - self._val_start
 
     def on_train_epoch_end(self, trainer, pl_module):
-        self.train_cpu = time.process_time() - self._start - self._val
+        if self._end is None:
+            self._end, self._val_before = time.process_time(), self._val
+        self.train_cpu = self._end - self._start - self._val_before
 
 
 class Record(Callback):

@@ -44,6 +44,8 @@ class BestCheckpoint(ModelCheckpoint):
             raise ValueError(f"checkpoint.max_abs_weight={max_abs_weight!r} must be > 0")
         self.max_abs_weight = max_abs_weight
         self.refused: list[tuple[int, str]] = []  # (epoch, why) of the epochs not kept as best
+        # the validation metrics of the epoch that became best in this process ({} after a resume, until one does)
+        self.best_metrics: dict[str, float] = {}
 
     @property
     def state_key(self) -> str:
@@ -67,14 +69,25 @@ class BestCheckpoint(ModelCheckpoint):
         trainer.limit_val_batches = 0
 
     def on_validation_end(self, trainer, pl_module) -> None:
+        before = self.best_model_path
         super().on_validation_end(trainer, pl_module)
+        self._note_best(trainer, before)
         if not self._should_save_on_train_epoch_end(trainer):
             self._last_every_epoch(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        before = self.best_model_path
         super().on_train_epoch_end(trainer, pl_module)
+        self._note_best(trainer, before)
         if self._should_save_on_train_epoch_end(trainer):
             self._last_every_epoch(trainer)
+
+    def _note_best(self, trainer, before: str) -> None:
+        """Keep the validation metrics of a new best epoch: the results table quotes them without validating
+        the best checkpoint once more."""
+        if self.best_model_path and self.best_model_path != before:
+            metrics = trainer.callback_metrics.items()
+            self.best_metrics = {k: float(v) for k, v in metrics if k.startswith("val/") and v.numel() == 1}
 
     def _last_every_epoch(self, trainer) -> None:
         """``last.ckpt`` of this step, unless this callback wrote a checkpoint at this step already (a new best

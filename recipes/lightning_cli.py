@@ -225,7 +225,12 @@ class ZooCLI(LightningCLI):
         diverged = _divergence(trainer)
         if ckpt is not None and ckpt.best_model_score is not None:
             results[f"best {ckpt.monitor}"] = f"{float(ckpt.best_model_score):.4f}"
-            if ckpt.monitor != "val/top1" and best:  # say the best checkpoint's top-1 too
+            noted = getattr(ckpt, "best_metrics", {})
+            if (
+                ckpt.monitor != "val/top1" and "val/top1" in noted
+            ):  # the best epoch's top-1, as validated then
+                results["val/top1"] = f"{noted['val/top1']:.4f}"
+            elif ckpt.monitor != "val/top1" and best:  # resumed before the best epoch: validate it once more
                 validated = trainer.validate(
                     self.model, datamodule=self.datamodule, ckpt_path=best, weights_only=True, verbose=False
                 )

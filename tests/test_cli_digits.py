@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import csv
+import io
+import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -154,14 +157,22 @@ def test_recipes_command_lists_each_recipe(tmp_path):
     assert "digits" in out and "convnet" in out and "DigitsDataModule" in out
 
 
-def test_fit_ends_with_a_results_table(zoo_cli, capsys):
-    assert zoo_cli("fit", "--recipe", "digits", "--trainer.max_epochs", "1", *FAST_TRAINER) == 0
+def test_fit_ends_with_a_results_table(zoo_cli, capsys, caplog):
+    caplog.set_level(logging.INFO)
+    assert zoo_cli("fit", "--recipe", "digits", "--trainer.max_epochs", "3", *FAST_TRAINER) == 0
     out = capsys.readouterr().out
     table = out[out.index("Results") :]
     for row in ("best val/loss", "val/top1", "test/top1", "best checkpoint", "log dir"):
         assert row in table, row
     best = next(Path("runs/digits/version_0/checkpoints").glob("best-*.ckpt"))
     assert best.name in table.replace("\n", "").replace("│", "").replace(" ", "")
+    # the best epoch's val/top1 (chosen by val/loss) as validated in that epoch, without validating it again
+    epoch = int(re.search(r"epoch(\d+)", best.name).group(1))
+    rows = list(csv.DictReader(io.StringIO(Path("runs/digits/version_0/metrics.csv").read_text())))
+    logged = next(float(r["val/top1"]) for r in rows if r.get("val/top1") and int(r["epoch"]) == epoch)
+    assert re.search(r"val/top1\s+│\s+([\d.]+)", table).group(1) == f"{logged:.4f}"
+    restored = [r for r in caplog.messages if r.startswith("Restoring states")]
+    assert len(restored) == 1  # the test's, only
 
 
 def test_predict_csv_rows_are_the_models_outputs_for_the_right_images(trained_digits, zoo_cli):

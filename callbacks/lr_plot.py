@@ -16,30 +16,57 @@ from zoo.loggers import run_dir
 
 
 class LRPlot(Callback):
-    """Record lr_g(t) of each param group g at every optimizer step t (epoch + batch / batches per epoch).
+    """Record lr_g(t) of each param group g at optimizer steps t (x = epoch + batch / batches per epoch): every
+    step until a group holds ``max_points``, then every 2nd, 4th, … step (the points kept so far are thinned
+    to the new stride), so a run of a million steps keeps a few thousand points in memory and in every
+    checkpoint, not a million.
 
     Args:
         log_scale: logarithmic lr axis.
+        max_points: most points kept per param group (≥ 2).
     """
 
-    def __init__(self, log_scale: bool = False):
-        self.log_scale = log_scale
-        self.epochs: list[float] = []
+    def __init__(self, log_scale: bool = False, max_points: int = 2048):
+        if max_points < 2:
+            raise ValueError(f"LRPlot: max_points must be >= 2, got {max_points}")
+        self.log_scale, self.max_points = log_scale, max_points
         self.lrs: dict[str, list[tuple[float, float]]] = {}
         self._x = 0.0
+        self._steps = 0  # optimizer steps seen
+        self._stride = 1  # points are kept at steps that are multiples of it
+        self._first: dict[str, int] = {}  # the step of each group's first point
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._x = trainer.current_epoch + batch_idx / max(trainer.num_training_batches, 1)
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        step, self._steps = self._steps, self._steps + 1
+        if step % self._stride:
+            return
         for i, group in enumerate(optimizer.param_groups):
-            self.lrs.setdefault(group.get("name", f"pg{i}"), []).append((self._x, float(group["lr"])))
+            name = group.get("name", f"pg{i}")
+            self._first.setdefault(name, step)
+            self.lrs.setdefault(name, []).append((self._x, float(group["lr"])))
+        if max(len(points) for points in self.lrs.values()) > self.max_points:
+            self._thin()
+
+    def _thin(self) -> None:
+        """Double the stride: keep the points at steps that are multiples of the new one."""
+        self._stride *= 2
+        for name, points in self.lrs.items():
+            skip = 1 if self._first[name] % self._stride else 0  # the group joined between two kept steps
+            self.lrs[name] = points[skip::2]
+            self._first[name] += skip * self._stride // 2
 
     def state_dict(self) -> dict:
-        return {"lrs": self.lrs}
+        return {"lrs": self.lrs, "steps": self._steps, "stride": self._stride, "first": self._first}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.lrs = {k: [tuple(p) for p in v] for k, v in state_dict.get("lrs", {}).items()}
+        # a checkpoint from before thinning holds every step of every group, all from step 0
+        self._steps = state_dict.get("steps", max((len(v) for v in self.lrs.values()), default=0))
+        self._stride = state_dict.get("stride", 1)
+        self._first = dict(state_dict.get("first", {name: 0 for name in self.lrs}))
 
     def on_train_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero or not self.lrs:

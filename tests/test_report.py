@@ -173,3 +173,47 @@ def test_confusion_figure_stays_bounded_for_imagenet_sized_label_sets():
     assert len(fig.axes[0].get_xticklabels()) <= 20  # class indices, not 1,000 overlapping labels
     small = confusion_figure(MulticlassConfusionMatrix(3), torch.eye(3, dtype=torch.long), ["a", "b", "c"])
     assert [t.get_text() for t in small.axes[0].get_xticklabels()] == ["a", "b", "c"]
+
+
+def test_lr_plot_keeps_at_most_max_points_on_an_even_grid_of_steps(tmp_path):
+    seed_everything(0)
+    lr_plot = LRPlot(max_points=8)
+    trainer = Trainer(
+        max_epochs=EPOCHS,
+        default_root_dir=tmp_path,
+        logger=False,
+        callbacks=[lr_plot, CosineDecay(unit="step")],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    model = ImageClassifier("convnet", num_classes=10, in_chans=1, model_kwargs={"widths": [8], "depth": 1})
+    trainer.fit(model, datamodule=DigitsDataModule(batch_size=64))
+    (points,) = lr_plot.lrs.values()
+    T, stride = trainer.global_step, lr_plot.state_dict()["stride"]
+    assert T == 34 and stride == 8 and len(points) == 5  # steps 0, 8, …, 32 of 34
+    for k, (x, lr) in enumerate(points):  # the cosine's value at step k·stride, and its place in epochs
+        assert lr == pytest.approx(0.05 * (1 + math.cos(math.pi * k * stride / T)), rel=1e-9, abs=1e-15)
+        assert x == pytest.approx(k * stride / 17)
+    resumed = LRPlot(max_points=8)
+    resumed.load_state_dict(lr_plot.state_dict())
+    assert resumed.state_dict() == lr_plot.state_dict()
+
+
+def test_lr_plot_thins_a_group_that_joined_mid_run_onto_the_same_grid():
+    lr_plot = LRPlot(max_points=4)
+    optimizer = torch.optim.SGD(
+        [{"params": [torch.zeros(1, requires_grad=True)], "name": "backbone"}], lr=0.0
+    )
+    for step in range(41):
+        if step == 5:  # an odd step: the head joins between two kept steps of stride 2
+            optimizer.add_param_group({"params": [torch.zeros(1, requires_grad=True)], "name": "head"})
+        for group in optimizer.param_groups:
+            group["lr"] = float(step)  # each point's lr says at which step it was kept
+        lr_plot.on_before_optimizer_step(None, None, optimizer)
+    stride = lr_plot.state_dict()["stride"]
+    for name, points in lr_plot.lrs.items():
+        steps = [int(lr) for _, lr in points]
+        assert len(steps) <= 4 and all(s % stride == 0 for s in steps), (name, steps)
+        assert steps == list(range(steps[0], steps[-1] + 1, stride)) and steps[-1] > 40 - stride
+    assert [int(lr) for _, lr in lr_plot.lrs["head"]][0] >= 5

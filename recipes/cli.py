@@ -8,6 +8,7 @@ turns errors into exit codes (:mod:`zoo.errors`): it imports neither torch nor L
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import shlex
@@ -273,5 +274,16 @@ def main(argv: list[str] | None = None) -> int:
     raise SystemExit(code)
 
 
+def entry() -> int:
+    """The ``zoo`` console script: :func:`main`, then a fast exit. After the command, the interpreter's shutdown
+    would run the cycle collector over every object torch, timm and Lightning created at import (about 1 s on
+    a 2-core machine, each command); ``gc.freeze`` takes them out of its reach. Files, threads and atexit
+    handlers close as usual; only cyclic garbage is left to the operating system, which frees the process."""
+    try:
+        return main()
+    finally:
+        gc.freeze()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

@@ -10,12 +10,12 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import nn
 from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
 
 from zoo import freeze
 from zoo.accelerate import channels_last_input, compile_module, to_channels_last
 from zoo.backbones import model_data_config, model_stages
 from zoo.guard import NonFiniteGuard
+from zoo.metrics import TopKAccuracy
 from zoo.mixup import build_mixup, mix_batch, soft_target_cross_entropy
 from zoo.optim import (
     OptimizerConfig,
@@ -296,7 +296,6 @@ class ImageClassifier(LightningModule):
         return build_optimizer(self.param_groups(), config, global_batch=global_batch)
 
 
-def accuracy(num_classes: int, k: int) -> MulticlassAccuracy:
-    """Micro-averaged top-k accuracy (k ≤ the classes), #(y among the k highest scores) / #images. The inputs are
-    not checked again (``validate_args``): the loss, computed first, has checked the labels."""
-    return MulticlassAccuracy(num_classes, top_k=min(k, num_classes), average="micro", validate_args=False)
+def accuracy(num_classes: int, k: int) -> TopKAccuracy:
+    """Micro-averaged top-k accuracy (k ≤ the classes), #(y among the k highest scores) / #images."""
+    return TopKAccuracy(min(k, num_classes))

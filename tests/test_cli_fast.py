@@ -90,7 +90,9 @@ def test_the_console_script_freezes_the_heap_before_the_interpreter_exits():
 
     scripts = tomllib.loads((Path(recipes.__file__).parents[1] / "pyproject.toml").read_text())["project"]
     assert scripts["scripts"]["zoo"] == "recipes.cli:entry"
-    probe = "import gc, sys; from recipes.cli import entry; code = entry(); print(code, gc.get_freeze_count())"
+    probe = (
+        "import gc, sys; from recipes.cli import entry; code = entry(); print(code, gc.get_freeze_count())"
+    )
     done = subprocess.run(
         [sys.executable, "-c", probe, "recipes"], capture_output=True, text=True, timeout=120
     )

@@ -8,6 +8,7 @@ logs it to W&B as ``train/lr_schedule`` when a ``WandbLogger`` is attached. Ligh
 
 from __future__ import annotations
 
+import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 
@@ -59,10 +60,15 @@ class LRPlot(Callback):
             self._first[name] += skip * self._stride // 2
 
     def state_dict(self) -> dict:
-        return {"lrs": self.lrs, "steps": self._steps, "stride": self._stride, "first": self._first}
+        """The points as one n×2 float64 tensor (epoch, lr) per group: a checkpoint pickles a tensor in one go,
+        where a list of pairs costs ~1 ms per thousand points at every save."""
+        lrs = {name: torch.tensor(points, dtype=torch.float64).view(-1, 2) for name, points in self.lrs.items()}
+        return {"lrs": lrs, "steps": self._steps, "stride": self._stride, "first": self._first}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.lrs = {k: [tuple(p) for p in v] for k, v in state_dict.get("lrs", {}).items()}
+        # tensors, or lists of pairs in checkpoints written before the tensors
+        lrs = state_dict.get("lrs", {}).items()
+        self.lrs = {k: [tuple(p) for p in (v.tolist() if torch.is_tensor(v) else v)] for k, v in lrs}
         # a checkpoint from before thinning holds every step of every group, all from step 0
         self._steps = state_dict.get("steps", max((len(v) for v in self.lrs.values()), default=0))
         self._stride = state_dict.get("stride", 1)

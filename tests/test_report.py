@@ -197,7 +197,15 @@ def test_lr_plot_keeps_at_most_max_points_on_an_even_grid_of_steps(tmp_path):
         assert x == pytest.approx(k * stride / 17)
     resumed = LRPlot(max_points=8)
     resumed.load_state_dict(lr_plot.state_dict())
-    assert resumed.state_dict() == lr_plot.state_dict()
+    assert resumed.lrs == lr_plot.lrs and resumed._first == lr_plot._first
+    assert {k: v for k, v in resumed.state_dict().items() if k != "lrs"} == {
+        k: v for k, v in lr_plot.state_dict().items() if k != "lrs"
+    }
+    (saved,) = lr_plot.state_dict()["lrs"].values()  # one tensor per group: no list for a checkpoint to walk
+    assert saved.dtype == torch.float64 and saved.tolist() == [list(p) for p in points]
+    old = LRPlot(max_points=8)  # a checkpoint written when the points were lists of pairs
+    old.load_state_dict({**lr_plot.state_dict(), "lrs": {"all": [list(p) for p in points]}})
+    assert old.lrs == {"all": points}
 
 
 def test_lr_plot_thins_a_group_that_joined_mid_run_onto_the_same_grid():

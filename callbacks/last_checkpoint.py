@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from callbacks.best_checkpoint import cached_state_key
+
 
 class LastCheckpoint(ModelCheckpoint):
     """Writes ``<dirpath>/last.ckpt`` whenever global_step mod N = 0 (N = ``every_n_train_steps``; 0: never).
@@ -37,6 +39,10 @@ class LastCheckpoint(ModelCheckpoint):
             enable_version_counter=False,  # overwrite the main checkpoint's last.ckpt, not write last-v1.ckpt
         )
         self._at_epoch_end = False
+
+    @property
+    def state_key(self) -> str:
+        return cached_state_key(self)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         n, last = self._every_n_train_steps, trainer.fit_loop.epoch_loop.batch_progress.is_last_batch

@@ -62,7 +62,9 @@ class LRPlot(Callback):
     def state_dict(self) -> dict:
         """The points as one n×2 float64 tensor (epoch, lr) per group: a checkpoint pickles a tensor in one go,
         where a list of pairs costs ~1 ms per thousand points at every save."""
-        lrs = {name: torch.tensor(points, dtype=torch.float64).view(-1, 2) for name, points in self.lrs.items()}
+        lrs = {
+            name: torch.tensor(points, dtype=torch.float64).view(-1, 2) for name, points in self.lrs.items()
+        }
         return {"lrs": lrs, "steps": self._steps, "stride": self._stride, "first": self._first}
 
     def load_state_dict(self, state_dict: dict) -> None:

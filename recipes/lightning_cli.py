@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.profilers import PassThroughProfiler
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from callbacks.best_checkpoint import BestCheckpoint
@@ -46,6 +47,7 @@ from zoo.console import print_table
 from zoo.errors import NothingTrained, RunDiverged, ZooError
 from zoo.loggers import finish_wandb, run_dir
 from zoo.module import ImageClassifier
+from zoo.profiler import NoProfiler
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 # `--logger NAME` shorthands for trainer.logger
@@ -213,6 +215,8 @@ class ZooCLI(LightningCLI):
         trainer.callbacks += [RunPhase(), Interrupt()]  # set-up errors vs bugs; SIGTERM/SIGINT save last.ckpt
         if not any(isinstance(c, ExactResume) for c in trainer.callbacks):
             trainer.callbacks.append(ExactResume())  # generators' states: --ckpt_path resumes bit for bit
+        if type(trainer.profiler) is PassThroughProfiler:  # none asked for (--trainer.profiler keeps its own)
+            trainer.profiler = NoProfiler()
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()  # a kill during a save keeps the last file
         return trainer

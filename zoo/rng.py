@@ -16,12 +16,14 @@ import torch
 
 
 def rng_states() -> dict:
-    """The states of torch's CPU generator, every CUDA device's (if initialised), NumPy's and Python's."""
+    """The states of torch's CPU generator, every CUDA device's (if initialised), NumPy's and Python's. The two
+    Mersenne twisters' 624 words are int64 tensors, not tuples of ints: a checkpoint pickles one object, not 625."""
     name, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
     states = {
         "torch": torch.get_rng_state(),
-        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
-        "python": random.getstate(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+        "python": (version, torch.tensor(internal, dtype=torch.int64), gauss_next),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         states["cuda"] = torch.cuda.get_rng_state_all()
@@ -32,9 +34,12 @@ def set_rng_states(states: dict) -> None:
     """Put back what :func:`rng_states` returned (CUDA states only where this process has CUDA)."""
     torch.set_rng_state(states["torch"])
     name, keys, pos, has_gauss, gauss = states["numpy"]
+    keys = keys.numpy() if torch.is_tensor(keys) else keys  # a list in checkpoints from before the tensors
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
     version, internal, gauss_next = states["python"]
-    random.setstate((version, tuple(internal), gauss_next))
+    random.setstate(
+        (version, tuple(internal.tolist() if torch.is_tensor(internal) else internal), gauss_next)
+    )
     if states.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
 

@@ -158,6 +158,23 @@ def test_progress_bar_drops_the_version_and_redraws_at_most_its_rate(monkeypatch
     assert shown == [True, False, True, False, True]  # the loop's last batch is always shown
 
 
+def test_stopping_the_bar_does_not_wait_for_its_refresh_threads_sleep(tmp_path):
+    """The refresh thread sleeps 1/refresh_rate s between looks at its stop flag (20 s here; 1 s where the output
+    is not a terminal): a stop that joined it would return with the thread ended; this one returns with the
+    thread still asleep, told to stop, and detached from the bar."""
+    from lightning.pytorch import Trainer
+
+    bar = ZooProgressBar(refresh_rate=0.05)
+    trainer = Trainer(callbacks=[bar], logger=False, enable_checkpointing=False)
+    bar._init_progress(trainer)
+    live = bar.progress.live
+    thread = live._refresh_thread
+    assert thread is not None and thread.is_alive()
+    bar._stop_progress()
+    assert thread.is_alive() and thread.done.is_set() and live._refresh_thread is None
+    assert bar._progress_stopped
+
+
 def test_summary_has_no_flops_column_of_zeros(capsys):
     data = [("Name", ["model"]), ("Type", ["ConvNet"]), ("Params", ["65.8 K"]), ("Mode", ["train"])]
     ZooModelSummary.summarize([*data, ("FLOPs", ["0"])], 65800, 65800, 0.26, {"train": 3, "eval": 0}, 0)

@@ -9,6 +9,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
+from callbacks.report import FAST_PNG
 from zoo.diagnose import Finding, History, diagnose
 from zoo.loggers import run_dir
 
@@ -90,13 +91,11 @@ class LossCurveDiagnostics(Callback):
             logger.log_image("diagnosis/loss_curves", images=[str(png)], step=step)
 
     def _plot(self, path: Path) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 
         h = self.history
-        fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+        fig = Figure(figsize=(10, 4))
+        ax_loss, ax_acc = fig.subplots(1, 2)
         epochs = range(1, len(h.train_loss) + 1)
         ax_loss.plot(epochs, h.train_loss, label="train")
         if h.val_loss:
@@ -110,8 +109,7 @@ class LossCurveDiagnostics(Callback):
         ax_acc.set(xlabel="epoch", ylabel="top-1")
         ax_acc.legend()
         fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        fig.savefig(path, dpi=100, pil_kwargs=FAST_PNG)
 
     def state_dict(self):
         return {"history": dict(self.history.__dict__)}

@@ -14,6 +14,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import Literal
 
+import torch
 import yaml
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.callbacks import Callback
@@ -215,6 +216,10 @@ class ZooCLI(LightningCLI):
         trainer.callbacks += [RunPhase(), Interrupt()]  # set-up errors vs bugs; SIGTERM/SIGINT save last.ckpt
         if not any(isinstance(c, ExactResume) for c in trainer.callbacks):
             trainer.callbacks.append(ExactResume())  # generators' states: --ckpt_path resumes bit for bit
+        if torch.are_deterministic_algorithms_enabled():  # --trainer.deterministic true (the digits recipes)
+            # PyTorch fills every new tensor with NaN first, in case an op reads memory it never wrote (~5 % of a
+            # CPU step); its docs advise turning that off for valid programs, which stay deterministic
+            torch.utils.deterministic.fill_uninitialized_memory = False
         if type(trainer.profiler) is PassThroughProfiler:  # none asked for (--trainer.profiler keeps its own)
             trainer.profiler = NoProfiler()
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:

@@ -1,5 +1,5 @@
-"""What Lightning pays at every hook: the trainer's profiler when none is asked for, and the checkpoint callbacks'
-state keys (read at every hook) built once, not at each read."""
+"""Costs the recipes' trainer avoids: a profiler entered at every hook when none is asked for, the checkpoint
+callbacks' state keys (read at every hook) built at each read, and a deterministic run filling new tensors."""
 
 from contextlib import nullcontext
 
@@ -43,3 +43,15 @@ def test_checkpoint_state_keys_are_lightnings_and_follow_their_settings():
     last = LastCheckpoint(every_n_train_steps=7)
     assert last.state_key == ModelCheckpoint.state_key.fget(last)
     assert "'every_n_train_steps': 7" in last.state_key
+
+
+def test_a_deterministic_run_does_not_fill_new_tensors_first(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.utils.deterministic, "fill_uninitialized_memory", True)
+    try:
+        build()  # the digits recipe: deterministic
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.utils.deterministic.fill_uninitialized_memory is False
+    finally:
+        torch.use_deterministic_algorithms(False)

@@ -59,5 +59,6 @@ class Interrupt(Callback):
         if trainer.state.fn != "fit" or trainer.global_step == 0 or ckpt is None or not ckpt.dirpath:
             return  # nothing trained in this run yet: an earlier last.ckpt stays as it is
         path = os.path.join(ckpt.dirpath, ckpt.CHECKPOINT_NAME_LAST + ckpt.FILE_EXTENSION)
-        trainer.save_checkpoint(path)
+        # the whole state, to resume from; said, so that Lightning does not print that it chose it
+        trainer.save_checkpoint(path, weights_only=False)
         exception.zoo_checkpoint = path

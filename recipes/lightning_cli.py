@@ -234,17 +234,19 @@ class ZooCLI(LightningCLI):
         diverged = _divergence(trainer)
         if ckpt is not None and ckpt.best_model_score is not None:
             results[f"best {ckpt.monitor}"] = f"{float(ckpt.best_model_score):.4f}"
-            noted = getattr(ckpt, "best_metrics", {})
-            if (
-                ckpt.monitor != "val/top1" and "val/top1" in noted
-            ):  # the best epoch's top-1, as validated then
-                results["val/top1"] = f"{noted['val/top1']:.4f}"
-            elif ckpt.monitor != "val/top1" and best:  # resumed before the best epoch: validate it once more
-                validated = trainer.validate(
-                    self.model, datamodule=self.datamodule, ckpt_path=best, weights_only=True, verbose=False
-                )
-                if validated and "val/top1" in validated[0]:
-                    results["val/top1"] = f"{validated[0]['val/top1']:.4f}"
+            if ckpt.monitor != "val/top1":  # say the best epoch's top-1 too
+                top1 = getattr(ckpt, "best_metrics", {}).get("val/top1")  # as validated in that epoch
+                if top1 is None and best:  # resumed before the best epoch: validate it once more
+                    validated = trainer.validate(
+                        self.model,
+                        datamodule=self.datamodule,
+                        ckpt_path=best,
+                        weights_only=True,
+                        verbose=False,
+                    )
+                    top1 = validated[0].get("val/top1") if validated else None
+                if top1 is not None:
+                    results["val/top1"] = f"{top1:.4f}"
         if self.config["fit"].get("test_after_fit") and best and self._has_test_data():
             tested = trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best, weights_only=True)
             for key, value in (tested[0] if tested else {}).items():

@@ -6,7 +6,9 @@ decay 5e-4 off biases and norms), the same precision and memory order, one valid
 
 - zoo: the synthetic recipe as ``zoo fit`` builds it (``build_recipe``: its checkpoints, CSV log, lr monitor,
   throughput, end-of-fit report and loss-curve reading callbacks, progress bar), then ``Trainer.fit``;
-- plain: a ``DataLoader`` over the same split, ``torch.autocast`` for bf16, ``x.to(memory_format=...)``.
+- plain: a ``DataLoader`` over the same split, ``torch.autocast`` for bf16, ``x.to(memory_format=...)``; with
+  ``flush=True`` (the "plain+flush" side) it also flushes subnormal floats to zero, as the zoo does by default
+  (:mod:`callbacks.denormals`), which shows what is left of the difference with the same arithmetic.
 
 The figure is images / seconds of the training part of the last epoch (validation excluded: the zoo's
 ``EpochThroughput.last``, the same span in the plain loop), and its CPU seconds (``time.process_time``: all
@@ -73,6 +75,7 @@ def data_options(size: int, batch: int, steps: int, classes: int) -> dict:
 def zoo_side(arch: str, size: int, batch: int, steps: int, epochs: int, precision: str, channels_last: bool,
              device: str, classes: int = 10, record: bool = False) -> dict:  # fmt: skip
     """``zoo fit --recipe synthetic`` at this size (no test after fit): images/s of its last epoch's training."""
+    from callbacks.denormals import flush_denormals, flushing
     from callbacks.throughput import EpochThroughput
     from recipes.lightning_cli import build_recipe, expand_recipe
 
@@ -85,13 +88,17 @@ def zoo_side(arch: str, size: int, batch: int, steps: int, epochs: int, precisio
     quiet = contextlib.redirect_stdout(
         io.StringIO()
     )  # the summary, bar and report of every repeat: not shown
-    with tempfile.TemporaryDirectory() as tmp, _inside(Path(tmp)), quiet:
-        cli = build_recipe(expand_recipe(args))
-        timer = next(c for c in cli.trainer.callbacks if isinstance(c, EpochThroughput))
-        cpu = CPUTime()
-        cli.trainer.callbacks += [cpu, Record(seen, images=record)]
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-        last = timer.last
+    before = flushing()  # the CLI sets the mode for its process: the plain side after this one gets it back
+    try:
+        with tempfile.TemporaryDirectory() as tmp, _inside(Path(tmp)), quiet:
+            cli = build_recipe(expand_recipe(args))
+            timer = next(c for c in cli.trainer.callbacks if isinstance(c, EpochThroughput))
+            cpu = CPUTime()
+            cli.trainer.callbacks += [cpu, Record(seen, images=record)]
+            cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+            last = timer.last
+    finally:
+        flush_denormals(before)
     out = {
         "images_per_s": last["images"] / last["train_time"],
         "cpu_ms_per_image": 1e3 * cpu.train_cpu / last["images"],
@@ -100,8 +107,19 @@ def zoo_side(arch: str, size: int, batch: int, steps: int, epochs: int, precisio
 
 
 def plain_side(arch: str, size: int, batch: int, steps: int, epochs: int, precision: str, channels_last: bool,
-               device: str, classes: int = 10, record: bool = False) -> dict:  # fmt: skip
-    """The same training written as a PyTorch user would: images/s of its last epoch's training."""
+               device: str, classes: int = 10, record: bool = False, flush: bool = False) -> dict:  # fmt: skip
+    """The same training written as a PyTorch user would: images/s of its last epoch's training (``flush``:
+    with subnormal floats flushed to zero, as the zoo's default)."""
+    from callbacks.denormals import flush_denormals
+
+    before = flush_denormals(flush)
+    try:
+        return _plain(arch, size, batch, steps, epochs, precision, channels_last, device, classes, record)
+    finally:
+        flush_denormals(before)
+
+
+def _plain(arch, size, batch, steps, epochs, precision, channels_last, device, classes, record) -> dict:
     import torch.nn.functional as F
     from timm.optim import param_groups_weight_decay
     from torch.utils.data import DataLoader
@@ -191,33 +209,46 @@ class Record(Callback):
         self.seen.steps += 1
 
 
+SIDES = {
+    "zoo": zoo_side,
+    "plain": plain_side,
+    "plain+flush": lambda **spec: plain_side(**spec, flush=True),
+}
+
+
 def compare(arch: str, size: int, batch: int, steps: int, epochs: int = 2, precision: str = "32-true",
-            channels_last: bool = False, device: str = "cpu", repeats: int = 3, threads: int = 1, log=print) -> dict:  # fmt: skip
-    """Both sides ``repeats`` times, alternately (neither always first); medians, and the median of each repeat's
-    own ratio (zoo / plain in images/s: 1 means no tax); ``threads``: torch's intra-op threads (0: as it is)."""
+            channels_last: bool = False, device: str = "cpu", repeats: int = 3, threads: int = 1,
+            flush_baseline: bool = False, log=print) -> dict:  # fmt: skip
+    """Each side ``repeats`` times, in turn (a different one first each time); medians, and the median of each
+    repeat's own ratio (zoo / plain in images/s: 1 means no tax); ``threads``: torch's intra-op threads (0: as it
+    is); ``flush_baseline``: the plain loop with subnormals flushed as a third side (``flush_ratio``)."""
     spec = dict(arch=arch, size=size, batch=batch, steps=steps, epochs=epochs, precision=precision,
                 channels_last=channels_last, device=device)  # fmt: skip
     if threads:  # one thread: a busy machine stalls two threads at every barrier
         torch.set_num_threads(threads)
-    runs: dict[str, list[dict]] = {"zoo": [], "plain": []}
+    names = ["zoo", "plain"] + (["plain+flush"] if flush_baseline else [])
+    runs: dict[str, list[dict]] = {side: [] for side in names}
     for i in range(repeats):
-        for side in ("zoo", "plain") if i % 2 == 0 else ("plain", "zoo"):
-            result = (zoo_side if side == "zoo" else plain_side)(**spec)
+        for side in names[i % len(names) :] + names[: i % len(names)]:
+            result = SIDES[side](**spec)
             runs[side].append(result)
             log(f"{arch}@{size} repeat {i + 1}/{repeats} {side}: {result['images_per_s']:.1f} images/s")
     steps = {side: {r["steps"] for r in rs} for side, rs in runs.items()}
-    if steps["zoo"] != steps["plain"] or len(steps["zoo"]) != 1:
-        raise SystemExit(f"the two sides ran different optimizer steps: {steps}")
+    if len(set().union(*steps.values())) != 1:
+        raise SystemExit(f"the sides ran different optimizer steps: {steps}")
     med = {s: {k: statistics.median(r[k] for r in rs) for k in ("images_per_s", "cpu_ms_per_image")}
            for s, rs in runs.items()}  # fmt: skip
     pairs = list(zip(runs["zoo"], runs["plain"]))
-    return {
+    out = {
         "spec": spec,
         "repeats": repeats,
-        "zoo": med["zoo"],
-        "plain": med["plain"],
+        **med,
         "ratio": med["zoo"]["images_per_s"] / med["plain"]["images_per_s"],
         "paired_ratio": statistics.median(z["images_per_s"] / p["images_per_s"] for z, p in pairs),
         "cpu_ratio": med["plain"]["cpu_ms_per_image"] / med["zoo"]["cpu_ms_per_image"],
         "per_repeat": {s: [r["images_per_s"] for r in rs] for s, rs in runs.items()},
     }
+    if flush_baseline:
+        out["flush_ratio"] = med["zoo"]["images_per_s"] / med["plain+flush"]["images_per_s"]
+        out["flush_cpu_ratio"] = med["plain+flush"]["cpu_ms_per_image"] / med["zoo"]["cpu_ms_per_image"]
+    return out

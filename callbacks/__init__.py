@@ -2,6 +2,7 @@
 
 import zoo  # noqa: F401  (first: imports timm without wandb, see zoo/_timm_import.py)
 from callbacks.decay import CosineDecay, ExponentialDecay, InverseTimeDecay, MultiStepDecay, StepDecay
+from callbacks.denormals import FlushDenormals
 from callbacks.ema import EMA
 from callbacks.finetuning import FineTuning
 from callbacks.last_checkpoint import LastCheckpoint
@@ -26,6 +27,7 @@ __all__ = [
     "CosineDecay",
     "ExponentialDecay",
     "FineTuning",
+    "FlushDenormals",
     "InverseTimeDecay",
     "LRMonitor",
     "LRSchedule",

@@ -25,6 +25,7 @@ from lightning.pytorch.profilers import PassThroughProfiler
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from callbacks.best_checkpoint import BestCheckpoint
+from callbacks.denormals import FlushDenormals, flush_denormals
 from callbacks.exact_resume import ExactResume
 from callbacks.finetuning import FineTuning
 from callbacks.interrupt import Interrupt
@@ -120,6 +121,7 @@ class ZooCLI(LightningCLI):
         parser.add_lightning_class_args(ClassificationReport, "report")
         parser.add_lightning_class_args(LRPlot, "lr_plot")
         parser.add_lightning_class_args(FineTuning, "finetune")  # strategy none (the default): left out
+        parser.add_lightning_class_args(FlushDenormals, "denormals")  # --denormals.flush false: no flush
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.num_channels", "model.in_chans", apply_on="instantiate")
         parser.add_argument(
@@ -163,6 +165,8 @@ class ZooCLI(LightningCLI):
 
     def before_instantiate_classes(self):
         config = self.config[self.subcommand] if self.subcommand else self.config  # run=False: `zoo schedule`
+        if config.get("denormals.flush"):  # before the model is built: the intra-op threads inherit the mode
+            flush_denormals(True)
         if "weights_only" in config and config["weights_only"] is None:
             config["weights_only"] = True  # checkpoints hold tensors and plain types only
         if self.subcommand:

@@ -22,6 +22,16 @@ def _in_tmp_dir(tmp_path, monkeypatch):
     yield
 
 
+@pytest.fixture(autouse=True)
+def _denormal_mode_kept():
+    """The CLI turns on the flush of subnormal floats for its process: tests in this one get the mode they had."""
+    from callbacks.denormals import flush_denormals, flushing
+
+    before = flushing()
+    yield
+    flush_denormals(before)
+
+
 @pytest.fixture
 def zoo_cli():
     """Run the real ``zoo`` entry point in-process: ``zoo_cli("fit", "--recipe", "digits", ...)``."""

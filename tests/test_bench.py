@@ -52,6 +52,24 @@ def test_zoo_fit_and_the_plain_loop_train_on_the_same_images_with_the_same_steps
         assert side["images_per_s"] > 0 and side["cpu_ms_per_image"] > 0
 
 
+def test_compare_runs_the_flushing_plain_loop_as_a_third_side_and_leaves_the_mode_as_it_found_it():
+    from callbacks.denormals import flush_denormals, flushing
+
+    flush_denormals(False)
+    logged = []
+    result = synthetic_fit.compare(
+        "resnet18", 16, 4, 2, repeats=2, threads=0, flush_baseline=True, log=logged.append
+    )
+    assert not flushing()  # the zoo side's CLI turned it on: the plain side after it must not inherit it
+    assert set(result["per_repeat"]) == {"zoo", "plain", "plain+flush"}
+    order = ["zoo:", "plain:", "plain+flush:", "plain:", "plain+flush:", "zoo:"]  # each side first in turn
+    assert [line.split()[-3] for line in logged] == order
+    z, f = result["zoo"]["images_per_s"], result["plain+flush"]["images_per_s"]
+    assert result["flush_ratio"] == pytest.approx(z / f)
+    rows = framework_tax.throughput_rows(result)
+    assert len(rows) == 3 and "flushing subnormals" in rows[2] and f"{result['flush_ratio']:.3f}" in rows[2]
+
+
 def test_the_gpu_benchmark_runs_at_a_tiny_size_on_the_cpu(tmp_path):
     import gpu
 

@@ -77,7 +77,7 @@ def zoo_side(arch: str, size: int, batch: int, steps: int, epochs: int, precisio
     """``zoo fit --recipe synthetic`` at this size (no test after fit): images/s of its last epoch's training."""
     from callbacks.denormals import flush_denormals, flushing
     from callbacks.throughput import EpochThroughput
-    from recipes.lightning_cli import build_recipe, expand_recipe
+    from recipes.lightning_cli import build_recipe, expand_recipe, quiet_lightning
 
     seen = Seen(classes)
     data = data_options(size, batch, steps, classes)
@@ -90,7 +90,7 @@ def zoo_side(arch: str, size: int, batch: int, steps: int, epochs: int, precisio
     )  # the summary, bar and report of every repeat: not shown
     before = flushing()  # the CLI sets the mode for its process: the plain side after this one gets it back
     try:
-        with tempfile.TemporaryDirectory() as tmp, _inside(Path(tmp)), quiet:
+        with tempfile.TemporaryDirectory() as tmp, _inside(Path(tmp)), quiet, quiet_lightning():
             cli = build_recipe(expand_recipe(args))
             timer = next(c for c in cli.trainer.callbacks if isinstance(c, EpochThroughput))
             cpu = CPUTime()

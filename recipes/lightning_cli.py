@@ -8,6 +8,7 @@ the best checkpoint). The zoo's other commands that need a recipe's objects (``z
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from importlib import import_module
@@ -456,13 +457,22 @@ def build_recipe(args: list[str], cli_class: type[ZooCLI] | None = None) -> ZooC
     """Instantiate a recipe's trainer, model and data module from ``args`` without running anything
     (``cli_class``: a subclass of :class:`ZooCLI` that changes how)."""
     saved, sys.argv = sys.argv, sys.argv[:1]  # the options come from `args`, not the command line
-    logs = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
-    levels = [log.level for log in logs]
-    for log in logs:  # no "Seed set", "GPU available: False" lines for a run that does not run
-        log.setLevel(logging.WARNING)
     try:
-        return make_cli(args, run=False, cli_class=cli_class, save_config_callback=None)
+        with quiet_lightning():  # no "Seed set", "GPU available: False" lines for a run that does not run
+            return make_cli(args, run=False, cli_class=cli_class, save_config_callback=None)
     finally:
         sys.argv = saved
+
+
+@contextlib.contextmanager
+def quiet_lightning():
+    """Hide Lightning's info lines (seed, accelerators, tips, the end-of-fit report's) while this runs."""
+    logs = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [log.level for log in logs]
+    for log in logs:
+        log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
         for log, level in zip(logs, levels):
             log.setLevel(level)

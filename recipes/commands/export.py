@@ -10,9 +10,7 @@ checkpoint's own outputs is printed.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
-import logging
 import os
 import sys
 from pathlib import Path
@@ -30,20 +28,6 @@ def _bool(text: str) -> bool:
     return value in ("true", "1", "yes")
 
 
-@contextlib.contextmanager
-def quiet_lightning():
-    """Hide Lightning's info lines (seed, accelerators, tips) while a recipe is built but not run."""
-    logs = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
-    levels = [log.level for log in logs]
-    for log in logs:
-        log.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for log, level in zip(logs, levels):
-            log.setLevel(level)
-
-
 def real_inputs(rest: list[str], config: dict, count: int) -> tuple[object, str, list[str] | None]:
     """``count`` inputs from the recipe's data (validation split first), where they came from, and the data's
     class names; (None, why, None) when the recipe's data cannot be built. Image data modules take the
@@ -55,8 +39,7 @@ def real_inputs(rest: list[str], config: dict, count: int) -> tuple[object, str,
     from zoo.data.transforms import eval_transform
 
     try:
-        with quiet_lightning():
-            cli = build_recipe([*rest, "--trainer.logger", "false", "--model.pretrained", "false"])
+        cli = build_recipe([*rest, "--trainer.logger", "false", "--model.pretrained", "false"])
         datamodule = cli.datamodule
         datamodule.setup("fit")
         splits = getattr(datamodule, "splits", None) or {}

@@ -323,7 +323,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="plain: where to write its JSON; else the results folder")
     parser.add_argument("--no-write", action="store_true", help="print the table rows only")
     parser.add_argument("--throughput-repeats", type=int, default=3, help="0: no throughput rows")
-    parser.add_argument("--throughput-steps", type=int, default=8, help="training batches per epoch")
+    parser.add_argument(
+        "--throughput-steps",
+        type=int,
+        default=16,
+        help="training batches per epoch (the last epoch is timed)",
+    )
     args = parser.parse_args(argv)
     if args.command == "plain":
         with tempfile.TemporaryDirectory() as tmp:

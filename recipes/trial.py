@@ -94,8 +94,7 @@ def fit_trial(path: Path, trial, metric: str) -> TrialReport:
     import sys
 
     from callbacks.run_config import RunConfig
-    from recipes.commands.export import quiet_lightning
-    from recipes.lightning_cli import ZooCLI, make_cli
+    from recipes.lightning_cli import ZooCLI, make_cli, quiet_lightning
     from zoo.errors import RunDiverged
     from zoo.loggers import finish_wandb
 

@@ -94,8 +94,7 @@ def describe(label: str, test, args) -> str:
 
 def main(argv: list[str]) -> int:
     from callbacks.lr_schedule import LRSchedule
-    from recipes.commands.export import quiet_lightning
-    from recipes.lightning_cli import build_recipe, expand_recipe
+    from recipes.lightning_cli import build_recipe, expand_recipe, quiet_lightning
     from zoo.lr_range import RangeTest, plot
 
     args, rest = parse(argv)

@@ -83,8 +83,7 @@ def recipe_config(rest: list[str]) -> dict:
     """The recipe with the overrides, every option filled in, as ``zoo fit`` would run it (nothing built)."""
     import yaml
 
-    from recipes.commands.export import quiet_lightning
-    from recipes.lightning_cli import ZooCLI, build_recipe
+    from recipes.lightning_cli import ZooCLI, build_recipe, quiet_lightning
 
     class ParseOnly(ZooCLI):
         def before_instantiate_classes(self):

@@ -75,7 +75,7 @@ def data_options(size: int, batch: int, steps: int, classes: int) -> dict:
 def zoo_side(arch: str, size: int, batch: int, steps: int, epochs: int, precision: str, channels_last: bool,
              device: str, classes: int = 10, record: bool = False) -> dict:  # fmt: skip
     """``zoo fit --recipe synthetic`` at this size (no test after fit): images/s of its last epoch's training."""
-    from callbacks.denormals import flush_denormals, flushing
+    from callbacks.denormals import denormal_mode
     from callbacks.throughput import EpochThroughput
     from recipes.lightning_cli import build_recipe, expand_recipe, quiet_lightning
 
@@ -88,17 +88,14 @@ def zoo_side(arch: str, size: int, batch: int, steps: int, epochs: int, precisio
     quiet = contextlib.redirect_stdout(
         io.StringIO()
     )  # the summary, bar and report of every repeat: not shown
-    before = flushing()  # the CLI sets the mode for its process: the plain side after this one gets it back
-    try:
-        with tempfile.TemporaryDirectory() as tmp, _inside(Path(tmp)), quiet, quiet_lightning():
-            cli = build_recipe(expand_recipe(args))
-            timer = next(c for c in cli.trainer.callbacks if isinstance(c, EpochThroughput))
-            cpu = CPUTime()
-            cli.trainer.callbacks += [cpu, Record(seen, images=record)]
-            cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-            last = timer.last
-    finally:
-        flush_denormals(before)
+    # the CLI sets the mode for its process: the plain side after this one gets the mode of before back
+    with tempfile.TemporaryDirectory() as tmp, _inside(Path(tmp)), quiet, quiet_lightning(), denormal_mode():
+        cli = build_recipe(expand_recipe(args))
+        timer = next(c for c in cli.trainer.callbacks if isinstance(c, EpochThroughput))
+        cpu = CPUTime()
+        cli.trainer.callbacks += [cpu, Record(seen, images=record)]
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        last = timer.last
     out = {
         "images_per_s": last["images"] / last["train_time"],
         "cpu_ms_per_image": 1e3 * cpu.train_cpu / last["images"],
@@ -110,13 +107,10 @@ def plain_side(arch: str, size: int, batch: int, steps: int, epochs: int, precis
                device: str, classes: int = 10, record: bool = False, flush: bool = False) -> dict:  # fmt: skip
     """The same training written as a PyTorch user would: images/s of its last epoch's training (``flush``:
     with subnormal floats flushed to zero, as the zoo's default)."""
-    from callbacks.denormals import flush_denormals
+    from callbacks.denormals import denormal_mode
 
-    before = flush_denormals(flush)
-    try:
+    with denormal_mode(flush):
         return _plain(arch, size, batch, steps, epochs, precision, channels_last, device, classes, record)
-    finally:
-        flush_denormals(before)
 
 
 def _plain(arch, size, batch, steps, epochs, precision, channels_last, device, classes, record) -> dict:

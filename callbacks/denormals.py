@@ -13,6 +13,8 @@ parallel op, as ``zoo`` does before building the model, it reaches every intra-o
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from lightning.pytorch.callbacks import Callback
 
@@ -30,6 +32,17 @@ def flush_denormals(on: bool) -> bool:
     before = flushing()
     torch.set_flush_denormal(on)
     return before
+
+
+@contextlib.contextmanager
+def denormal_mode(on: bool | None = None):
+    """Flush (``on``: True) or not (False) inside the block, or leave the mode as it is (None); the mode of
+    before comes back at its end, whatever the block set."""
+    before = flushing() if on is None else flush_denormals(on)
+    try:
+        yield
+    finally:
+        flush_denormals(before)
 
 
 class FlushDenormals(Callback):

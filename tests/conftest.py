@@ -25,11 +25,10 @@ def _in_tmp_dir(tmp_path, monkeypatch):
 @pytest.fixture(autouse=True)
 def _denormal_mode_kept():
     """The CLI turns on the flush of subnormal floats for its process: tests in this one get the mode they had."""
-    from callbacks.denormals import flush_denormals, flushing
+    from callbacks.denormals import denormal_mode
 
-    before = flushing()
-    yield
-    flush_denormals(before)
+    with denormal_mode():
+        yield
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 import torch
 from lightning.pytorch import Callback, Trainer
 
-from callbacks.denormals import FlushDenormals, flush_denormals, flushing
+from callbacks.denormals import FlushDenormals, denormal_mode, flush_denormals, flushing
 from zoo.data import SyntheticDataModule
 from zoo.module import ImageClassifier
 
@@ -51,6 +51,17 @@ def test_flushing_reads_the_mode_and_flush_denormals_returns_the_previous_one():
     assert flushing()
     assert (torch.tensor(1e-30) * (SUBNORMAL / 1e-30)).item() == 0.0
     assert flush_denormals(False) is True
+    assert not flushing()
+
+
+def test_denormal_mode_sets_or_keeps_the_mode_inside_and_gives_the_previous_one_back():
+    flush_denormals(False)
+    with denormal_mode(True):
+        assert flushing()
+    assert not flushing()
+    with denormal_mode():  # None: left as it is, and restored whatever the block sets
+        assert not flushing()
+        flush_denormals(True)
     assert not flushing()
 
 

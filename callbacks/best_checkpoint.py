@@ -5,16 +5,20 @@ so a run at lr 1000 keeps weights of 1e30 as its best checkpoint. Here an epoch 
 its monitored value is finite and every weight is finite with |w| ≤ ``max_abs_weight``; a refused epoch is
 said once. ``last.ckpt`` is written at the end of every epoch: Lightning 2.6 writes it only when a top-k
 checkpoint was written at the same step, so after the best epoch it stopped moving and a resume from "last"
-would train the epochs since then again.
+would train the epochs since then again. In an epoch that is a new best, ``last.ckpt`` is a hard link to the
+best file (the same bytes: one write per epoch, not two); the next epoch's ``last.ckpt`` replaces the name.
 """
 
 from __future__ import annotations
 
 import math
+from weakref import proxy
 
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+from zoo.checkpoint_io import atomic_link
 
 
 def unusable_weights(module: torch.nn.Module, max_abs_weight: float) -> str | None:
@@ -44,6 +48,16 @@ def cached_state_key(checkpoint: ModelCheckpoint) -> str:
     if checkpoint.__dict__.get("_key_settings") != settings:
         checkpoint._key_settings, checkpoint._key = settings, ModelCheckpoint.state_key.fget(checkpoint)
     return checkpoint._key
+
+
+def monitor_candidates(trainer) -> dict[str, torch.Tensor]:
+    """``ModelCheckpoint._monitor_candidates``: the logged metrics with integer ``epoch`` and ``step``, copied by
+    a ``clone`` of each tensor instead of Lightning's ``deepcopy`` of the dict (~0.3 ms at every epoch's end)."""
+    out = {k: v.detach().clone() if torch.is_tensor(v) else v for k, v in trainer.callback_metrics.items()}
+    for key, now in (("epoch", trainer.current_epoch), ("step", trainer.global_step)):
+        value = out.get(key)
+        out[key] = value.int() if torch.is_tensor(value) else torch.tensor(now)
+    return out
 
 
 class BestCheckpoint(ModelCheckpoint):
@@ -98,6 +112,9 @@ class BestCheckpoint(ModelCheckpoint):
         if self._should_save_on_train_epoch_end(trainer):
             self._last_every_epoch(trainer)
 
+    def _monitor_candidates(self, trainer) -> dict[str, torch.Tensor]:
+        return monitor_candidates(trainer)
+
     def _note_best(self, trainer, before: str) -> None:
         """Keep the validation metrics of a new best epoch: the results table quotes them without validating
         the best checkpoint once more."""
@@ -110,6 +127,25 @@ class BestCheckpoint(ModelCheckpoint):
         and its last.ckpt: Lightning's skip rule compares the step of the last write)."""
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def _save_checkpoint(self, trainer, filepath: str) -> None:
+        """Lightning's save, except that ``last.ckpt`` of the step a best checkpoint was just written at is a
+        hard link to that file (:func:`zoo.checkpoint_io.atomic_link`): the same bytes, one write less."""
+        source = self._last_checkpoint_saved
+        if (
+            filepath == self.last_model_path
+            and source
+            and source != filepath
+            and self._last_global_step_saved == trainer.global_step
+        ):
+            linked = atomic_link(source, filepath) if trainer.is_global_zero else False
+            if trainer.strategy.broadcast(linked):  # every rank saves (a collective) or none does
+                self._last_checkpoint_saved = filepath
+                if trainer.is_global_zero:
+                    for logger in trainer.loggers:
+                        logger.after_save_checkpoint(proxy(self))
+                return
+        super()._save_checkpoint(trainer, filepath)
 
     def check_monitor_top_k(self, trainer, current: torch.Tensor | None = None) -> bool:
         if current is None:

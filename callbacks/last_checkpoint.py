@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from callbacks.best_checkpoint import cached_state_key
+from callbacks.best_checkpoint import cached_state_key, monitor_candidates
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -43,6 +43,9 @@ class LastCheckpoint(ModelCheckpoint):
     @property
     def state_key(self) -> str:
         return cached_state_key(self)
+
+    def _monitor_candidates(self, trainer):
+        return monitor_candidates(trainer)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         n, last = self._every_n_train_steps, trainer.fit_loop.epoch_loop.batch_progress.is_last_batch

@@ -60,5 +60,6 @@ class EpochThroughput(Callback):
             self._train_end, self._val_before = end, self._val_time
         train_time = max(self._train_end - self._start - self._val_before, 1e-9)
         self.last = {"images": self._images, "train_time": train_time, "epoch_time": epoch_time}
-        pl_module.log("train/epoch_time", epoch_time, sync_dist=True, reduce_fx="max")
-        pl_module.log("train/images_per_sec", self._images / train_time, sync_dist=True, reduce_fx="sum")
+        sync = trainer.world_size > 1  # a self.log with sync_dist costs ~0.15 ms more, even in one process
+        pl_module.log("train/epoch_time", epoch_time, sync_dist=sync, reduce_fx="max")
+        pl_module.log("train/images_per_sec", self._images / train_time, sync_dist=sync, reduce_fx="sum")

@@ -58,6 +58,26 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         _fsync_dir(target.parent)  # the rename itself reaches the disk
 
 
+def atomic_link(source: _PATH, target: _PATH) -> bool:
+    """Make ``target`` a hard link of ``source`` (the same file under a second name: no bytes written), as
+    atomically as a save: link to ``.<name>.<pid>.tmp``, then rename it over ``target``. False, with nothing
+    changed, where that cannot be done (remote paths, a file system without hard links): the caller saves."""
+    if not all(isinstance(get_filesystem(p), LocalFileSystem) for p in (source, target)):
+        return False
+    target = Path(target)
+    _remove_stale(target)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        tmp.unlink(missing_ok=True)
+        os.link(source, tmp)
+        os.replace(tmp, target)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return False
+    _fsync_dir(target.parent)
+    return True
+
+
 def _remove_stale(target: Path) -> None:
     """Delete ``.<name>.<pid>.tmp`` files of processes that no longer run (killed in the middle of a save)."""
     for tmp in target.parent.glob(f".{target.name}.*.tmp"):

@@ -25,7 +25,7 @@ def rng_states() -> dict:
         "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
         "python": (version, torch.tensor(internal, dtype=torch.int64), gauss_next),
     }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    if torch.cuda.is_initialized():  # (is_available asks the driver each time: ~0.3 ms)
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
 

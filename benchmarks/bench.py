@@ -26,7 +26,7 @@ HERE = Path(__file__).parent
 BENCHES = {
     "framework_tax": (
         "`zoo fit` vs a plain loop",
-        lambda n: ["--repeats", str(n), "--throughput-repeats", str(n)],
+        lambda n: ["--repeats", str(n), "--overhead-repeats", str(n), "--throughput-repeats", str(n)],
     ),
     "switches": ("speed switches", lambda n: ["--repeats", str(n), "--steps", "3"]),
     "pipeline": ("input pipeline vs torchvision", lambda n: ["--repeats", str(n)]),
@@ -41,6 +41,8 @@ def rows_of(name: str, result: dict) -> list[str]:
     if name == "switches":  # JSON keys are strings; the loader rows are keyed by the number of workers
         result = {**result, "workers": {int(k): v for k, v in (result.get("workers") or {}).items()}}
     out = module.rows(result)
+    if name == "framework_tax" and result.get("tiny"):
+        out += module.overhead_rows(result["tiny"])
     if name == "framework_tax" and result.get("throughput"):
         out += module.throughput_rows(result["throughput"])
     return out

@@ -1,7 +1,7 @@
 """Framework tax: ``zoo fit --recipe digits`` against a plain PyTorch loop doing the same work.
 
-    .venv/bin/python benchmarks/framework_tax.py [--repeats 5 --epochs 30]
-    .venv/bin/python benchmarks/framework_tax.py plain --out FILE.json [--epochs 30]   (one plain run)
+    .venv/bin/python benchmarks/framework_tax.py [--repeats 5 --overhead-repeats 5 --epochs 30]
+    .venv/bin/python benchmarks/framework_tax.py plain --out FILE.json [--epochs 30 --tiny]   (one plain run)
 
 The plain loop does what the recipe does, written as a PyTorch user would: the same network from
 ``zoo.create_model``, scikit-learn's digits split 60/20/20 (stratified, seed 0), inputs standardised with the
@@ -13,8 +13,15 @@ of the best validation loss saved to a file, and a test of those weights.
 Both sides run as a user runs them, in a fresh process each (start-up included) with their output to a
 terminal (a pseudo-terminal here, so the zoo's progress bar draws as it would), alternately, ``repeats``
 times. The zoo keeps every default output of the recipe (checkpoints, CSV log, end-of-fit report, loss-curve
-reading, lr plot). Each run also times its epochs (training and validation: the zoo's ``train/epoch_time``,
-the same span in the plain loop); the rest of the wall time is the fixed cost.
+reading, lr plot). Each run also notes when each epoch and its validation start and when the validation ends
+(in the zoo, the benchmark's one added callback, ``epoch_clock.EpochClock``): an epoch's time is the span to
+the next epoch's start, which holds all it costs (training, validation, checkpoints, logging, the bar). The
+fixed cost is the wall time less the epochs, the last epoch counted at the run's median. The overhead per step
+is the difference of the two sides' epochs over the steps of an epoch (training and validation).
+
+The overhead rows run both sides again with a network of one 4-channel block (:data:`TINY`): its compute is
+small, so the epoch is mostly the loop around it (data, hooks, logging, checkpoints), and the machine's
+±10 % drift in compute speed no longer hides a fraction of a millisecond per step.
 """
 
 from __future__ import annotations
@@ -34,9 +41,11 @@ import threading
 import time
 from pathlib import Path
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parent
 RECIPE = {"batch": 64, "val_fraction": 0.2, "test_fraction": 0.2, "seed": 0, "lr": 0.1, "momentum": 0.9}
 RECIPE |= {"weight_decay": 5e-4, "warmup": 1.0, "shift": 1, "widths": [32, 64], "depth": 2, "drop_rate": 0.25}
+# the overhead rows' network: one block of 4 channels, so that an epoch is mostly the loop around the network
+TINY = {"widths": [4], "depth": 1}
 
 
 # --- the plain loop ----------------------------------------------------------------------------------------------
@@ -78,8 +87,9 @@ def digits_splits(seed: int = 0, val_fraction: float = 0.2, test_fraction: float
     return {k: (x[np.sort(v)], y[np.sort(v)]) for k, v in (("train", train), ("val", val), ("test", test))}
 
 
-def plain_fit(epochs: int, out: Path, seed: int = 0, log=print) -> dict:
-    """Train the digits recipe with a plain loop; returns what it did (steps, images) and its epoch times."""
+def plain_fit(epochs: int, out: Path, seed: int = 0, log=print, tiny: bool = False) -> dict:
+    """Train the digits recipe with a plain loop (``tiny``: the :data:`TINY` network); returns what it did
+    (steps, images) and when each epoch started."""
     import torch
     import torch.nn.functional as F
     from timm.optim import param_groups_weight_decay
@@ -87,7 +97,7 @@ def plain_fit(epochs: int, out: Path, seed: int = 0, log=print) -> dict:
 
     import zoo
 
-    r = RECIPE
+    r = RECIPE | (TINY if tiny else {})
     torch.manual_seed(seed)
     splits = digits_splits(r["seed"], r["val_fraction"], r["test_fraction"])
     train_x = splits["train"][0]
@@ -116,10 +126,10 @@ def plain_fit(epochs: int, out: Path, seed: int = 0, log=print) -> dict:
                 n += len(y)
         return loss / n, correct / n
 
-    step, images, best, epoch_times = 0, 0, float("inf"), []
+    step, images, best, clock = 0, 0, float("inf"), []
     out.mkdir(parents=True, exist_ok=True)
     for epoch in range(epochs):
-        start = time.perf_counter()
+        clock.append([time.perf_counter()])
         model.train()
         for x, y in loaders["train"]:
             for group in opt.param_groups:
@@ -130,11 +140,12 @@ def plain_fit(epochs: int, out: Path, seed: int = 0, log=print) -> dict:
             opt.step()
             step += 1
             images += len(y)
+        clock[-1].append(time.perf_counter())
         val_loss, val_top1 = evaluate(loaders["val"])
+        clock[-1].append(time.perf_counter())
         if val_loss < best:
             best = val_loss
             torch.save(model.state_dict(), out / "best.pt")
-        epoch_times.append(time.perf_counter() - start)
         log(f"epoch {epoch}: train loss {loss.item():.4f}, val loss {val_loss:.4f}, val top-1 {val_top1:.4f}")
     model.load_state_dict(torch.load(out / "best.pt", weights_only=True))
     test_loss, test_top1 = evaluate(loaders["test"])
@@ -145,7 +156,8 @@ def plain_fit(epochs: int, out: Path, seed: int = 0, log=print) -> dict:
         "steps_per_epoch": steps_per_epoch,
         "val_batches": len(loaders["val"]),
         "split_sizes": {k: len(d) for k, d in data.items()},
-        "epoch_times": epoch_times,
+        "network_size": sum(t.numel() for t in model.state_dict().values()),
+        "clock": clock,
         "test_top1": test_top1,
     }
 
@@ -186,32 +198,42 @@ def in_terminal(command: list[str], cwd: Path, env: dict | None = None) -> tuple
     return done.returncode, wall, cpu, b"".join(out).decode(errors="replace")
 
 
-def zoo_run(epochs: int, cwd: Path, env: dict | None = None) -> dict:
-    """``zoo fit --recipe digits`` (its defaults, ``max_epochs`` = ``epochs``) in ``cwd``: wall time and what it did."""
+def zoo_run(epochs: int, cwd: Path, env: dict | None = None, tiny: bool = False) -> dict:
+    """``zoo fit --recipe digits`` (its defaults, ``max_epochs`` = ``epochs``, and the epoch clock; ``tiny``: the
+    :data:`TINY` network) in ``cwd``: wall time and what it did."""
     zoo = Path(sys.executable).with_name("zoo")
+    clock = {"class_path": "epoch_clock.EpochClock", "init_args": {"path": str(cwd / "clock.json")}}
     command = [str(zoo), "fit", "--recipe", "digits", "--trainer.max_epochs", str(epochs)]
+    command.append(f"--trainer.callbacks+={json.dumps(clock)}")
+    if tiny:
+        command += ["--model.model_kwargs", json.dumps(TINY)]
+    env = {
+        **(env or {}),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
+    }
     code, wall, cpu, output = in_terminal(command, cwd, env)
     if code:
         raise SystemExit(f"zoo fit failed (exit {code}):\n{output[-3000:]}")
     (run,) = sorted(cwd.glob("runs/digits/version_*"))
     rows = list(csv.DictReader((run / "metrics.csv").open()))
-    epoch_times = [float(r["train/epoch_time"]) for r in rows if r.get("train/epoch_time")]
     test = [float(r["test/top1"]) for r in rows if r.get("test/top1")]
     outputs = sorted(p.name for p in run.iterdir())
-    # an epoch's end row is written at its last step's index (optimizer steps done − 1); last.ckpt holds the best
-    # epoch's step, not the run's last (Lightning writes it only next to a new best)
-    steps = 1 + max(int(r["step"]) for r in rows if r.get("train/epoch_time"))
+    import torch
+
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    network = [t for k, t in last["state_dict"].items() if k.startswith("model.")]
     return {
         "wall": wall,
         "cpu": cpu,
-        "steps": steps,
-        "epoch_times": epoch_times,
+        "steps": last["global_step"],
+        "network_size": sum(t.numel() for t in network),
+        "clock": json.loads((cwd / "clock.json").read_text()),
         "test_top1": test[-1] if test else None,
         "outputs": outputs,
     }
 
 
-def plain_run(epochs: int, cwd: Path, env: dict | None = None) -> dict:
+def plain_run(epochs: int, cwd: Path, env: dict | None = None, tiny: bool = False) -> dict:
     """The plain loop in a fresh process (this file's ``plain`` command): wall time and what it did."""
     result = cwd / "plain.json"
     command = [
@@ -222,14 +244,14 @@ def plain_run(epochs: int, cwd: Path, env: dict | None = None) -> dict:
         str(epochs),
         "--out",
         str(result),
-    ]
+    ] + (["--tiny"] if tiny else [])
     code, wall, cpu, output = in_terminal(command, cwd, env)
     if code:
         raise SystemExit(f"the plain loop failed (exit {code}):\n{output[-3000:]}")
     return {"wall": wall, "cpu": cpu, **json.loads(result.read_text())}
 
 
-def measure(repeats: int, epochs: int, threads: int = 1, log=print) -> dict:
+def measure(repeats: int, epochs: int, threads: int = 1, log=print, tiny: bool = False) -> dict:
     """Interleaved fresh-process runs of both sides with ``threads`` intra-op threads each (``OMP_NUM_THREADS``);
     raises if they did not run the same optimizer steps."""
     env = {"OMP_NUM_THREADS": str(threads)} if threads else {}
@@ -238,48 +260,91 @@ def measure(repeats: int, epochs: int, threads: int = 1, log=print) -> dict:
         order = ("zoo", "plain") if i % 2 == 0 else ("plain", "zoo")  # neither side always runs first
         for side in order:
             with tempfile.TemporaryDirectory() as tmp:
-                result = (zoo_run if side == "zoo" else plain_run)(epochs, Path(tmp), env)
+                result = (zoo_run if side == "zoo" else plain_run)(epochs, Path(tmp), env, tiny)
             runs[side].append(result)
-            log(f"repeat {i + 1}/{repeats} {side}: {result['wall']:.1f} s")
-    steps = {side: {r["steps"] for r in rs} for side, rs in runs.items()}
-    if steps["zoo"] != steps["plain"] or len(steps["zoo"]) != 1:
-        raise SystemExit(f"the two sides ran different optimizer steps: {steps}")
+            log(f"repeat {i + 1}/{repeats} {side}{' (tiny network)' if tiny else ''}: {result['wall']:.1f} s")
+    done = {side: {(r["steps"], r["network_size"]) for r in rs} for side, rs in runs.items()}
+    if done["zoo"] != done["plain"] or len(done["zoo"]) != 1:
+        raise SystemExit(f"the two sides ran different (optimizer steps, network sizes): {done}")
     return summarise(runs)
 
 
+PARTS = ("epoch", "train", "val", "end")
+
+
+def parts(clock: list[list[float]]) -> dict[str, float]:
+    """Median seconds of each epoch (its start to the next one's, so one fewer than the epochs) and of its parts:
+    training (to the validation's start), validation, and the end (the validation's end to the next start:
+    checkpoints, logs)."""
+    pairs = list(zip(clock, clock[1:]))
+    return {
+        "epoch": statistics.median(b[0] - a[0] for a, b in pairs),
+        "train": statistics.median(a[1] - a[0] for a, _ in pairs),
+        "val": statistics.median(a[2] - a[1] for a, _ in pairs),
+        "end": statistics.median(b[0] - a[2] for a, b in pairs),
+    }
+
+
 def summarise(runs: dict[str, list[dict]]) -> dict:
-    """Medians over the repeats of the wall time, the epoch time and the fixed cost (wall − Σ epoch times)."""
+    """Medians over the repeats of the wall time, the epoch time (each run's median span) and the fixed cost;
+    the overhead per step from the two sides' medians, and paired (each run against its neighbour)."""
     plain = runs["plain"][0]
     steps_per_epoch = plain["steps_per_epoch"] + plain["val_batches"]
     out: dict = {"steps": plain["steps"], "steps_per_epoch": steps_per_epoch, "runs": runs}
     for side, rs in runs.items():
-        out[side] = {
-            "wall": statistics.median(r["wall"] for r in rs),
-            "epoch": statistics.median(statistics.median(r["epoch_times"]) for r in rs),
-            "fixed": statistics.median(r["wall"] - sum(r["epoch_times"]) for r in rs),
-            "cpu": statistics.median(r["cpu"] for r in rs),
-        }
+        for r in rs:
+            r.update(parts(r["clock"]))
+            r["fixed"] = (
+                r["wall"] - (r["clock"][-1][0] - r["clock"][0][0]) - r["epoch"]
+            )  # the last at the median
+        out[side] = {k: statistics.median(r[k] for r in rs) for k in ("wall", "fixed", "cpu", *PARTS)}
     pairs = list(zip(runs["plain"], runs["zoo"]))
     out["paired_ratio"] = statistics.median(p["wall"] / z["wall"] for p, z in pairs)
     out["paired_cpu_ratio"] = statistics.median(p["cpu"] / z["cpu"] for p, z in pairs)
     out["step_overhead_ms"] = (out["zoo"]["epoch"] - out["plain"]["epoch"]) / steps_per_epoch * 1e3
+    # each zoo run against the plain run next to it: less of the machine's drift than two medians apart
+    paired = statistics.median(z["epoch"] - p["epoch"] for p, z in pairs)
+    out["paired_step_overhead_ms"] = paired / steps_per_epoch * 1e3
     return out
 
 
 def rows(result: dict) -> list[str]:
     """The table rows: figure | zoo | plain loop | ratio (plain / zoo: 1 means no tax)."""
     z, p = result["zoo"], result["plain"]
-    spe = result["steps_per_epoch"]
-    return [
+    spe, train = result["steps_per_epoch"], result["runs"]["plain"][0]["steps_per_epoch"]
+    out = [
         f"| `zoo fit --recipe digits`, wall time, s (target: ratio ≥ 0.9) | {z['wall']:.1f} | {p['wall']:.1f} "
         f"| {p['wall'] / z['wall']:.2f} |",
         f"| …fixed cost (start, set-up, end of fit, test), s | {z['fixed']:.1f} | {p['fixed']:.1f} "
         f"| {p['fixed'] / z['fixed']:.2f} |",
-        f"| …per epoch ({spe} steps: training and validation), s | {z['epoch']:.3f} | {p['epoch']:.3f} "
+        f"| …per epoch ({spe} steps), start to start, ms | {1e3 * z['epoch']:.1f} | {1e3 * p['epoch']:.1f} "
         f"| {p['epoch'] / z['epoch']:.2f} |",
-        f"| …overhead per step, ms (target ≤ 0.5) | {result['step_overhead_ms']:.2f} | 0 | |",
+    ]
+    what = {"train": f"training ({train} steps)", "val": f"validation ({spe - train} batches)",
+            "end": "validation's end to the next epoch (checkpoints, logs)"}  # fmt: skip
+    out += [f"| ……{text}, ms | {1e3 * z[k]:.1f} | {1e3 * p[k]:.1f} | {p[k] / z[k]:.2f} |"
+            for k, text in what.items() if k in z]  # fmt: skip
+    out.append(f"| …overhead per step, ms (target ≤ 0.5) | {result['step_overhead_ms']:.2f} | 0 | |")
+    if "paired_step_overhead_ms" in result:
+        out.append(
+            f"| …overhead per step, each zoo run against the plain run beside it (median), ms "
+            f"| {result['paired_step_overhead_ms']:.2f} | 0 | |"
+        )
+    return out + [
         f"| …CPU time of the whole run (all threads and processes), s | {z['cpu']:.1f} | {p['cpu']:.1f} "
         f"| {p['cpu'] / z['cpu']:.2f} |",
+    ]
+
+
+def overhead_rows(tiny: dict) -> list[str]:
+    """Rows of the run with the :data:`TINY` network: its epoch time and the overhead per step."""
+    z, p = tiny["zoo"], tiny["plain"]
+    return [
+        f"| per epoch with a 4-channel, 1-block network (the loop around it, nearly all), ms "
+        f"| {1e3 * z['epoch']:.1f} | {1e3 * p['epoch']:.1f} | {p['epoch'] / z['epoch']:.2f} |",
+        f"| …overhead per step, ms (target ≤ 0.5) | {tiny['step_overhead_ms']:.2f} | 0 | |",
+        f"| …overhead per step, each zoo run against the plain run beside it (median), ms "
+        f"| {tiny['paired_step_overhead_ms']:.2f} | 0 | |",
     ]
 
 
@@ -304,7 +369,9 @@ def throughput_rows(result: dict) -> list[str]:
 
 NOTES = """Fresh processes, alternately, each side's output to a pseudo-terminal (the zoo's progress bar draws),
 `OMP_NUM_THREADS=1` on both sides; the zoo keeps every default output of the recipe. Ratio: plain / zoo in
-time (1: no tax). The throughput rows run in one process, both sides alternately: `zoo fit --recipe synthetic`'s
+time (1: no tax). An epoch runs from its start to the next one's (training, validation, then checkpoints and
+logs); overhead per step = (zoo epoch − plain epoch) / steps per epoch. The 4-channel network's rows: the same
+two programs with a network of one 4-channel block, whose compute is small. The throughput rows run in one process, both sides alternately: `zoo fit --recipe synthetic`'s
 trainer and callbacks (``build_recipe``) against a plain loop on the same images (benchmarks/synthetic_fit.py);
 ratio: zoo / plain in images/s."""
 
@@ -322,6 +389,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, help="plain: where to write its JSON; else the results folder")
     parser.add_argument("--no-write", action="store_true", help="print the table rows only")
+    parser.add_argument("--tiny", action="store_true", help="plain: with the overhead rows' network")
+    parser.add_argument(
+        "--overhead-repeats", type=int, default=5, help="runs of each side with the tiny network (0: none)"
+    )
     parser.add_argument("--throughput-repeats", type=int, default=3, help="0: no throughput rows")
     parser.add_argument(
         "--throughput-steps",
@@ -332,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "plain":
         with tempfile.TemporaryDirectory() as tmp:
-            result = plain_fit(args.epochs, Path(tmp))
+            result = plain_fit(args.epochs, Path(tmp), tiny=args.tiny)
         (args.out or Path("plain.json")).write_text(json.dumps(result))
         return 0
     import record
@@ -340,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     where = record.machine()
     result = measure(args.repeats, args.epochs, args.threads)
     table = rows(result)
+    if args.overhead_repeats:
+        result["tiny"] = measure(args.overhead_repeats, args.epochs, args.threads, tiny=True)
+        table += overhead_rows(result["tiny"])
     if args.throughput_repeats:
         from synthetic_fit import compare
 

@@ -35,6 +35,35 @@ def test_the_plain_loop_takes_the_recipes_steps(tmp_path):
     assert result["split_sizes"] == {"train": 1077, "val": 360, "test": 360}
     assert result["steps"] == result["steps_per_epoch"] == 17  # ⌈1077 / 64⌉, as Lightning counts them
     assert result["train_images"] == 1077 and result["val_batches"] == 6
+    ((start, val_start, val_end),) = result["clock"]
+    assert start < val_start < val_end
+
+
+def test_zoo_fit_and_the_plain_loop_run_the_same_network_and_steps_and_clock_the_same_parts(tmp_path):
+    """Both sides as the benchmark runs them (fresh processes), with the overhead rows' tiny network."""
+    for side in ("zoo", "plain"):
+        (tmp_path / side).mkdir()
+    zoo = framework_tax.zoo_run(2, tmp_path / "zoo", tiny=True)
+    plain = framework_tax.plain_run(2, tmp_path / "plain", tiny=True)
+    assert zoo["steps"] == plain["steps"] == 34
+    full = framework_tax.plain_fit(1, tmp_path / "full", log=lambda *a: None)["network_size"]
+    assert zoo["network_size"] == plain["network_size"] < full / 10  # the tiny network on both sides
+    for side in (zoo, plain):
+        assert len(side["clock"]) == 2 and all(a < b < c for a, b, c in side["clock"])
+        assert side["clock"][0][2] < side["clock"][1][0]  # epoch 0's validation ends before epoch 1 starts
+    assert "checkpoints" in zoo["outputs"] and "metrics.csv" in zoo["outputs"]  # the recipe's outputs kept
+
+
+def test_an_epoch_is_its_start_to_the_next_start_and_its_parts_add_up():
+    clock = [
+        [0.0, 0.2, 0.25],
+        [0.3, 0.6, 0.7],
+        [0.75, 1.0, 1.1],
+        [1.2, 9.0, 9.5],
+    ]  # the last epoch: not counted
+    parts = framework_tax.parts(clock)
+    assert parts["epoch"] == pytest.approx(0.45) and parts["train"] == pytest.approx(0.25)
+    assert parts["val"] == pytest.approx(0.1) and parts["end"] == pytest.approx(0.05)
 
 
 def test_zoo_fit_and_the_plain_loop_train_on_the_same_images_with_the_same_steps():

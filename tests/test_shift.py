@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from zoo.data import DigitsDataModule
 from zoo.data.shift import RandomShift
-from zoo.data.tensor import TensorImageDataset
+from zoo.data.tensor import Batch, TensorImageDataset, collate
 
 
 def offsets(batch: torch.Tensor, out: torch.Tensor, shift: int, unique: bool = True) -> list:
@@ -51,9 +51,28 @@ def test_a_batch_read_in_one_go_equals_the_images_read_one_by_one():
     data = TensorImageDataset(x, y, normalize=lambda t: (t - 0.5) * 2)
     assert data.batched
     batch = data.__getitems__([3, 1, 7])
-    for (got_x, got_y), i in zip(batch, [3, 1, 7]):
+    assert isinstance(batch, Batch)
+    for got_x, got_y, i in zip(*batch, [3, 1, 7]):
         want_x, want_y = data[i]
         assert torch.equal(got_x, want_x) and int(got_y) == int(want_y)
+
+
+def test_the_loaders_hand_on_a_batch_read_in_one_go_as_the_samples_would_collate():
+    from torch.utils.data import default_collate
+
+    from zoo.data.loader import eval_loader
+
+    x, y = torch.rand(10, 1, 8, 8), torch.arange(10)
+    batched = TensorImageDataset(x, y, normalize=lambda t: (t - 0.5) * 2)
+    one_by_one = TensorImageDataset(x, y, augment=lambda t: t, normalize=batched.normalize)  # not batched
+    assert not one_by_one.batched
+    got, want = next(iter(eval_loader(batched, 4))), next(iter(eval_loader(one_by_one, 4)))
+    assert isinstance(got, list) and len(got) == 2
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    samples = [batched[i] for i in range(4)]
+    assert torch.equal(
+        collate(samples)[0], default_collate(samples)[0]
+    )  # samples still collate as torch does
 
 
 def test_the_digits_training_loader_shifts_per_image_and_repeats_a_batch_exactly(monkeypatch):

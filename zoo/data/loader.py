@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 from torchdata.stateful_dataloader.sampler import StatefulDistributedSampler
 
+from zoo.data.tensor import collate
 from zoo.rng import kept_states, sample_seed, seed_all, seeded
 
 MARK = "zoo.EpochSampler"  # names the sampler's state inside the loader's
@@ -183,7 +184,7 @@ def train_loader(
     persistent_workers: bool = True,
 ) -> ResumableLoader:
     """A shuffling loader of ``dataset`` that resumes exactly (see the module docstring); ``weights``: draw
-    sample i with probability ∝ w_i instead of shuffling."""
+    sample i with probability ∝ w_i instead of shuffling; ``collate_fn`` None: :func:`zoo.data.tensor.collate`."""
     seed = run_seed()
     sampler = EpochSampler(dataset, seed=seed, epoch=_epoch_to_come(trainer), weights=weights)
     return ResumableLoader(
@@ -194,7 +195,7 @@ def train_loader(
         persistent_workers=persistent_workers and num_workers > 0,
         pin_memory=pin_memory,
         drop_last=drop_last,
-        collate_fn=collate_fn,
+        collate_fn=collate_fn or collate,
         # the iterators' worker seeds come from here, not from the generator that draws the model's dropout
         generator=torch.Generator().manual_seed(seed),
     )
@@ -209,13 +210,14 @@ def eval_loader(
     pin_memory: bool = False,
     persistent_workers: bool = True,
 ) -> DataLoader:
-    """A loader of ``dataset`` in order (validation, test, predict), drawing nothing from the global generators."""
+    """A loader of ``dataset`` in order (validation, test, predict), drawing nothing from the global generators;
+    ``collate_fn`` None: :func:`zoo.data.tensor.collate`."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
         num_workers=num_workers,
         persistent_workers=persistent_workers and num_workers > 0,
         pin_memory=pin_memory,
-        collate_fn=collate_fn,
+        collate_fn=collate_fn or collate,
         generator=torch.Generator().manual_seed(run_seed()),
     )

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from zoo.data.tensor import collate
+
 
 def channel_stats(
     dataset: Dataset, max_images: int = 0, seed: int = 0, batch_size: int = 64, num_workers: int = 0
@@ -27,7 +29,7 @@ def channel_stats(
         dataset = Subset(dataset, picked.sort().values.tolist())
     total = total_sq = None
     count = 0
-    for batch in DataLoader(dataset, batch_size=batch_size, num_workers=num_workers):
+    for batch in DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate):
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
         x = x.double() / 255 if x.dtype == torch.uint8 else x.double()
         if total is None:

@@ -5,7 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
+
+
+class Batch(tuple):
+    """``(images, labels)`` of a batch a dataset read in one go: :func:`collate` hands it on as it is."""
+
+
+def collate(samples):
+    """``default_collate``, except that a :class:`Batch` is already one: [images, labels], without taking it
+    apart into samples and stacking them again (~0.17 ms for 64 digits)."""
+    return list(samples) if isinstance(samples, Batch) else default_collate(samples)
 
 
 class TensorImageDataset(Dataset):
@@ -13,7 +23,8 @@ class TensorImageDataset(Dataset):
 
     A batch is read in one go (``__getitems__``, which torch's loader calls) when ``augment`` is None or works
     image by image on a whole batch (its ``batched`` attribute, as :class:`zoo.data.shift.RandomShift`);
-    ``normalize`` takes batches.
+    ``normalize`` takes batches. Such a batch is a :class:`Batch`, which the zoo's loaders pass on as it is
+    (:func:`collate`).
     """
 
     def __init__(
@@ -43,7 +54,7 @@ class TensorImageDataset(Dataset):
         """Whether a batch is augmented in one call (each image still drawing its own randomness)."""
         return self.augment is None or getattr(self.augment, "batched", False)
 
-    def __getitems__(self, indices: list[int]) -> list:
+    def __getitems__(self, indices: list[int]) -> list | Batch:
         if not self.batched:
             return [self[i] for i in indices]
         i = torch.as_tensor(indices)
@@ -52,7 +63,7 @@ class TensorImageDataset(Dataset):
             x = self.augment(x)
         if self.normalize is not None:
             x = self.normalize(x)
-        return list(zip(x.unbind(0), self.y[i].unbind(0)))
+        return Batch((x, self.y[i]))
 
 
 class WithIds(Dataset):

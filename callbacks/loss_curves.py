@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
@@ -26,7 +27,10 @@ class LossCurveDiagnostics(Callback):
     def __init__(self, plot: bool = True):
         self.plot = plot
         self.history = History()
-        self._sum = 0.0
+        # the epoch's first and summed training losses stay tensors on the device until the epoch's end: no
+        # host sync per step (on a GPU, one would stall the CPU until the step's kernels are done)
+        self._first: torch.Tensor | None = None
+        self._sum: torch.Tensor | None = None
         self._count = 0
         self.findings = []
 
@@ -34,16 +38,18 @@ class LossCurveDiagnostics(Callback):
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if loss is None or getattr(pl_module, "holding_steps", False):  # a skipped step, or a probe's epoch
             return
-        value = float(loss.detach())
-        if self.history.initial_loss is None:
-            self.history.initial_loss = value
-        self._sum += value
+        loss = loss.detach().float()
+        if self.history.initial_loss is None and self._first is None:
+            self._first = loss
+        self._sum = loss if self._sum is None else self._sum + loss
         self._count += 1
 
     def on_train_epoch_end(self, trainer, pl_module):
+        if self._first is not None:
+            self.history.initial_loss, self._first = float(self._first), None
         if self._count:
-            self.history.train_loss.append(self._sum / self._count)
-        self._sum, self._count = 0.0, 0
+            self.history.train_loss.append(float(self._sum) / self._count)
+        self._sum, self._count = None, 0
         acc = trainer.callback_metrics.get("train/top1")
         if acc is not None:
             self.history.train_acc.append(float(acc))

@@ -123,3 +123,29 @@ def test_loss_gradient_is_p_minus_y():
     torch.nn.functional.cross_entropy(x, y, reduction="sum").backward()
     expected = x.softmax(-1) - torch.nn.functional.one_hot(y, 10)
     assert torch.allclose(x.grad, expected.detach())
+
+
+def test_the_training_loss_is_read_from_the_device_once_an_epoch_not_at_every_step():
+    from callbacks.loss_curves import LossCurveDiagnostics
+
+    reads = []
+
+    class Counted(torch.Tensor):  # counts the reads of its value by the host (.item(), float())
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            if func in (torch.Tensor.item, torch.Tensor.__float__, torch.Tensor.tolist):
+                reads.append(func.__name__)
+            return super().__torch_function__(func, types, args, kwargs or {})
+
+    class Module:
+        holding_steps = False
+
+    curves = LossCurveDiagnostics(plot=False)
+    trainer = type("Trainer", (), {"callback_metrics": {}})()
+    for value in (2.0, 1.0, 0.5):
+        loss = torch.tensor(value).as_subclass(Counted)
+        curves.on_train_batch_end(trainer, Module(), {"loss": loss}, None, 0)
+    assert reads == []
+    curves.on_train_epoch_end(trainer, Module())
+    assert curves.history.initial_loss == 2.0 and curves.history.train_loss == [pytest.approx(3.5 / 3)]
+    assert 0 < len(reads) <= 2

@@ -98,6 +98,11 @@ class BestCheckpoint(ModelCheckpoint):
             self.filename = "epoch{epoch:03d}"
         trainer.limit_val_batches = 0
 
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._every_n_train_steps < 1 and self._train_time_interval is None:
+            return  # no writes by step or time: what Lightning's hook decides after ~7 µs of checks
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
     def on_validation_end(self, trainer, pl_module) -> None:
         before = self.best_model_path
         super().on_validation_end(trainer, pl_module)

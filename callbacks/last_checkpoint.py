@@ -48,8 +48,10 @@ class LastCheckpoint(ModelCheckpoint):
         return monitor_candidates(trainer)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        n, last = self._every_n_train_steps, trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
-        if last and n > 0 and trainer.global_step % n == 0:
+        n = self._every_n_train_steps
+        if n < 1 or trainer.global_step % n:
+            return  # not a step to write at: what Lightning's hook decides after ~7 µs of checks
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             self._at_epoch_end = True  # written in on_train_epoch_end, after this epoch's validation
             return
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)

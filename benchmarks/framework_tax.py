@@ -89,7 +89,7 @@ def digits_splits(seed: int = 0, val_fraction: float = 0.2, test_fraction: float
 
 def plain_fit(epochs: int, out: Path, seed: int = 0, log=print, tiny: bool = False) -> dict:
     """Train the digits recipe with a plain loop (``tiny``: the :data:`TINY` network); returns what it did
-    (steps, images) and when each epoch started."""
+    (steps, images, network size) and its clock (when each epoch and its validation started, and when that ended)."""
     import torch
     import torch.nn.functional as F
     from timm.optim import param_groups_weight_decay
@@ -201,6 +201,8 @@ def in_terminal(command: list[str], cwd: Path, env: dict | None = None) -> tuple
 def zoo_run(epochs: int, cwd: Path, env: dict | None = None, tiny: bool = False) -> dict:
     """``zoo fit --recipe digits`` (its defaults, ``max_epochs`` = ``epochs``, and the epoch clock; ``tiny``: the
     :data:`TINY` network) in ``cwd``: wall time and what it did."""
+    import torch
+
     zoo = Path(sys.executable).with_name("zoo")
     clock = {"class_path": "epoch_clock.EpochClock", "init_args": {"path": str(cwd / "clock.json")}}
     command = [str(zoo), "fit", "--recipe", "digits", "--trainer.max_epochs", str(epochs)]
@@ -218,8 +220,6 @@ def zoo_run(epochs: int, cwd: Path, env: dict | None = None, tiny: bool = False)
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     test = [float(r["test/top1"]) for r in rows if r.get("test/top1")]
     outputs = sorted(p.name for p in run.iterdir())
-    import torch
-
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     network = [t for k, t in last["state_dict"].items() if k.startswith("model.")]
     return {
@@ -294,9 +294,8 @@ def summarise(runs: dict[str, list[dict]]) -> dict:
     for side, rs in runs.items():
         for r in rs:
             r.update(parts(r["clock"]))
-            r["fixed"] = (
-                r["wall"] - (r["clock"][-1][0] - r["clock"][0][0]) - r["epoch"]
-            )  # the last at the median
+            epochs = r["clock"][-1][0] - r["clock"][0][0] + r["epoch"]  # the last one at the run's median
+            r["fixed"] = r["wall"] - epochs
         out[side] = {k: statistics.median(r[k] for r in rs) for k in ("wall", "fixed", "cpu", *PARTS)}
     pairs = list(zip(runs["plain"], runs["zoo"]))
     out["paired_ratio"] = statistics.median(p["wall"] / z["wall"] for p, z in pairs)
@@ -323,16 +322,23 @@ def rows(result: dict) -> list[str]:
     what = {"train": f"training ({train} steps)", "val": f"validation ({spe - train} batches)",
             "end": "validation's end to the next epoch (checkpoints, logs)"}  # fmt: skip
     out += [f"| ……{text}, ms | {1e3 * z[k]:.1f} | {1e3 * p[k]:.1f} | {p[k] / z[k]:.2f} |"
-            for k, text in what.items() if k in z]  # fmt: skip
-    out.append(f"| …overhead per step, ms (target ≤ 0.5) | {result['step_overhead_ms']:.2f} | 0 | |")
-    if "paired_step_overhead_ms" in result:
-        out.append(
-            f"| …overhead per step, each zoo run against the plain run beside it (median), ms "
-            f"| {result['paired_step_overhead_ms']:.2f} | 0 | |"
-        )
-    return out + [
-        f"| …CPU time of the whole run (all threads and processes), s | {z['cpu']:.1f} | {p['cpu']:.1f} "
-        f"| {p['cpu'] / z['cpu']:.2f} |",
+            for k, text in what.items()]  # fmt: skip
+    return (
+        out
+        + step_overhead_rows(result)
+        + [
+            f"| …CPU time of the whole run (all threads and processes), s | {z['cpu']:.1f} | {p['cpu']:.1f} "
+            f"| {p['cpu'] / z['cpu']:.2f} |",
+        ]
+    )
+
+
+def step_overhead_rows(result: dict) -> list[str]:
+    """The overhead per step of a :func:`summarise` result: from the two sides' medians, and paired."""
+    return [
+        f"| …overhead per step, ms (target ≤ 0.5) | {result['step_overhead_ms']:.2f} | 0 | |",
+        f"| …overhead per step, each zoo run against the plain run beside it (median), ms "
+        f"| {result['paired_step_overhead_ms']:.2f} | 0 | |",
     ]
 
 
@@ -342,9 +348,7 @@ def overhead_rows(tiny: dict) -> list[str]:
     return [
         f"| per epoch with a 4-channel, 1-block network (the loop around it, nearly all), ms "
         f"| {1e3 * z['epoch']:.1f} | {1e3 * p['epoch']:.1f} | {p['epoch'] / z['epoch']:.2f} |",
-        f"| …overhead per step, ms (target ≤ 0.5) | {tiny['step_overhead_ms']:.2f} | 0 | |",
-        f"| …overhead per step, each zoo run against the plain run beside it (median), ms "
-        f"| {tiny['paired_step_overhead_ms']:.2f} | 0 | |",
+        *step_overhead_rows(tiny),
     ]
 
 

@@ -45,7 +45,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale(target)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp = _tmp_path(target)
         try:
             with tmp.open("wb") as f:
                 torch.save(checkpoint, f)
@@ -66,7 +66,7 @@ def atomic_link(source: _PATH, target: _PATH) -> bool:
         return False
     target = Path(target)
     _remove_stale(target)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp = _tmp_path(target)
     try:
         tmp.unlink(missing_ok=True)
         os.link(source, tmp)
@@ -76,6 +76,11 @@ def atomic_link(source: _PATH, target: _PATH) -> bool:
         return False
     _fsync_dir(target.parent)
     return True
+
+
+def _tmp_path(target: Path) -> Path:
+    """Where this process writes ``target`` before renaming it: ``<dir>/.<name>.<pid>.tmp``."""
+    return target.with_name(f".{target.name}.{os.getpid()}.tmp")
 
 
 def _remove_stale(target: Path) -> None:

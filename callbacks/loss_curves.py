@@ -118,7 +118,17 @@ class LossCurveDiagnostics(Callback):
         fig.savefig(path, dpi=100, pil_kwargs=FAST_PNG)
 
     def state_dict(self):
-        return {"history": dict(self.history.__dict__)}
+        """The history and the epoch in progress (a checkpoint mid-epoch resumes the same curve)."""
+        epoch = {
+            "first": None if self._first is None else float(self._first),
+            "sum": 0.0 if self._sum is None else float(self._sum),
+            "count": self._count,
+        }
+        return {"history": dict(self.history.__dict__), "epoch": epoch}
 
     def load_state_dict(self, state_dict):
         self.history = History(**state_dict["history"])
+        epoch = state_dict.get("epoch", {"first": None, "count": 0})
+        self._first = None if epoch["first"] is None else torch.tensor(epoch["first"])
+        self._count = epoch["count"]
+        self._sum = torch.tensor(epoch["sum"]) if self._count else None

@@ -149,3 +149,36 @@ def test_the_training_loss_is_read_from_the_device_once_an_epoch_not_at_every_st
     curves.on_train_epoch_end(trainer, Module())
     assert curves.history.initial_loss == 2.0 and curves.history.train_loss == [pytest.approx(3.5 / 3)]
     assert 0 < len(reads) <= 2
+
+
+def test_a_checkpoint_mid_epoch_resumes_the_same_curve():
+    """Killed in the first epoch and resumed from a mid-epoch checkpoint: the first loss and the epoch's mean
+    are those of the whole epoch, not of the steps after the resume (else the curve reads as diverged)."""
+    from callbacks.loss_curves import LossCurveDiagnostics
+
+    class Module:
+        holding_steps = False
+
+    trainer = type("Trainer", (), {"callback_metrics": {}})()
+    before = LossCurveDiagnostics(plot=False)
+    for value in (2.0, 1.0):
+        before.on_train_batch_end(trainer, Module(), {"loss": torch.tensor(value)}, None, 0)
+    state = torch.load(_saved(before.state_dict()), weights_only=True)
+    after = LossCurveDiagnostics(plot=False)
+    after.load_state_dict(state)
+    after.on_train_batch_end(trainer, Module(), {"loss": torch.tensor(0.5)}, None, 0)
+    after.on_train_epoch_end(trainer, Module())
+    assert after.history.initial_loss == 2.0 and after.history.train_loss == [pytest.approx(3.5 / 3)]
+    fresh = LossCurveDiagnostics(plot=False)  # a checkpoint at an epoch's end holds no epoch in progress
+    fresh.load_state_dict(after.state_dict())
+    fresh.on_train_epoch_end(trainer, Module())
+    assert fresh.history.train_loss == [pytest.approx(3.5 / 3)]
+
+
+def _saved(state: dict):
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return buffer

@@ -71,6 +71,15 @@ def assert_same_weights(got: dict, want: dict, why: str) -> None:
         for k in want["state_dict"]
     )
     assert worst <= 1e-6, f"max |Δw| = {worst:.3g} {why}"
+    got_curve, want_curve = loss_curve(got), loss_curve(want)  # the diagnosis reads the same curve
+    assert got_curve["initial_loss"] == pytest.approx(want_curve["initial_loss"], rel=1e-5), why
+    assert got_curve["train_loss"] == pytest.approx(want_curve["train_loss"], rel=1e-4), why
+
+
+def loss_curve(checkpoint: dict) -> dict:
+    return next(v for k, v in checkpoint["callbacks"].items() if k.startswith("LossCurveDiagnostics"))[
+        "history"
+    ]
 
 
 @pytest.fixture(scope="module")

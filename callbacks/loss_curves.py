@@ -113,7 +113,8 @@ class LossCurveDiagnostics(Callback):
         if h.val_acc:
             ax_acc.plot(range(1, len(h.val_acc) + 1), h.val_acc, label="val")
         ax_acc.set(xlabel="epoch", ylabel="top-1")
-        ax_acc.legend()
+        if ax_acc.lines:  # (a run without accuracies: no empty legend, and no warning about one)
+            ax_acc.legend()
         fig.tight_layout()
         fig.savefig(path, dpi=100, pil_kwargs=FAST_PNG)
 

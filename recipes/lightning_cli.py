@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 import yaml
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -36,6 +36,7 @@ from callbacks.lr_monitor import LRMonitor
 from callbacks.lr_plot import LRPlot
 from callbacks.predictions import PredictionWriter
 from callbacks.report import ClassificationReport
+from callbacks.resume_validation import ResumeValidation
 from callbacks.run_config import RunConfig
 from callbacks.terminal import replace_defaults
 from callbacks.throughput import EpochThroughput
@@ -66,6 +67,7 @@ class RunPhase(Callback):
     def __init__(self) -> None:
         self.started = False
         self.train_batches = 0  # training batches run by this process (not counting a resumed run's)
+        self.fit_validations = 0  # validations inside fit (a resumed run may only validate its last epoch)
 
     def _start(self, *args) -> None:
         self.started = True
@@ -75,6 +77,10 @@ class RunPhase(Callback):
     def on_train_batch_start(self, *args) -> None:
         self.started = True
         self.train_batches += 1
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self.fit_validations += 1
 
     def on_sanity_check_end(self, trainer, pl_module) -> None:
         self.started = False  # the training loader is built after the sanity check: still set-up
@@ -222,6 +228,9 @@ class ZooCLI(LightningCLI):
         trainer.callbacks += [RunPhase(), Interrupt()]  # set-up errors vs bugs; SIGTERM/SIGINT save last.ckpt
         if not any(isinstance(c, ExactResume) for c in trainer.callbacks):
             trainer.callbacks.append(ExactResume())  # generators' states: --ckpt_path resumes bit for bit
+        # an epoch stopped before its validation validates on resume, before the checkpoint callbacks read it
+        ckpts = [i for i, c in enumerate(trainer.callbacks) if isinstance(c, ModelCheckpoint)]
+        trainer.callbacks.insert(ckpts[0] if ckpts else len(trainer.callbacks), ResumeValidation())
         if torch.are_deterministic_algorithms_enabled():  # --trainer.deterministic true (the digits recipes)
             # PyTorch fills every new tensor with NaN first, in case an op reads memory it never wrote (~5 % of a
             # CPU step); its docs advise turning that off for valid programs, which stay deterministic
@@ -270,7 +279,7 @@ class ZooCLI(LightningCLI):
             )
             raise RunDiverged(f"the run diverged: {diverged}; {kept}")
         phase = next((c for c in trainer.callbacks if isinstance(c, RunPhase)), None)
-        if phase is not None and phase.train_batches == 0:
+        if phase is not None and phase.train_batches == 0 and phase.fit_validations == 0:
             raise NothingTrained(
                 f"nothing was trained: the run ended at epoch {trainer.current_epoch}, step {trainer.global_step} "
                 f"(max_epochs {trainer.max_epochs}, max_steps {trainer.max_steps} reached, or no training batch); "

@@ -73,7 +73,18 @@ def assert_same_weights(got: dict, want: dict, why: str) -> None:
     assert worst <= 1e-6, f"max |Δw| = {worst:.3g} {why}"
     got_curve, want_curve = loss_curve(got), loss_curve(want)  # the diagnosis reads the same curve
     assert got_curve["initial_loss"] == pytest.approx(want_curve["initial_loss"], rel=1e-5), why
-    assert got_curve["train_loss"] == pytest.approx(want_curve["train_loss"], rel=1e-4), why
+    for curve in (
+        "train_loss",
+        "val_loss",
+        "val_acc",
+    ):  # every epoch validated once, as in the run not stopped
+        assert got_curve[curve] == pytest.approx(want_curve[curve], rel=1e-4), f"{curve} {why}"
+    assert best_score(got) == pytest.approx(best_score(want), rel=1e-4), why
+
+
+def best_score(checkpoint: dict) -> float | None:
+    state = next(v for k, v in checkpoint["callbacks"].items() if k.startswith("ModelCheckpoint"))
+    return None if state["best_model_score"] is None else float(state["best_model_score"])
 
 
 def loss_curve(checkpoint: dict) -> dict:
@@ -109,6 +120,31 @@ def test_digits_stopped_at_a_random_step_resumes_to_the_same_weights(
         assert saved["global_step"] == step + 1  # the step under way when the signal came
     resumed(tmp_path, *args)
     assert_same_weights(last(tmp_path, "digits", 1), digits_reference, f"({signal} before step {step})")
+
+
+@pytest.mark.parametrize(
+    ("step", "where"),
+    [(16, "batch"), (17, "validation"), (33, "batch")],
+    ids=["last step", "validation", "end"],
+)
+def test_a_run_stopped_before_an_epochs_validation_validates_that_epoch_when_resumed(
+    tmp_path, digits_reference, step, where
+):
+    """SIGTERM in an epoch's last step or in its validation: Lightning resumes at the epoch's end and would skip
+    the validation (no score for that epoch; stopped in the final epoch, the resumed run would say that nothing
+    was trained and exit 4). The resumed run validates that epoch, once, and ends as the run never stopped."""
+    args = (*DIGITS, "--last_checkpoint.every_n_train_steps", str(EVERY))
+    fault = ("--trainer.callbacks+=faults.KillAt", "--trainer.callbacks.step", str(step))
+    done = zoo_fit(
+        tmp_path, *args, *fault, "--trainer.callbacks.where", where, "--trainer.callbacks.signal", "SIGTERM"
+    )
+    assert done.returncode == 143, done.stderr[-3000:]
+    assert last(tmp_path, "digits", 0)["global_step"] == step + (where == "batch")  # the step under way
+    out = resumed(tmp_path, *args)
+    assert "the run was stopped before its validation" in out.stdout + out.stderr
+    assert_same_weights(
+        last(tmp_path, "digits", 1), digits_reference, f"(SIGTERM in the {where} of step {step})"
+    )
 
 
 def test_a_kill_during_a_checkpoint_save_keeps_the_previous_last_ckpt(tmp_path, digits_reference):

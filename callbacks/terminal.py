@@ -1,7 +1,8 @@
 """What a run shows in the terminal while it trains: Lightning's Rich progress bar and model summary, less their noise.
 
 - :class:`ZooProgressBar`: Lightning's ``RichProgressBar`` without the logger's version (``v_num: 0.000``, a run
-  number in the metrics' float format), drawn at most ``refresh_rate`` times a second. Lightning's bar redraws
+  number in the metrics' float format) and without ``0.00it/s`` while the speed is unknown (a loop's first
+  batch, a loop of one batch), drawn at most ``refresh_rate`` times a second. Lightning's bar redraws
   up to 100 times a second and, after every training batch, reads and converts every logged metric (~0.3 ms a
   step, and a device sync per value); here a batch that ends less than 1/``refresh_rate`` s after the last
   update is not shown (the last batch of every loop always is).
@@ -17,7 +18,9 @@ from __future__ import annotations
 import time
 
 from lightning.pytorch.callbacks import Callback, RichModelSummary, RichProgressBar
+from lightning.pytorch.callbacks.progress.rich_progress import ProcessingSpeedColumn
 from lightning.pytorch.utilities.model_summary import get_formatted_model_size, get_human_readable_count
+from rich.text import Text
 
 from zoo.console import print_table
 
@@ -48,6 +51,10 @@ class ZooProgressBar(RichProgressBar):
             live._refresh_thread = None
         super()._stop_progress()
 
+    def configure_columns(self, trainer) -> list:
+        columns = super().configure_columns(trainer)
+        return [SpeedColumn(c.style) if type(c) is ProcessingSpeedColumn else c for c in columns]
+
     def get_metrics(self, trainer, pl_module):
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)
@@ -71,6 +78,15 @@ class ZooProgressBar(RichProgressBar):
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if self._due(batch_idx, self.total_predict_batches_current_dataloader):
             super().on_predict_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
+
+
+class SpeedColumn(ProcessingSpeedColumn):
+    """Lightning's ``it/s`` column, blank until Rich knows the speed (Lightning shows ``0.00it/s`` then)."""
+
+    def render(self, task):
+        if task.speed is None:
+            return Text("")
+        return super().render(task)
 
 
 class ZooModelSummary(RichModelSummary):

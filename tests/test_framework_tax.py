@@ -158,6 +158,27 @@ def test_progress_bar_drops_the_version_and_redraws_at_most_its_rate(monkeypatch
     assert shown == [True, False, True, False, True]  # the loop's last batch is always shown
 
 
+def test_progress_bar_shows_no_speed_of_zero_before_it_knows_one():
+    from rich.progress import Progress
+
+    columns = ZooProgressBar().configure_columns(None)
+    speed = next(c for c in columns if "it/s" in str(c.render(_task(Progress, speed=4.0))))
+    assert str(speed.render(_task(Progress, speed=None))) == ""  # one batch done: Lightning shows 0.00it/s
+    assert str(speed.render(_task(Progress, speed=4.0))) == "4.00it/s"
+
+
+def _task(progress_type, speed):
+    """A Rich task after one batch (no speed yet), or after batches at ``speed`` a second (Rich's own estimate)."""
+    now = [0.0]
+    progress = progress_type(get_time=lambda: now[0])
+    task_id = progress.add_task("Training", total=10)
+    progress.update(task_id, advance=1)
+    if speed is not None:
+        now[0] = 1.0
+        progress.update(task_id, advance=speed)
+    return next(t for t in progress.tasks if t.id == task_id)
+
+
 def test_stopping_the_bar_does_not_wait_for_its_refresh_threads_sleep(tmp_path):
     """The refresh thread sleeps 1/refresh_rate s between looks at its stop flag (20 s here; 1 s where the output
     is not a terminal): a stop that joined it would return with the thread ended; this one returns with the

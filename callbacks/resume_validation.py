@@ -3,8 +3,9 @@ the validation, or at the last step), validates the epoch when it resumes.
 
 Lightning resumes such a checkpoint at the epoch's end and skips its validation: the epoch would have no
 validation score (no best-checkpoint candidate, a gap in the curves), and a run stopped in its final epoch would
-end without one. This callback notices an epoch of the resumed run that ended with neither a training batch nor
-a validation, and runs the validation there, before the checkpoint callbacks read it (it must come before them in ``trainer.callbacks``).
+end without one. This callback notices an epoch of the resumed run that ended with neither an optimizer step nor
+a validation, and runs the validation there, before the checkpoint callbacks read it (so it must come before them
+in ``trainer.callbacks``; the ``zoo`` command puts it there).
 """
 
 from __future__ import annotations

@@ -37,8 +37,10 @@ class ResumeValidation(Callback):
         trained = self._step_at_start is None or trainer.global_step != self._step_at_start
         if trained or self._validated or trainer.ckpt_path is None or not _validation_due(trainer):
             return
-        rank_zero_info(f"validating epoch {trainer.current_epoch}: the run was stopped before its validation")
-        compat.validate_in_fit(trainer)
+        if compat.validate_in_fit(trainer):
+            rank_zero_info(
+                f"validated epoch {trainer.current_epoch}: the run was stopped before its validation"
+            )
 
 
 def _validation_due(trainer) -> bool:

@@ -67,7 +67,7 @@ class RunPhase(Callback):
     def __init__(self) -> None:
         self.started = False
         self.train_batches = 0  # training batches run by this process (not counting a resumed run's)
-        self.fit_validations = 0  # validations inside fit (a resumed run may only validate its last epoch)
+        self.epochs_ended = 0  # a resumed run may only end (and validate) the epoch its checkpoint was in
 
     def _start(self, *args) -> None:
         self.started = True
@@ -78,9 +78,8 @@ class RunPhase(Callback):
         self.started = True
         self.train_batches += 1
 
-    def on_validation_start(self, trainer, pl_module) -> None:
-        if trainer.state.fn == "fit" and not trainer.sanity_checking:
-            self.fit_validations += 1
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.epochs_ended += 1
 
     def on_sanity_check_end(self, trainer, pl_module) -> None:
         self.started = False  # the training loader is built after the sanity check: still set-up
@@ -279,7 +278,7 @@ class ZooCLI(LightningCLI):
             )
             raise RunDiverged(f"the run diverged: {diverged}; {kept}")
         phase = next((c for c in trainer.callbacks if isinstance(c, RunPhase)), None)
-        if phase is not None and phase.train_batches == 0 and phase.fit_validations == 0:
+        if phase is not None and phase.train_batches == 0 and phase.epochs_ended == 0:
             raise NothingTrained(
                 f"nothing was trained: the run ended at epoch {trainer.current_epoch}, step {trainer.global_step} "
                 f"(max_epochs {trainer.max_epochs}, max_steps {trainer.max_steps} reached, or no training batch); "
@@ -287,6 +286,8 @@ class ZooCLI(LightningCLI):
             )
 
     def _has_test_data(self) -> bool:
+        if hasattr(self.datamodule, "has_split") and not self.datamodule.has_split("test"):
+            return False
         try:
             self.datamodule.setup("test")
             return len(self.datamodule.test_dataloader()) > 0

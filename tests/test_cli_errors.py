@@ -132,6 +132,26 @@ def test_batch_size_zero_on_a_folder(zoo_cli, capsys, tmp_path):
     assert "batch_size" in line and "0" in line and "≥ 1" in line
 
 
+@pytest.mark.parametrize(("command", "split"), [("validate", "val"), ("test", "test")])
+def test_a_digits_split_set_to_nothing_names_its_option(zoo_cli, capsys, command, split):
+    args = (command, "--recipe", "digits", f"--data.{split}_fraction", "0", *TINY)
+    line = error_of(zoo_cli, capsys, *args)
+    assert (
+        line
+        == f"error: --data.{split}_fraction is 0: the digits have no {split} split; give it a share above 0"
+    )
+
+
+def test_a_digits_fit_without_a_test_or_validation_split_trains(zoo_cli, capsys, caplog):
+    assert zoo_cli("fit", "--recipe", "digits", "--data.test_fraction", "0", *TINY) == 0
+    out = capsys.readouterr().out
+    assert "best checkpoint" in out and "test/top1" not in out  # no test split: no test after fit
+    assert zoo_cli("fit", "--recipe", "digits", "--data.val_fraction", "0", *TINY) == 0
+    assert (
+        "No validation split" in caplog.text and "epoch000.ckpt" in capsys.readouterr().out
+    )  # the last epoch
+
+
 def test_missing_text_and_truncated_checkpoints_in_zoo_test(zoo_cli, capsys, digits_ckpt, tmp_path):
     line = error_of(zoo_cli, capsys, "test", "--recipe", "digits", "--ckpt_path", "nowhere.ckpt", *TINY)
     assert line == "error: checkpoint 'nowhere.ckpt' does not exist; check the path"

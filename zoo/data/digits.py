@@ -82,11 +82,23 @@ class DigitsDataModule(LightningDataModule):
     def train_dataloader(self):
         return self._loader(self.splits["train"], shuffle=True)
 
+    def has_split(self, name: str) -> bool:
+        """Whether the split ``name`` holds images (``--data.<name>_fraction`` above 0)."""
+        self.setup(name)
+        return name in self.splits
+
+    def _split(self, name: str) -> TensorImageDataset:
+        if name not in self.splits:  # (the recipes choose their best checkpoint on the validation split)
+            raise ValueError(
+                f"--data.{name}_fraction is 0: the digits have no {name} split; give it a share above 0"
+            )
+        return self.splits[name]
+
     def val_dataloader(self):
-        return self._loader(self.splits["val"])
+        return self._loader(self._split("val"))
 
     def test_dataloader(self):
-        return self._loader(self.splits["test"])
+        return self._loader(self._split("test"))
 
     def predict_dataloader(self):
-        return self._loader(WithIds(self.splits["test"], "test"))
+        return self._loader(WithIds(self._split("test"), "test"))

@@ -119,17 +119,16 @@ class LossCurveDiagnostics(Callback):
         fig.savefig(path, dpi=100, pil_kwargs=FAST_PNG)
 
     def state_dict(self):
-        """The history and the epoch in progress (a checkpoint mid-epoch resumes the same curve)."""
-        epoch = {
-            "first": None if self._first is None else float(self._first),
-            "sum": 0.0 if self._sum is None else float(self._sum),
-            "count": self._count,
-        }
-        return {"history": dict(self.history.__dict__), "epoch": epoch}
+        """The history, with the first loss of an epoch in progress, and that epoch's sum and count (a checkpoint
+        mid-epoch resumes the same curve)."""
+        history = dict(self.history.__dict__)
+        if self._first is not None:
+            history["initial_loss"] = float(self._first)
+        epoch = {"sum": 0.0 if self._sum is None else float(self._sum), "count": self._count}
+        return {"history": history, "epoch": epoch}
 
     def load_state_dict(self, state_dict):
         self.history = History(**state_dict["history"])
-        epoch = state_dict.get("epoch", {"first": None, "count": 0})
-        self._first = None if epoch["first"] is None else torch.tensor(epoch["first"])
-        self._count = epoch["count"]
+        epoch = state_dict.get("epoch", {"sum": 0.0, "count": 0})
+        self._first, self._count = None, epoch["count"]
         self._sum = torch.tensor(epoch["sum"]) if self._count else None

@@ -35,15 +35,9 @@ class ResumeValidation(Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         trained = self._step_at_start is None or trainer.global_step != self._step_at_start
-        if trained or self._validated or trainer.ckpt_path is None or not _validation_due(trainer):
+        if trained or self._validated or trainer.ckpt_path is None:
             return
-        if compat.validate_in_fit(trainer):
+        if compat.validate_in_fit(trainer):  # (if this epoch is one Lightning validates)
             rank_zero_info(
                 f"validated epoch {trainer.current_epoch}: the run was stopped before its validation"
             )
-
-
-def _validation_due(trainer) -> bool:
-    every = trainer.check_val_every_n_epoch
-    due = every is None or (trainer.current_epoch + 1) % every == 0
-    return due and trainer.enable_validation

@@ -10,7 +10,7 @@ file to read. Importing this module imports nothing heavy (no torch, no Lightnin
 | :func:`ignore_eval_mode_warning` | the text of Lightning's "module(s) in eval mode" warning | lightning 2.6.6 |
 | :func:`wandb_run` | ``WandbLogger._experiment`` (the run, or None before it is created) | lightning 2.6.6 |
 | :func:`request_stop` | ``Trainer._signal_connector.received_sigterm`` (what ``trainer.received_sigterm`` reads) | lightning 2.6.6 |
-| :func:`validate_in_fit` | what ``_TrainingEpochLoop.on_advance_end`` does to run the validation loop inside ``fit`` (``trainer.validating``, the logger connector's ``_first_loop_iter``, ``fit_loop.epoch_loop.val_loop``: ``restarting``, ``run()``, ``skip``) | lightning 2.6.6 |
+| :func:`validate_in_fit` | what ``_TrainingEpochLoop.on_advance_end`` does to run the validation loop inside ``fit`` (``_should_check_val_epoch()``, ``trainer.validating``, the logger connector's ``_first_loop_iter``, ``fit_loop.epoch_loop.val_loop``: ``restarting``, ``run()``, ``skip``) | lightning 2.6.6 |
 | :func:`hub_offline` | ``huggingface_hub.constants.HF_HUB_OFFLINE``, read by ``is_offline_mode()`` at each call | huggingface_hub 2.4.0 |
 | :func:`rewrap_ddp` | ``DistributedDataParallel._remove_autograd_hooks`` and Lightning's ``DDPStrategy.configure_ddp`` | torch 2.14.1, lightning 2.6.6 |
 | ``ZooCLI._parse_ckpt_path`` (recipes) | LightningCLI's private hook that reads a checkpoint's hyper-parameters | lightning 2.6.6 |
@@ -126,8 +126,11 @@ def request_stop(trainer) -> None:
 
 
 def validate_in_fit(trainer) -> bool:
-    """Run the fit's validation loop now, as Lightning does after an epoch's last training batch; False when
-    there was nothing to validate (no validation data)."""
+    """Run the fit's validation loop now, as Lightning does after an epoch's last training batch, if this epoch
+    is one Lightning validates (``check_val_every_n_epoch``, validation enabled); False when it did not validate
+    (not such an epoch, or no validation data)."""
+    if not trainer.fit_loop.epoch_loop._should_check_val_epoch():
+        return False
     connector = trainer._logger_connector
     first_loop_iter = connector._first_loop_iter
     trainer.validating = True

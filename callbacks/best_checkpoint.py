@@ -152,6 +152,26 @@ class BestCheckpoint(ModelCheckpoint):
                 return
         super()._save_checkpoint(trainer, filepath)
 
+    def add_candidate(self, trainer, filepath: str, metrics: dict[str, float | None]) -> None:
+        """Count ``filepath``, a checkpoint written outside the loops (the linear probe's, before the first epoch),
+        as the best so far, scored by ``metrics[monitor]``: a later epoch replaces it only by scoring better. The
+        bookkeeping is ``ModelCheckpoint``'s public state (``best_k_models``, ``best_model_path``, ...); without
+        a monitor it is the latest checkpoint, kept until an epoch writes one."""
+        value = metrics.get(self.monitor) if self.monitor else None
+        score = None if value is None else torch.tensor(float(value))
+        if score is not None and self.save_top_k != 0:
+            self.best_k_models = {filepath: score}
+            self.kth_best_model_path, self.kth_value = filepath, score
+            self.best_model_score = score
+        self.best_model_path = filepath
+        self.best_metrics = {k: float(v) for k, v in metrics.items() if v is not None}
+        if self.save_last:  # `--ckpt_path last` finds it too
+            last = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
+            linked = atomic_link(filepath, last) if trainer.is_global_zero else False
+            if not trainer.strategy.broadcast(linked):
+                trainer.save_checkpoint(last, weights_only=False)
+            self.last_model_path = last
+
     def check_monitor_top_k(self, trainer, current: torch.Tensor | None = None) -> bool:
         if current is None:
             return False

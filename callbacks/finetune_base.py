@@ -45,23 +45,23 @@ class StageFinetuning(Callback):
         self._replay: list[str] = []
 
     def apply_plan(self, trainer, pl_module, joins: list[Join]) -> None:
-        """Freeze every stage that no join trains at epoch 0, and ready a warmup per later join."""
+        """Freeze every stage that no join trains from the start, and ready a warmup per later join."""
         self.joins = joins
-        at_start = {s for j in joins if j.epoch == 0 for s in j.stages}
+        at_start = {s for j in joins if j.at_start for s in j.stages}
         for name, stage in self.stages.items():
             fz.unfreeze(stage, train=pl_module.training)
             if name not in at_start:
                 fz.freeze(stage)
             elif self.keep_bn_eval:
                 fz.freeze_norm_stats(stage)
-        self.joined = [j.name for j in joins if j.epoch == 0]
+        self.joined = [j.name for j in joins if j.at_start]
         if len(at_start) < len(self.stages):  # the frozen stages are in eval mode on purpose
             ignore_eval_mode_warning()
         trainer.callbacks[:] = [c for c in trainer.callbacks if c not in self._warmups]
         self._warmups = [
             LinearWarmup(self.warmup, start=j.epoch, groups=[j.name])
             for j in joins
-            if j.epoch > 0 and self.warmup
+            if not j.at_start and self.warmup
         ]
         trainer.callbacks.extend(self._warmups)  # LRSchedules compose by product: order does not matter
 
@@ -98,13 +98,13 @@ class StageFinetuning(Callback):
 
     @staticmethod
     def rescale_group(trainer, name: str, scale: float) -> None:
-        """Set the param group ``name`` (and ``name/no_decay``) to lr × ``scale`` from this step on."""
+        """Set the param group ``name`` (and ``name/no_decay``) to lr × ``scale``: its base lr, which the lr
+        schedules multiply from the next step they write on."""
         optimizer = trainer.optimizers[0]
         lr = base_lr(optimizer)
         for group in optimizer.param_groups:
             if group.get("name") in (name, f"{name}/no_decay"):
                 group["lr_scale"], group["base_lr"], group["lr"] = scale, lr * scale, lr * scale
-        write_lrs(trainer)
 
     def _by_name(self, name: str) -> Join:
         for j in self.joins:

@@ -1,49 +1,65 @@
-"""Fine-tuning policy: which strategy, the linear probe that starts it, and a budget that fits the data.
+"""Fine-tuning policy: which strategy, the linear probe that starts it, a budget that fits the data, and when to
+stop.
 
 The mechanism (freezing, joining param groups, resume, DDP) is :class:`callbacks.finetune_base.StageFinetuning`;
-the pure rules (plans, ``auto``'s choice, the budget) are :mod:`callbacks.finetune_strategies`; the probe's
-fit is :mod:`zoo.probe`. This callback puts them in order:
+the pure rules (plans, ``auto``'s choice, the budget, the trial's verdict, patience) are
+:mod:`callbacks.finetune_strategies`; the probe phase is :mod:`callbacks.probe_phase`. This callback puts them in
+order:
 
-1. ``setup``: resolve the strategy, size the run (batch and epochs, when the user left them unset), freeze.
-2. epoch 0, when the strategy starts from pretrained features: the linear probe. The frozen backbone runs
-   once over the training images in eval mode, the head is fitted to convergence, and the epoch takes no
-   gradient step (``ImageClassifier.hold_steps``); its validation and checkpoint are the probe's. ``linear``
-   ends there.
-3. later epochs: the planned stages join, and the fitted head trains at the backbone's reduced lr (nothing in
-   the network is new any more; a head at the full lr of a random one undoes the probe within an epoch).
-   ``auto`` checks after a short fine-tune that it beats the probe on the validation metric, and stops
-   (keeping the probe's checkpoint as the best) when it does not.
+1. ``setup``: resolve the strategy, size the run (batch, epochs, how often to validate), freeze.
+2. ``on_fit_start``, when the strategy starts from pretrained features: the linear probe, a phase of its own
+   before the first epoch. Its validation scores come from the features it was fitted on, and it is written as
+   ``probe.ckpt``, the first candidate for the best checkpoint. ``auto`` ends the run there when the probe has
+   left a fine-tune nothing the validation split could show (no validation split, the probe at the ceiling, or
+   fewer errors than a gain needs); a run that ends with the probe (``linear``) tries classifiers on lower stages
+   too. Otherwise the fitted head trains on at the backbone's reduced lr.
+3. the training epochs: the planned stages join on time; after each validation, patience on the validation loss
+   and top-1 (the probe's scores count as the first) stops a fine-tune that has stopped improving, and the best
+   checkpoint stays the probe's when nothing beat it.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from callbacks.best_checkpoint import BestCheckpoint
 from callbacks.finetune_base import StageFinetuning
 from callbacks.finetune_strategies import (
     DESCRIPTIONS,
     STRATEGIES,
+    Plateau,
     Strategy,
     budget,
     choose,
     images_per_class,
     plan,
+    trial_verdict,
 )
+from callbacks.probe_phase import choose_stages, run_probe, scores
 from zoo import freeze as fz
-from zoo.errors import did_you_mean
-from zoo.probe import ProbeFit, extract_features, fit_head, load_head
+from zoo.errors import ZooError, did_you_mean
+from zoo.loggers import run_dir
+from zoo.probe import TOP
+from zoo.protocols import FeatureData, FineTunable, SplitData
 
 
 class FineTuning(StageFinetuning):
     """lr_backbone = backbone_lr_scale × lr_head; little data → a linear probe on top, more → more layers.
 
+    The run's length and batch are the trainer's and the data's (``--trainer.max_epochs`` or ``max_steps``,
+    ``--data.batch_size``); left unset (``max_epochs: -1``, no batch size) they are sized to the data
+    (:func:`~callbacks.finetune_strategies.budget`).
+
     Args:
         strategy: ``linear`` (the probe alone), ``freeze_unfreeze`` (probe, then the backbone from
-            ``unfreeze_epoch``), ``full`` (probe, then every layer), ``gradual`` (probe, then stages one by one),
-            ``auto`` (picks one from the data and says why) or ``none`` (off).
-        unfreeze_epoch: ``freeze_unfreeze``/``gradual``: the epoch the (top) stage joins; epoch 0 is the probe's.
+            ``unfreeze_epoch``, warmed up), ``full`` (probe, then every layer), ``gradual`` (probe, then stages one
+            by one), ``auto`` (picks one from the data and says why) or ``none`` (off).
+        unfreeze_epoch: ``freeze_unfreeze``/``gradual``: the training epoch the (top) stage joins; None: 0 after a
+            probe (it trained the head), 1 without one.
         every: ``gradual``: epochs between two stages joining.
         stages: ``gradual``: how many backbone stages to unfreeze, from the top (None: all, down to the stem).
         warmup: epochs over which a joining group's lr rises linearly from 0 (0: at once).
@@ -54,20 +70,17 @@ class FineTuning(StageFinetuning):
         probe_C: the probe's grid of C (inverse L2 strength); None: 1e-3 … 1e3.
         probe_folds: k of the k-fold cross-validation that chooses C when there is no validation split.
         probe_max_images: at most this many training images (a stratified sample) feed the probe.
-        epochs: training epochs after the probe when the trainer has no limit of its own
-            (``trainer.max_epochs: -1`` and no ``max_steps``: "let the budget decide").
-        min_steps: with that, at least this many optimizer steps after the probe (small sets get more epochs).
-        batch_size: the largest batch per device when ``data.batch_size`` is unset (never more than a device's
-            share of the training images).
+        probe_stages: a run that ends with the probe also tries classifiers on lower stages' pooled features
+            (each alone and beside the top features) and keeps the best by the same validation.
         auto_full_from: ``auto`` picks ``full`` from this many training images per class (median).
-        trial: ``auto``: the share of the training epochs after which fine-tuning must have beaten the probe on
-            the checkpoint's validation metric, or the run stops with the probe as its best checkpoint.
+        patience: stop fine-tuning after this many validations in a row with neither a lower val/loss (by 1 %) nor
+            a higher val/top1 than the best so far, the probe's included (0: never).
     """
 
     def __init__(
         self,
         strategy: Strategy = "none",
-        unfreeze_epoch: int = 1,
+        unfreeze_epoch: int | None = None,
         every: int = 1,
         stages: int | None = None,
         warmup: float = 1.0,
@@ -77,11 +90,9 @@ class FineTuning(StageFinetuning):
         probe_C: list[float] | None = None,
         probe_folds: int = 5,
         probe_max_images: int = 20000,
-        epochs: int = 10,
-        min_steps: int = 300,
-        batch_size: int = 32,
+        probe_stages: bool = True,
         auto_full_from: int = 1000,
-        trial: float = 0.5,
+        patience: int = 3,
     ):
         super().__init__(warmup, keep_bn_eval)
         if strategy not in STRATEGIES:
@@ -93,15 +104,11 @@ class FineTuning(StageFinetuning):
             ("probe_views", probe_views, 1),
             ("probe_folds", probe_folds, 2),
             ("probe_max_images", probe_max_images, 1),
-            ("epochs", epochs, 1),
-            ("min_steps", min_steps, 0),
-            ("batch_size", batch_size, 1),
             ("auto_full_from", auto_full_from, 1),
+            ("patience", patience, 0),
         ):
             if value < low:
                 raise ValueError(f"finetune.{key}={value!r} must be ≥ {low}")
-        if not 0 < trial <= 1:
-            raise ValueError(f"finetune.trial={trial!r} must be in (0, 1]")
         self.strategy, self.unfreeze_epoch, self.every, self.max_stages = (
             strategy,
             unfreeze_epoch,
@@ -109,38 +116,50 @@ class FineTuning(StageFinetuning):
             stages,
         )
         self.probe, self.probe_views, self.probe_C = probe, probe_views, probe_C
-        self.probe_folds, self.probe_max_images = probe_folds, probe_max_images
-        self.epochs, self.min_steps, self.batch_size = epochs, min_steps, batch_size
-        self.auto_full_from, self.trial = auto_full_from, trial
+        self.probe_folds, self.probe_max_images, self.probe_stages = (
+            probe_folds,
+            probe_max_images,
+            probe_stages,
+        )
+        self.auto_full_from, self.patience = auto_full_from, patience
         self.resolved: str | None = None  # the strategy in use (``auto`` resolved)
-        self.probing = False  # this run starts with a probe epoch
-        self.probed: dict | None = None  # the probe's result, once fitted
-        self.trial_epochs = 0  # ``auto``: epochs of fine-tuning that must beat the probe (0: no trial)
-        self.probe_value: float | None = None  # the probe epoch's validation metric
-        self.decided = False  # ``auto``'s trial is over
+        self.probing = False  # this run starts with the probe phase
+        self.probed: dict | None = None  # the probe's result, once fitted (kept in checkpoints)
+        self.probed_now = False  # this process fitted the probe (a run that trains no step still trained)
+        self.plateau: Plateau | None = None  # patience over the validations after the probe
 
     # --- set-up ------------------------------------------------------------------------------------------------
     def setup(self, trainer, pl_module, stage: str) -> None:
         if stage != "fit" or self.strategy == "none":
             return
-        self.stages = dict(pl_module.backbone_stages())
         dm = trainer.datamodule
-        targets = _train_targets(dm)
-        validated = dm.has_split("val") if hasattr(dm, "has_split") else True
-        self.resolved = self._resolve(pl_module, targets, validated)
+        if not isinstance(pl_module, FineTunable):
+            raise ZooError(
+                f"fine-tuning needs a model with a backbone and a head (zoo.ImageClassifier), not {type(pl_module).__name__}"
+            )
+        if not isinstance(dm, SplitData):
+            raise ZooError(
+                f"fine-tuning counts the training images per class, but {type(dm).__name__} does not list them "
+                "(has_split, split_targets): use a data module such as zoo.data.ImageFolderDataModule"
+            )
+        self.stages = dict(pl_module.backbone_stages())
+        targets = dm.split_targets("train")
+        self.resolved = self._resolve(pl_module, targets, dm.has_split("val"))
         self.probing = self._can_probe(pl_module, dm)
-        joins = plan(self.resolved, list(self.stages), self.unfreeze_epoch, self.every, self.max_stages)
-        if not pl_module.can_add_param_groups() and any(j.epoch > 0 for j in joins):
+        joins = self._plan()
+        if not pl_module.can_add_param_groups() and any(not j.at_start for j in joins):
             raise ValueError(
                 f"finetune.strategy={self.resolved} adds param groups mid-run, but L-BFGS takes one group: "
                 "use another optimizer, or finetune.strategy full / linear"
             )
         self._size_run(trainer, dm, len(targets))
         self._check_length(trainer, joins)
-        if self.probing:
-            pl_module.hold_steps(1)
         self.apply_plan(trainer, pl_module, joins)
         self._report(pl_module)
+
+    def _plan(self):
+        first = self.unfreeze_epoch if self.unfreeze_epoch is not None else (0 if self.probing else 1)
+        return plan(self.resolved, list(self.stages), first, self.every, self.max_stages, probe=self.probing)
 
     def _resolve(self, pl_module, targets, validated: bool) -> str:
         pretrained = pl_module.has_pretrained_weights
@@ -161,7 +180,7 @@ class FineTuning(StageFinetuning):
         wanted = (
             self.probe and (starts_frozen or pl_module.has_pretrained_weights) or self.resolved == "linear"
         )
-        if wanted and not hasattr(dm, "feature_dataloader"):
+        if wanted and not isinstance(dm, FeatureData):
             rank_zero_warn(
                 f"{type(dm).__name__} has no feature_dataloader, so the new head cannot start as a linear probe; "
                 "it trains by gradient steps instead"
@@ -170,8 +189,9 @@ class FineTuning(StageFinetuning):
         return wanted
 
     def _size_run(self, trainer, dm, images: int) -> None:
-        """Batch and epochs from :func:`~callbacks.finetune_strategies.budget`, where the user set neither."""
-        given_batch = (getattr(dm, "hparams", None) or {}).get("batch_size", getattr(dm, "batch_size", None))
+        """Batch, epochs and how often to validate, from :func:`~callbacks.finetune_strategies.budget`, where the
+        user set neither; said in one line with the device."""
+        given_batch = (getattr(dm, "hparams", None) or {}).get("batch_size")
         unlimited = trainer.max_epochs == -1 and trainer.max_steps == -1
         probe_only = self.resolved == "linear" and self.probing
         sized = budget(
@@ -179,24 +199,21 @@ class FineTuning(StageFinetuning):
             trainer.world_size,
             batch_size=given_batch,
             epochs=None if unlimited else trainer.max_epochs,
-            default_batch=self.batch_size,
-            default_epochs=self.epochs,
-            min_steps=self.min_steps,
-            probe=self.probing,
+            max_steps=None if trainer.max_steps == -1 else trainer.max_steps,
             train=not probe_only,
         )
         if given_batch is None:
             dm.batch_size = sized.batch_size  # the attribute Lightning's batch-size finder sets too
-        if probe_only and not unlimited and trainer.max_epochs != 1:
+        if probe_only and not unlimited and trainer.max_epochs not in (0, 1):
             rank_zero_info(
-                f"finetune.strategy linear: the probe is the training: 1 epoch, not {trainer.max_epochs}"
+                f"finetune.strategy linear: the probe is the training, not {trainer.max_epochs} epochs"
             )
-        if unlimited or probe_only:
+        if trainer.max_epochs == -1 or probe_only:
             trainer.fit_loop.max_epochs = sized.epochs
+        if sized.val_every > 1 and trainer.check_val_every_n_epoch == 1:
+            trainer.check_val_every_n_epoch = sized.val_every  # checkpoints and the loss curves follow it
         trainer.log_every_n_steps = min(trainer.log_every_n_steps, sized.steps_per_epoch)
-        rank_zero_info(f"Budget: {sized.why}.")
-        if self.strategy == "auto" and self.probing and not probe_only and trainer.max_epochs > 1:
-            self.trial_epochs = max(1, round(self.trial * (trainer.max_epochs - 1)))
+        rank_zero_info(f"Budget: {sized.why}; on {device_name(trainer)}.")
 
     def _check_length(self, trainer, joins) -> None:
         epochs = trainer.max_epochs
@@ -208,7 +225,7 @@ class FineTuning(StageFinetuning):
                     f"finetune.strategy={self.resolved} unfreezes {j.name} at epoch {j.epoch}, but "
                     f"trainer.max_epochs={epochs}: lower finetune.unfreeze_epoch (or every/stages) or train longer"
                 )
-            if j.epoch > 0 and j.epoch + self.warmup > epochs:
+            if not j.at_start and j.epoch + self.warmup > epochs:
                 raise ValueError(
                     f"finetune.warmup={self.warmup:g} epochs after unfreezing {j.name} at epoch {j.epoch} runs "
                     f"past trainer.max_epochs={epochs}: shorten the warmup or train longer"
@@ -232,95 +249,84 @@ class FineTuning(StageFinetuning):
                 "set --model.backbone_lr_scale 1 to train a model from scratch"
             )
 
-    # --- epoch 0: the linear probe ------------------------------------------------------------------------------
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        if self.probing and self.probed is None and trainer.current_epoch == 0:
+    # --- the probe phase -----------------------------------------------------------------------------------------
+    def on_fit_start(self, trainer, pl_module) -> None:
+        super().on_fit_start(trainer, pl_module)  # a resumed run joins what it had joined
+        if self.probing and self.probed is None:
             self._probe(trainer, pl_module)
-        super().on_train_epoch_start(trainer, pl_module)
 
     def _probe(self, trainer, pl_module) -> None:
-        dm, head = trainer.datamodule, pl_module.classifier()
-        rank, world = trainer.global_rank, trainer.world_size
-        targets = np.asarray(_train_targets(dm))
+        dm = trainer.datamodule
+        targets = np.asarray(dm.split_targets("train"))
         chosen = _stratified_sample(targets, self.probe_max_images, seed=0)
-        was_training = pl_module.training
-        pl_module.eval()
-        try:
-            rows = [
-                self._features(trainer, pl_module, head, dm, "train", chosen, view > 0, rank, world)
-                for view in range(self.probe_views)
-            ]
-            val = None
-            if dm.has_split("val"):
-                val = self._features(trainer, pl_module, head, dm, "val", None, False, rank, world)
-        finally:
-            pl_module.train(was_training)
-        x = np.concatenate([r[0] for r in rows])
-        y = np.concatenate([r[1] for r in rows])
-        groups = np.concatenate([r[2] for r in rows])
-        fit: ProbeFit | None = None
-        if trainer.is_global_zero:
-            vx, vy = (val[0], val[1]) if val is not None else (None, None)
-            Cs = self.probe_C or None
-            kw = {"Cs": Cs} if Cs else {}
-            fit = fit_head(x, y, len(head.weight), vx, vy, groups=groups, folds=self.probe_folds, **kw)
-        fit = trainer.strategy.broadcast(fit, src=0)  # every rank loads the same head
-        load_head(head, fit)
+        taps = pl_module.stage_taps() if self.probe_stages else []
+        options = {"Cs": self.probe_C, "folds": self.probe_folds}
+        result = run_probe(trainer, pl_module, dm, chosen, self.probe_views, taps=taps, **options)
+        rank_zero_info(result.fit.describe(result.images, self.probe_views) + ".")
+        val_images = len(result.val) if result.val is not None else 0
+        if self.strategy == "auto" and self.resolved != "linear":
+            verdict = trial_verdict(result.val_top1, val_images)
+            if verdict:
+                rank_zero_info(f"Fine-tuning auto → linear: {verdict}; the probe is the model.")
+                self.resolved = "linear"
+                self.apply_plan(trainer, pl_module, [])
+        top1, loss, fit = result.val_top1, result.val_loss, result.fit
+        if self.resolved == "linear" and taps:
+            choice = choose_stages(trainer, pl_module, result, **options)
+            rank_zero_info(f"Stage probe: {'+'.join(choice.stages)}: {choice.why}.")
+            if val_images and choice.stages != (TOP,):
+                v = result.val.blocks
+                top1, loss = scores(
+                    choice.fit, np.concatenate([v[n] for n in choice.stages], 1), result.val.labels
+                )
+            fit = choice.fit
         self.probed = {"C": float(fit.C), "score": float(fit.score), "loss": float(fit.loss), "how": fit.how}
-        if self.resolved != "linear":  # nothing is new any more: the fitted head trains at the backbone's lr
-            self.rescale_group(trainer, "head", pl_module.backbone_lr_scale)
-        rank_zero_info(fit.describe(len(chosen), self.probe_views) + ".")
-
-    @staticmethod
-    def _features(trainer, pl_module, head, dm, split, indices, augment, rank, world):
-        """(features, labels, image ids) of ``split`` from every rank, in image order."""
-        loader = dm.feature_dataloader(split, augment=augment, rank=rank, world_size=world, indices=indices)
-        batches = (trainer.strategy.batch_to_device(b) for b in loader)
-        with trainer.precision_plugin.forward_context():
-            x, y = extract_features(pl_module, head, batches)
-        ids = np.asarray(loader.dataset.indices, dtype=np.int64)
-        if world > 1:
-            x, y, ids = (_gather(trainer, a) for a in (x, y, ids))
-        order = np.argsort(ids, kind="stable")
-        return x[order], y[order], ids[order]
-
-    # --- auto: does fine-tuning beat the probe? ----------------------------------------------------------------
-    def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or not self.trial_epochs or self.decided:
-            return
-        ckpt = trainer.checkpoint_callback
-        monitor = getattr(ckpt, "monitor", None)
-        value = trainer.callback_metrics.get(monitor) if monitor else None
-        if value is None:
-            return
-        value, epoch = float(value), trainer.current_epoch
-        if epoch == 0:
-            self.probe_value = value
-            return
-        better = value < self.probe_value if ckpt.mode == "min" else value > self.probe_value
-        said = f"{monitor} {value:.4f} against the probe's {self.probe_value:.4f}"
-        if better:
-            self.decided = True
-            rank_zero_info(
-                f"Fine-tuning auto: after {epoch} epoch(s) of fine-tuning, {said}: fine-tuning goes on."
-            )
-        elif epoch >= self.trial_epochs:
-            self.decided = True
+        self.probed |= {"val_top1": top1, "val_loss": loss, "val_images": val_images}
+        self.probed_now = True
+        self.save_probe(trainer, {"val/top1": top1, "val/loss": loss})
+        if self.resolved == "linear":  # nothing to train: the run ends here, without a sanity check
+            trainer.num_sanity_val_steps = 0
             trainer.should_stop = True
+            return
+        self.rescale_group(
+            trainer, "head", pl_module.backbone_lr_scale
+        )  # the fitted head trains at the backbone's lr
+        if val_images and self.patience:
+            self.plateau = Plateau(self.patience)
+            self.plateau.update(loss, top1, 0)
+
+    def save_probe(self, trainer, metrics: dict[str, float | None]) -> None:
+        """``probe.ckpt`` beside the run's checkpoints: a whole checkpoint (fit resumes from it, test, predict and
+        export read it), and the best checkpoint's first candidate, scored by the probe's validation."""
+        ckpt = trainer.checkpoint_callback
+        folder = Path(ckpt.dirpath) if ckpt is not None and ckpt.dirpath else run_dir(trainer) / "checkpoints"
+        path = str(folder / "probe.ckpt")
+        trainer.save_checkpoint(path, weights_only=False)
+        if isinstance(ckpt, BestCheckpoint):
+            ckpt.add_candidate(trainer, path, metrics)
+
+    # --- after each validation: patience ---------------------------------------------------------------------
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or self.plateau is None or trainer.should_stop:
+            return
+        metrics = trainer.callback_metrics
+        if "val/loss" not in metrics or "val/top1" not in metrics:
+            return
+        loss, top1, step = float(metrics["val/loss"]), float(metrics["val/top1"]), trainer.global_step
+        self.plateau.update(loss, top1, step)
+        if self.plateau.stalled:
+            trainer.should_stop = True
+            best = self.plateau
+            since = "the probe" if best.best_step == 0 else f"step {best.best_step}"
             rank_zero_info(
-                f"Fine-tuning auto → linear: after {epoch} epoch(s) of fine-tuning, {said}: fine-tuning does not "
-                "beat the probe, so it stops here and the probe's checkpoint (epoch 0) stays the best."
+                f"Fine-tuning stopped at step {step}: {best.waited} validations in a row without a lower val/loss "
+                f"(best {best.best_loss:.3g}) or a higher val/top1 (best {best.best_top1:.4f}) than {since}."
             )
 
-    # --- checkpoints -------------------------------------------------------------------------------------------
+    # --- checkpoints ---------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {
-            **super().state_dict(),
-            "strategy": self.resolved,
-            "probed": self.probed,
-            "probe_value": self.probe_value,
-            "decided": self.decided,
-        }
+        plateau = None if self.plateau is None else dict(self.plateau.__dict__)
+        return {**super().state_dict(), "strategy": self.resolved, "probed": self.probed, "plateau": plateau}
 
     def load_state_dict(self, state_dict: dict) -> None:
         if self.strategy == "none" or not self.stages:
@@ -333,22 +339,20 @@ class FineTuning(StageFinetuning):
             )
         super().load_state_dict(state_dict)
         self.probed = state_dict.get("probed")
-        self.probe_value = state_dict.get("probe_value")
-        self.decided = bool(state_dict.get("decided", False))
+        plateau = state_dict.get("plateau")
+        self.plateau = Plateau(**plateau) if plateau else None
 
 
-def _train_targets(dm):
-    """Labels of the training split (``auto`` and the budget count images from them)."""
-    split = getattr(dm, "splits", {}).get("train") if dm is not None else None
-    targets = getattr(split, "targets", None)
-    if targets is None and dm is not None:
-        targets = getattr(getattr(dm.train_dataloader(), "dataset", None), "targets", None)
-    if targets is None:
-        raise ValueError(
-            "fine-tuning counts the training images per class, but the training data has no `targets`; "
-            "use a data module whose training split lists its labels (zoo.data.ImageFolderDataModule)"
-        )
-    return list(targets)
+def device_name(trainer) -> str:
+    """The device a run trains on, as the budget line names it: ``CPU (2 threads)``, ``NVIDIA H100 × 4``."""
+    device = trainer.strategy.root_device
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    elif device.type == "cpu":
+        name = f"CPU ({torch.get_num_threads()} threads)"
+    else:
+        name = device.type.upper()
+    return name + (f" × {trainer.world_size} processes" if trainer.world_size > 1 else "")
 
 
 def _stratified_sample(targets: np.ndarray, limit: int, seed: int = 0) -> np.ndarray:
@@ -359,15 +363,3 @@ def _stratified_sample(targets: np.ndarray, limit: int, seed: int = 0) -> np.nda
 
     kept, _ = train_test_split(np.arange(len(targets)), train_size=limit, stratify=targets, random_state=seed)
     return np.sort(kept)
-
-
-def _gather(trainer, array: np.ndarray) -> np.ndarray:
-    """Rows of ``array`` from every rank (ranks may hold different numbers of rows)."""
-    strategy = trainer.strategy
-    device = strategy.root_device
-    t = torch.as_tensor(array, device=device)
-    sizes = strategy.all_gather(torch.tensor([len(t)], device=device)).flatten().tolist()
-    padded = torch.zeros((max(sizes), *t.shape[1:]), dtype=t.dtype, device=device)
-    padded[: len(t)] = t
-    everyone = strategy.all_gather(padded)
-    return torch.cat([everyone[r, :n] for r, n in enumerate(sizes)]).cpu().numpy()

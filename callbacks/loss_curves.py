@@ -16,9 +16,12 @@ from zoo.loggers import run_dir
 
 
 class LossCurveDiagnostics(Callback):
-    """Per-epoch train/val loss and top-1 → ``loss_curves.png`` and ``diagnosis.json`` in the log dir (and the
-    W&B run's summary and a table, with that logger), and the lectures' reading of the curve (bug, lr too high/low,
-    bad init, not converged, overfitting, underfitting).
+    """Train/val loss and top-1 at each validation → ``loss_curves.png`` and ``diagnosis.json`` in the log dir
+    (and the W&B run's summary and a table, with that logger), and the lectures' reading of the curve (bug, lr too
+    high/low, bad init, not converged, overfitting, underfitting).
+
+    A point is one validation period: ``trainer.check_val_every_n_epoch`` epochs (one, unless the run validates
+    less often, as a fine-tune of one-batch epochs does); its training loss is the mean over the period's steps.
 
     Args:
         plot: write the PNG (matplotlib).
@@ -36,7 +39,7 @@ class LossCurveDiagnostics(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if loss is None or getattr(pl_module, "holding_steps", False):  # a skipped step, or a probe's epoch
+        if loss is None:  # a skipped step
             return
         loss = loss.detach().float()
         if self.history.initial_loss is None and self._first is None:
@@ -45,6 +48,10 @@ class LossCurveDiagnostics(Callback):
         self._count += 1
 
     def on_train_epoch_end(self, trainer, pl_module):
+        every = trainer.check_val_every_n_epoch or 1
+        last = trainer.should_stop or 0 < trainer.max_epochs <= trainer.current_epoch + 1
+        if (trainer.current_epoch + 1) % every and not last:
+            return  # the point goes on to the epoch that validates
         if self._first is not None:
             self.history.initial_loss, self._first = float(self._first), None
         if self._count:
@@ -55,8 +62,8 @@ class LossCurveDiagnostics(Callback):
             self.history.train_acc.append(float(acc))
 
     def on_validation_epoch_end(self, trainer, pl_module):
-        if trainer.sanity_checking or trainer.state.fn != "fit" or getattr(pl_module, "holding_steps", False):
-            return  # (a linear probe's epoch has no training curve: its validation is left out too)
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
         metrics = trainer.callback_metrics
         if "val/loss" in metrics:
             self.history.val_loss.append(float(metrics["val/loss"]))
@@ -66,9 +73,12 @@ class LossCurveDiagnostics(Callback):
     def on_fit_end(self, trainer, pl_module):
         self.history.skipped_nonfinite = pl_module.guard.skipped if hasattr(pl_module, "guard") else 0
         self.findings = diagnose(self.history)
-        if not self.history.train_loss and getattr(pl_module, "held_epochs", 0):
+        if not self.history.train_loss and trainer.global_step == 0:
             self.findings = [
-                Finding("probe_only", "no curve to read: the head is a linear probe fitted in closed form")
+                Finding(
+                    "no_steps",
+                    "no curve to read: no optimizer step was taken (a linear probe is fitted in closed form)",
+                )
             ]
         if not trainer.is_global_zero:
             return
@@ -102,7 +112,7 @@ class LossCurveDiagnostics(Callback):
         h = self.history
         fig = Figure(figsize=(10, 4))
         ax_loss, ax_acc = fig.subplots(1, 2)
-        epochs = range(1, len(h.train_loss) + 1)
+        epochs = range(1, len(h.train_loss) + 1)  # validation periods (epochs, unless validated less often)
         ax_loss.plot(epochs, h.train_loss, label="train")
         if h.val_loss:
             ax_loss.plot(range(1, len(h.val_loss) + 1), h.val_loss, label="val")

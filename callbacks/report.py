@@ -20,6 +20,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from callbacks.device_batches import device_batches
 from zoo.loggers import run_dir
+from zoo.protocols import SplitData
 
 # W&B tables hold 10,000 rows; a confusion chart has one row per (true, predicted) pair
 WANDB_CHART_MAX_CLASSES = 100
@@ -116,10 +117,13 @@ class ClassificationReport(Callback):
     def _classify(self, trainer, pl_module) -> tuple:
         """Classify the validation batches once more with the final weights (the run did not end on a validation)."""
         loader = _first_loader(trainer.val_dataloaders)
+        data = trainer.datamodule
+        if loader is None and isinstance(data, SplitData) and data.has_split("val"):
+            loader = data.val_dataloader()  # a run that took no step (the linear probe alone) set up none
         if loader is None:
             return None, []
-        limits = trainer.num_val_batches
-        limit = limits[0] if isinstance(limits, list) and limits else limits
+        limits = trainer.num_val_batches if trainer.val_dataloaders is not None else None
+        limit = limits[0] if isinstance(limits, list) and limits else (None if limits == [] else limits)
         limit = len(loader) if limit is None or math.isinf(limit) else int(limit)
         was_training = pl_module.training
         pl_module.eval()

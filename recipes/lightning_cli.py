@@ -38,6 +38,7 @@ from callbacks.predictions import PredictionWriter
 from callbacks.report import ClassificationReport
 from callbacks.resume_validation import ResumeValidation
 from callbacks.run_config import RunConfig
+from callbacks.run_length import RunLength
 from callbacks.terminal import replace_defaults
 from callbacks.throughput import EpochThroughput
 from callbacks.wandb_run import WandbRunId, wandb_run_id
@@ -53,6 +54,7 @@ from zoo.hooks import skip_empty_hooks
 from zoo.loggers import finish_wandb, run_dir
 from zoo.module import ImageClassifier
 from zoo.profiler import NoProfiler
+from zoo.protocols import SplitData
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 # `--logger NAME` shorthands for trainer.logger
@@ -225,6 +227,7 @@ class ZooCLI(LightningCLI):
         if any(isinstance(lg, LightningWandbLogger) for lg in trainer.loggers):
             trainer.callbacks.append(WandbRunId())  # the run id goes into every checkpoint
         trainer.callbacks += [RunPhase(), Interrupt()]  # set-up errors vs bugs; SIGTERM/SIGINT save last.ckpt
+        trainer.callbacks.append(RunLength())  # a few steps in: how long the whole run will take
         if not any(isinstance(c, ExactResume) for c in trainer.callbacks):
             trainer.callbacks.append(ExactResume())  # generators' states: --ckpt_path resumes bit for bit
         # an epoch stopped before its validation validates on resume, before the checkpoint callbacks read it
@@ -267,6 +270,8 @@ class ZooCLI(LightningCLI):
             for key, value in (tested[0] if tested else {}).items():
                 if key.endswith("top1"):
                     results[key] = f"{value:.4f}"
+        elif isinstance(self.datamodule, SplitData) and not self.datamodule.has_split("test"):
+            results["test/top1"] = "no test split: the val/top1 above chose the checkpoint (optimistic)"
         results["best checkpoint"] = best or "(none: no epoch had a usable score)"
         results["log dir"] = str(run_dir(trainer))
         _print_results(results)
@@ -278,7 +283,8 @@ class ZooCLI(LightningCLI):
             )
             raise RunDiverged(f"the run diverged: {diverged}; {kept}")
         phase = next((c for c in trainer.callbacks if isinstance(c, RunPhase)), None)
-        if phase is not None and phase.train_batches == 0 and phase.epochs_ended == 0:
+        probed = any(isinstance(c, FineTuning) and c.probed_now for c in trainer.callbacks)
+        if phase is not None and phase.train_batches == 0 and phase.epochs_ended == 0 and not probed:
             raise NothingTrained(
                 f"nothing was trained: the run ended at epoch {trainer.current_epoch}, step {trainer.global_step} "
                 f"(max_epochs {trainer.max_epochs}, max_steps {trainer.max_steps} reached, or no training batch); "

@@ -154,10 +154,10 @@ def test_linear_fits_the_head_as_a_probe_and_leaves_the_frozen_backbone_untouche
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             seen_modes.append({m.training for m in batchnorms(pl_module.model)})
 
-    fit = trainer([FineTuning("linear"), Modes()], max_epochs=3)
+    fit = trainer([FineTuning("linear", probe_stages=False), Modes()], max_epochs=3)
     fit.fit(model, datamodule(folder))
-    assert fit.current_epoch == 1  # the probe is the whole training: one epoch, whatever max_epochs says
-    assert seen_modes and all(modes == {False} for modes in seen_modes)
+    # the probe is the whole training, a phase before the first epoch, whatever max_epochs says
+    assert fit.current_epoch == 0 and fit.global_step == 0 and not seen_modes
     after = model.model.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in backbone.items())  # weights, running stats, batch counts
     assert not torch.equal(head, model.model.classifier.weight)  # fitted by the probe ...
@@ -184,7 +184,7 @@ def test_freeze_unfreeze_adds_the_backbone_at_its_scaled_lr_with_a_warmup(folder
         assert lrs[steps + i]["backbone"] == pytest.approx(0.05 * 0.1 * i / steps)  # ... linearly ...
     assert lrs[2 * steps]["backbone"] == pytest.approx(0.005)  # ... to 0.1×
     assert all(lr["head"] == pytest.approx(0.005) for lr in lrs)  # once the probe has fitted it, the head's
-    # lr is the backbone's (the probe's epoch takes no step, so its lr is never used)
+    # lr is the backbone's from the first step on
     assert all(p.requires_grad for p in model.model.parameters())
     assert all(m.training for m in batchnorms(model.model))
 
@@ -223,14 +223,12 @@ def test_strategies_that_add_groups_refuse_lbfgs(folder):
 
 
 class Record(Callback):
-    """Per optimizer step after the probe's epoch: the param groups' names and lrs, and which parameters train."""
+    """Per optimizer step: the param groups' names and lrs, and which parameters train."""
 
     def __init__(self):
         self.steps = {}
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.current_epoch == 0:
-            return  # the linear probe's epoch takes no step
         groups = [(g["name"], g["lr"], len(g["params"])) for g in trainer.optimizers[0].param_groups]
         grads = tuple(p.requires_grad for p in pl_module.model.parameters())
         bn = tuple(m.training for m in batchnorms(pl_module.model))
@@ -250,7 +248,7 @@ def run(folder, tmp: Path, ckpt: str | None = None) -> Record:
 
 def test_resuming_before_or_after_the_unfreeze_restores_groups_lrs_and_frozen_state(folder, tmp_path):
     whole = run(folder, tmp_path / "whole")
-    per_epoch = len(whole.steps) // 2  # epochs 1 and 2 (epoch 0 is the probe's; its steps are counted)
+    per_epoch = len(whole.steps) // 3  # the probe before epoch 0 takes no step
     groups_at_unfreeze = whole.steps[per_epoch][0]
     assert [n for n, _, _ in groups_at_unfreeze] == ["head", "backbone"]
     for epoch in (0, 1):  # checkpoints taken before and after the unfreeze at epoch 1

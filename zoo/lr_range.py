@@ -1,15 +1,14 @@
 """The lr range test: lr_t = lr_min · (lr_max / lr_min)^(t/T) for T steps, the smoothed loss read against the lr.
 
 Written here rather than taken from Lightning's ``Tuner.lr_find`` / ``LearningRateFinder``, which assume the sweep
-starts at global step 0 (their stop rule and smoothing read ``trainer.global_step``: run after a linear-probe
-epoch, the sweep stops at its first step), correct the smoothing's bias one step off, and set every param group to
-one lr. Here:
+starts at global step 0 (their stop rule and smoothing read ``trainer.global_step``), correct the smoothing's bias
+one step off, and set every param group to one lr. Here:
 
 - each param group keeps its ratio to the head, lr × ``lr_scale`` (a pretrained backbone at 0.1×), times the
   linear scaling rule's factor when the recipe has one, so the swept value is the recipe's ``model.optimizer.lr``;
-- the sweep starts with the first epoch that takes optimizer steps. A fine-tuning recipe's epoch 0 is a linear
-  probe that fits the head and takes none (``ImageClassifier.hold_steps``), so the test runs from the probe's
-  head, with the param groups (and ratios) the fine-tuning trains from then on;
+- the sweep starts with the first training step. A fine-tuning recipe fits its head as a linear probe before
+  that (a phase of its own, at the fit's start), so the test runs from the probe's head, with the param groups
+  (and ratios) the fine-tuning trains from then on;
 - the loss is smoothed as fastai and Lightning smooth it, s_t = EMA_β(L)_t / (1 − β^(t+1)) with β = 0.98, and the
   sweep stops once s_t passes 4× its lowest value or a loss is not finite;
 - the reading: the suggestion is the steepest fall against log lr, and a curve too flat or too noisy gives none
@@ -132,8 +131,8 @@ class RangeTest(Callback):
         return self.min_lr * (self.max_lr / self.min_lr) ** (t / max(self.steps - 1, 1))
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        if self.results is not None or getattr(pl_module, "holding_steps", False):
-            return  # started already, or a linear probe's epoch: no optimizer step to test
+        if self.results is not None:
+            return  # started already
         config = getattr(pl_module, "optimizer_config", None)
         if config is not None and config.reference_batch_size:
             self.factor = scale_lr(1.0, global_batch_size(trainer), config.reference_batch_size)

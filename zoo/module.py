@@ -24,7 +24,10 @@ from zoo.optim import (
     global_batch_size,
     warn_lbfgs_noise,
 )
+from zoo.probe import load_head
 from zoo.registry import create_model
+from zoo.stage_head import TOP, StageHead, stage_features
+from zoo.stage_head import stage_taps as network_taps
 from zoo.tta import view_scores
 
 
@@ -120,7 +123,6 @@ class ImageClassifier(LightningModule):
         # means of the per-image losses; "disable": no NaN check (a device sync per batch), a NaN loss shows as NaN
         self.val_loss, self.test_loss = MeanMetric(nan_strategy="disable"), MeanMetric(nan_strategy="disable")
         self._logged: set[str] = set()  # stages whose metrics this epoch has logged (see log_epoch_metrics)
-        self._held_epochs = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(channels_last_input(x) if self.channels_last else x)
@@ -133,8 +135,6 @@ class ImageClassifier(LightningModule):
         )
 
     def training_step(self, batch, batch_idx):
-        if self.holding_steps:  # a linear probe's epoch: no forward pass, and no step (see optimizer_step)
-            return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0  # DDP needs every grad
         x, y = batch
         target = y
         if self.mixup is not None:
@@ -225,7 +225,7 @@ class ImageClassifier(LightningModule):
             return [{"name": "model", "params": self.model, "lr_scale": 1.0}]
         return freeze.param_groups(self.model, scale)  # head, and the trainable rest at lr × scale
 
-    # --- what fine-tuning asks of the model (callbacks.finetuning reaches no further) -------------------
+    # --- what fine-tuning asks of the model (zoo.protocols.FineTunable; the callbacks reach no further) ---
     @property
     def has_pretrained_weights(self) -> bool:
         """Whether the network started from pretrained weights (``pretrained`` or ``pretrained_path``)."""
@@ -244,6 +244,43 @@ class ImageClassifier(LightningModule):
         """The backbone's stages top-down (the deepest first, the stem last), the classifier left out."""
         return model_stages(self.model)[1:]
 
+    def stage_taps(self) -> list[str]:
+        """Stages below the top whose pooled outputs the probe may read too, deepest first (timm's
+        ``feature_info``, the last two); [] for a network without them or already reading stages."""
+        if isinstance(self.model, StageHead) or not hasattr(self.model, "forward_intermediates"):
+            return []
+        return list(network_taps(self.model))
+
+    def probe_features(self, x: torch.Tensor, blocks: list[str]) -> list[torch.Tensor]:
+        """The pooled feature ``blocks`` of the batch ``x``: ``top`` is the head's input (caught by a hook on the
+        head, so any network with one classifier module works); stage names come from :meth:`stage_taps`."""
+        x = channels_last_input(x) if self.channels_last else x
+        if blocks != [TOP]:
+            return stage_features(self.model, x, blocks)
+        caught = []
+        hook = self.classifier().register_forward_pre_hook(lambda _m, args: caught.append(args[0]))
+        try:
+            self.model(x)
+        finally:
+            hook.remove()
+        return [caught[0].flatten(1)]
+
+    def load_probe(self, fit) -> None:
+        """Load a fitted probe (:class:`zoo.probe.ProbeFit`, K×D ``weight`` and ``bias``) into the head."""
+        load_head(self.classifier(), fit)
+
+    def use_stages(self, stages: list[str], fit) -> None:
+        """Make the head read the pooled blocks ``stages`` side by side (:class:`zoo.stage_head.StageHead`) with
+        the probe ``fit``'s weights. The hyper-parameters name the stages, so a checkpoint rebuilds the same
+        network (``zoo test``, ``zoo predict``, ``zoo export``)."""
+        device = self.classifier().weight.device
+        self.model = StageHead(self.model, list(stages), self.num_classes).to(device)
+        self.hparams["model_kwargs"] = {
+            **(self.hparams.get("model_kwargs") or {}),
+            "head_stages": list(stages),
+        }
+        self.load_probe(fit)
+
     def can_add_param_groups(self) -> bool:
         """Whether param groups can join mid-run (L-BFGS takes exactly one group)."""
         return self.optimizer_config.name != "lbfgs"
@@ -257,28 +294,6 @@ class ImageClassifier(LightningModule):
             "lr_scale": self.backbone_lr_scale,
         }
         return [g for g in build_param_groups([group], self.optimizer_config, lr) if g["params"]]
-
-    def hold_steps(self, epochs: int) -> None:
-        """Take no optimizer step in the first ``epochs`` epochs (a linear probe's epoch fits the head
-        without them). The batches are still drawn and Lightning still counts their steps, which keeps the lr
-        schedules' clock in epochs; validation and checkpoints run as usual."""
-        self._held_epochs = int(epochs)
-
-    @property
-    def held_epochs(self) -> int:
-        """How many epochs at the start take no optimizer step (:meth:`hold_steps`)."""
-        return self._held_epochs
-
-    @property
-    def holding_steps(self) -> bool:
-        """Whether this epoch is held (:meth:`hold_steps`): its batches change no weight."""
-        return self.current_epoch < self._held_epochs
-
-    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
-        if self.holding_steps:
-            optimizer_closure()  # training_step and backward run on every rank (DDP), the step does not
-            return
-        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
 
     def train(self, mode: bool = True):
         """``nn.Module.train``, leaving frozen layers (:func:`zoo.freeze.freeze`) in eval mode."""

@@ -6,8 +6,13 @@ multinomial logistic regression, argmin_{W,b} C·Σ_i CE(W·f_i + b, y_i) + ½�
 ``LogisticRegression`` (L-BFGS). C is chosen on a log grid by the validation split, or by stratified k-fold
 cross-validation when the data is too small to hold images out (views of one image stay in one fold).
 
-Pure functions over feature matrices, so the fit is tested against scikit-learn on its own; the callback that
-runs the backbone over the images is :class:`callbacks.finetuning.FineTuning`.
+The lectures' advice for data unlike the pretraining data is "linear classifiers from different stages":
+:func:`fit_stages` fits the probe on each candidate set of feature blocks (the top features, pooled outputs of
+lower stages, alone and concatenated: :mod:`zoo.stage_head`) and keeps the best by the same validation or
+cross-validation, the top features alone unless another set does better.
+
+Pure functions over feature matrices, so the fit is tested against scikit-learn on its own; the phase that runs
+the backbone over the images is :mod:`callbacks.probe_phase`.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+
+from zoo.stage_head import TOP
 
 C_GRID = tuple(float(c) for c in np.logspace(-3, 3, 7))  # 1e-3, 1e-2, ..., 1e3
 MAX_ITER = 2000
@@ -172,6 +179,78 @@ def fit_head(
     return ProbeFit(weight, bias, Cs[best], top1, loss, how, train_top1, time.perf_counter() - start)
 
 
+@dataclass
+class StageChoice:
+    """The stage set a probe reads (``stages``: blocks side by side; ``(TOP,)``: the usual classifier), its fit
+    (weights already scaled for the raw blocks), every candidate's (top-1, loss), and ``why`` in a sentence."""
+
+    stages: tuple[str, ...]
+    fit: ProbeFit
+    scores: dict[tuple[str, ...], tuple[float, float]]
+    why: str
+
+
+def block_scales(blocks: Sequence[np.ndarray]) -> list[float]:
+    """sᵦ = rms(x₀) / rms(xᵦ): each block scaled to the first's root-mean-square, so the L2 penalty weighs the
+    blocks alike (pooled stage outputs are far smaller than the top features)."""
+    rms = [float(np.sqrt(np.mean(np.square(b, dtype=np.float64)))) or 1.0 for b in blocks]
+    return [rms[0] / r for r in rms]
+
+
+def stack_blocks(blocks: Sequence[np.ndarray], scales: Sequence[float]) -> np.ndarray:
+    """[s₀x₀, s₁x₁, …] side by side: the matrix the probe of a stage set is fitted on."""
+    return np.concatenate([b * s for b, s in zip(blocks, scales)], axis=1)
+
+
+def candidate_sets(stages: Sequence[str]) -> list[tuple[str, ...]]:
+    """The stage sets to try, top features first: the top alone, each stage alone, then the top with the
+    deepest one, two, … stages (``stages`` deepest first)."""
+    sets = [(TOP,)] + [(s,) for s in stages]
+    sets += [(TOP, *stages[:k]) for k in range(1, len(stages) + 1)]
+    return list(dict.fromkeys(sets))
+
+
+def fit_stages(
+    train: dict[str, np.ndarray],
+    labels: np.ndarray,
+    num_classes: int,
+    val: dict[str, np.ndarray] | None = None,
+    val_labels: np.ndarray | None = None,
+    candidates: Sequence[tuple[str, ...]] | None = None,
+    **options,
+) -> StageChoice:
+    """:func:`fit_head` on each candidate set of the feature blocks ``train`` (name → N×Dᵦ; ``TOP`` first) and
+    the best by (top-1, then loss); the top features alone unless the best has a higher top-1. The chosen fit's
+    weights act on the raw blocks side by side (the scales folded in), in the order of the set; ``options`` go
+    to :func:`fit_head`."""
+    candidates = list(candidates or candidate_sets([k for k in train if k != TOP]))
+    scale = dict(zip(train, block_scales(list(train.values()))))
+    fits, scores = {}, {}
+    for names in candidates:
+        s = [scale[n] for n in names]
+        x = stack_blocks([train[n] for n in names], s)
+        vx = stack_blocks([val[n] for n in names], s) if val is not None else None
+        fit = fit_head(x, labels, num_classes, vx, val_labels, **options)
+        columns = np.concatenate([np.full(train[n].shape[1], c) for n, c in zip(names, s)])
+        fit.weight = fit.weight * columns  # W·(s ⊙ x) = (W·diag(s))·x: the head reads the raw blocks
+        fits[names], scores[names] = fit, (fit.score, fit.loss)
+    best = min(candidates, key=lambda n: (-round(scores[n][0], 9), scores[n][1]))
+    top = scores.get((TOP,))
+    if top is not None and round(scores[best][0], 9) <= round(top[0], 9):
+        best = (TOP,)  # another set must classify more images right: a lower loss alone is too weak a sign
+    said = ", ".join(f"{'+'.join(n)} {scores[n][0]:.4f}" for n in candidates)
+    if best == (TOP,):
+        why = f"no stage set classifies more images right than the top features ({said}; top-1 by {fits[best].how})"
+    elif top is None:
+        why = f"the best of {said} (top-1 by {fits[best].how})"
+    else:
+        why = (
+            f"{'+'.join(best)} classifies more images right than the top features alone ({scores[best][0]:.4f} "
+            f"against {top[0]:.4f} top-1, by {fits[best].how}; all: {said})"
+        )
+    return StageChoice(best, fits[best], scores, why)
+
+
 def load_head(head: nn.Module, fit: ProbeFit) -> None:
     """Copy the fitted ``weight``/``bias`` into the classifier ``head`` (an ``nn.Linear``-like module)."""
     weight = torch.as_tensor(fit.weight, dtype=head.weight.dtype, device=head.weight.device)
@@ -186,4 +265,17 @@ def load_head(head: nn.Module, fit: ProbeFit) -> None:
             head.bias.copy_(torch.as_tensor(fit.bias, dtype=head.bias.dtype, device=head.bias.device))
 
 
-__all__ = ["C_GRID", "ProbeFit", "extract_features", "fit_head", "head_from", "load_head"]
+__all__ = [
+    "C_GRID",
+    "TOP",
+    "ProbeFit",
+    "StageChoice",
+    "block_scales",
+    "candidate_sets",
+    "extract_features",
+    "fit_head",
+    "fit_stages",
+    "head_from",
+    "load_head",
+    "stack_blocks",
+]

@@ -91,7 +91,14 @@ def create_model(name: str, num_classes: int | None = None, pretrained: bool = F
 
     ``num_classes`` None keeps the model's own default (10 for the tiny-image families, 1000 otherwise).
     ``pretrained_path`` (a ``.pth``/``.safetensors`` file or a zoo checkpoint) loads weights into either kind.
+    ``head_stages`` (stage names) puts the classifier on those stages' pooled outputs too (:mod:`zoo.stage_head`).
     """
+    head_stages = kwargs.pop("head_stages", None)
+    if head_stages:
+        from zoo.stage_head import StageHead
+
+        body = create_model(name, num_classes, pretrained, **kwargs)
+        return StageHead(body, list(head_stages), body.get_classifier().out_features)
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     if name.startswith(TIMM_PREFIX):

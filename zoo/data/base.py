@@ -333,6 +333,10 @@ class ImageDataModule(LightningDataModule):
         self.setup(name)
         return name in self.splits
 
+    def split_targets(self, name: str) -> list[int]:
+        """The labels of the split ``name``, in order (fine-tuning counts images per class from them)."""
+        return list(self._split(name).targets)
+
     def feature_dataloader(
         self,
         split: str,

@@ -1,8 +1,9 @@
 """``ImageFolderDataModule``: a folder of images with one sub-folder per class.
 
 Two layouts: ``ROOT/train/CLASS/*``, ``ROOT/val/CLASS/*`` (and ``ROOT/test/CLASS/*``) are used as they are; a
-plain ``ROOT/CLASS/*`` is split into train / val / test, stratified by class with a fixed seed. A split that
-has no folder of its own is held out of ``train`` the same way.
+plain ``ROOT/CLASS/*`` is split into train / val / test, stratified by class with a fixed seed. Of a layout with
+split folders, a validation split that has no folder of its own is held out of ``train`` the same way; a test
+split is not, unless ``test_fraction`` is given: the user laid out what trains.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from zoo.data.files import ImageFiles, Listing, class_dirs, class_owners, list_c
 from zoo.data.split import stratified_split
 
 VAL_DIRS = ("val", "valid", "validation")
+DEFAULT_TEST_FRACTION = 0.1  # of a plain ROOT/CLASS folder, when test_fraction is unset
 
 
 def _class_dirs(directory: Path) -> list[str]:
@@ -34,7 +36,8 @@ class ImageFolderDataModule(ImageDataModule):
         class_names: the classes in label order; None: the sub-folders of ``root``, sorted. Needed
             without ``root`` (predict only); restored from the checkpoint by ``zoo predict``.
         val_fraction: share of the images held out for validation when there is no ``val/`` folder.
-        test_fraction: share held out for the final test when there is no ``test/`` folder.
+        test_fraction: share held out for the final test when there is no ``test/`` folder; None: 0.1 of a plain
+            ``ROOT/CLASS`` folder, none of a ``train/`` + ``val/`` layout (no test split: said once).
         seed: seed of the stratified split.
         channels: 3 (RGB) or 1 (grey images).
         check_images: open every image's header while listing, so unreadable files are skipped up front.
@@ -50,7 +53,7 @@ class ImageFolderDataModule(ImageDataModule):
         predict_dir: str | None = None,
         class_names: list[str] | None = None,
         val_fraction: float = 0.2,
-        test_fraction: float = 0.1,
+        test_fraction: float | None = None,
         seed: int = 0,
         channels: int = 3,
         check_images: bool = True,
@@ -132,9 +135,10 @@ class ImageFolderDataModule(ImageDataModule):
             name: self._list(d, name) for name, d in (("val", val_dir), ("test", test_dir)) if d is not None
         }
         labels = np.array([y for _, y in samples])
-        val_fraction = 0.0 if val_dir else self._val_fraction(labels, 0.0 if test_dir else hp.test_fraction)
+        test_fraction = 0.0 if test_dir else self._test_fraction(val_dir)
+        val_fraction = 0.0 if val_dir else self._val_fraction(labels, test_fraction)
         try:
-            idx = stratified_split(labels, val_fraction, 0.0 if test_dir else hp.test_fraction, hp.seed)
+            idx = stratified_split(labels, val_fraction, test_fraction, hp.seed)
         except ValueError as err:
             counts = np.bincount(labels, minlength=self.num_classes)
             raise ValueError(
@@ -148,6 +152,21 @@ class ImageFolderDataModule(ImageDataModule):
         return {
             name: ImageFiles(parts[name], mode=mode) for name in ("train", "val", "test") if parts.get(name)
         }
+
+    def _test_fraction(self, val_dir: Path | None) -> float:
+        """The share of ``train`` held out for the test: ``test_fraction`` when given; unset, 0.1 of a plain
+        folder and none of a ``train/`` + ``val/`` layout (said once, on rank 0)."""
+        given = self.hparams.test_fraction
+        if given is not None:
+            return given
+        if val_dir is None:
+            return DEFAULT_TEST_FRACTION
+        rank_zero_info(
+            f"No test split: {self.root} has train/ and {val_dir.name}/ but no test/, so every image of train/ trains "
+            "and results are reported on the validation split (which also chooses the checkpoint: an optimistic "
+            "estimate). Add a test/ folder for an unbiased one."
+        )
+        return 0.0
 
     def _val_fraction(self, labels: np.ndarray, test_fraction: float) -> float:
         """``val_fraction``, or 0 when holding it out breaks ``min_per_class`` (said once, on rank 0)."""

@@ -1,0 +1,84 @@
+"""What the fine-tuning callbacks and the CLI ask of a model and of a data module, as ``Protocol`` classes.
+
+``ImageClassifier`` is a :class:`FineTunable`; the image data modules (``zoo.data.ImageDataModule`` and its
+subclasses) are :class:`FeatureData`. A callback checks ``isinstance(x, FeatureData)`` once instead of probing
+attributes one by one, and a module or data module of a user's own takes part by providing these methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+
+@runtime_checkable
+class SplitData(Protocol):
+    """A data module that says which splits it has and what the training labels are."""
+
+    class_names: list[str]
+
+    def has_split(self, name: str) -> bool:
+        """Whether the split ``name`` (``train``, ``val``, ``test``) holds images."""
+
+    def split_targets(self, name: str) -> list[int]:
+        """The labels of the split ``name``, in order."""
+
+
+@runtime_checkable
+class FeatureData(SplitData, Protocol):
+    """A :class:`SplitData` that can hand every image of a split over once, in order: what a features-once
+    method (the linear probe) runs the backbone over."""
+
+    def feature_dataloader(
+        self,
+        split: str,
+        augment: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        indices: Sequence[int] | None = None,
+    ) -> DataLoader:
+        """``(x, y)`` batches of ``split`` (or of the images at ``indices``), this process's share in order;
+        ``loader.dataset.indices`` are the images' positions in the split."""
+
+
+@runtime_checkable
+class FineTunable(Protocol):
+    """A LightningModule with a pretrained backbone in stages and a head: what fine-tuning reaches."""
+
+    num_classes: int
+
+    @property
+    def has_pretrained_weights(self) -> bool:
+        """Whether the backbone started from pretrained weights."""
+
+    @property
+    def backbone_lr_scale(self) -> float:
+        """lr of the backbone as a fraction of the head's."""
+
+    def classifier(self) -> nn.Module:
+        """The head: a linear layer whose input is the backbone's features."""
+
+    def backbone_stages(self) -> list[tuple[str, nn.Module]]:
+        """The backbone's stages top-down (the deepest first), the head left out."""
+
+    def stage_taps(self) -> list[str]:
+        """Stages below the top whose pooled outputs a probe may read too (deepest first); [] for none."""
+
+    def probe_features(self, x: torch.Tensor, blocks: list[str]) -> list[torch.Tensor]:
+        """The pooled feature ``blocks`` (``top``: the head's input; or names from :meth:`stage_taps`) of ``x``."""
+
+    def load_probe(self, fit) -> None:
+        """Load a fitted probe (``zoo.probe.ProbeFit``) into the head."""
+
+    def use_stages(self, stages: list[str], fit) -> None:
+        """Make the head read the pooled ``stages`` side by side, with the probe ``fit``'s weights."""
+
+    def can_add_param_groups(self) -> bool:
+        """Whether param groups may join the optimizer mid-run."""
+
+    def new_param_groups(self, name: str, params: list[nn.Parameter], lr: float) -> list[dict]:
+        """Optimizer groups for ``params`` joining as ``name``."""

@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from zoo.checkpoint_io import atomic_link
+from zoo.protocols import SplitData
 
 
 def unusable_weights(module: torch.nn.Module, max_abs_weight: float) -> str | None:
@@ -88,7 +89,7 @@ class BestCheckpoint(ModelCheckpoint):
         (the one tested after fit)."""
         super().setup(trainer, pl_module, stage)
         dm = trainer.datamodule
-        if stage != "fit" or self.monitor is None or not hasattr(dm, "has_split") or dm.has_split("val"):
+        if stage != "fit" or self.monitor is None or not isinstance(dm, SplitData) or dm.has_split("val"):
             return
         rank_zero_info(
             f"No validation split, so no {self.monitor} to choose a checkpoint by: the last epoch's weights are kept."

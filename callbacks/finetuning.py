@@ -349,7 +349,8 @@ def device_name(trainer) -> str:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     elif device.type == "cpu":
-        name = f"CPU ({torch.get_num_threads()} threads)"
+        threads = torch.get_num_threads()
+        name = f"CPU ({threads} thread{'s' if threads != 1 else ''})"
     else:
         name = device.type.upper()
     return name + (f" × {trainer.world_size} processes" if trainer.world_size > 1 else "")

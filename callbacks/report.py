@@ -99,7 +99,7 @@ class ClassificationReport(Callback):
         self._collecting = False
 
     @torch.no_grad()
-    def on_train_end(self, trainer, pl_module) -> None:
+    def on_fit_end(self, trainer, pl_module) -> None:  # (a run that ends with the probe has no on_train_end)
         if self._collected is not None and torch.equal(self._collected[0], _fingerprint(pl_module)):
             _, metric, mistakes = self._collected  # validated with the final weights and statistics
         else:  # trained, averaged or re-estimated since (e.g. precise BN at the end): classify once more

@@ -292,7 +292,7 @@ class ZooCLI(LightningCLI):
             )
 
     def _has_test_data(self) -> bool:
-        if hasattr(self.datamodule, "has_split") and not self.datamodule.has_split("test"):
+        if isinstance(self.datamodule, SplitData) and not self.datamodule.has_split("test"):
             return False
         try:
             self.datamodule.setup("test")

@@ -70,8 +70,10 @@ def test_auto_picks_linear_for_tiny_data_and_says_why(fitted):
     assert any(line.startswith("No validation split: holding out val_fraction 0.2") for line in lines)
     budget = [line for line in lines if line.startswith("Budget: ")]
     assert budget == [
-        "Budget: 21 training images: batch 4, 5 steps an epoch; the linear probe is the whole training (1 epoch)."
+        "Budget: 21 training images: batch 4, 5 steps an epoch; the linear probe is the whole training; on CPU (1 thread)."
     ]
+    (stages,) = [line for line in lines if line.startswith("Stage probe: ")]  # a run that ends with the probe
+    assert "5-fold cross-validation" in stages
     assert any(
         "C = " in line and "5-fold cross-validation" in line for line in lines if "Linear probe" in line
     )
@@ -82,11 +84,15 @@ def test_auto_picks_linear_for_tiny_data_and_says_why(fitted):
     assert config["interpolation"] == "bicubic" and config["crop_pct"] == 0.875
     assert config["mean"] == pytest.approx([0.485, 0.456, 0.406]) and config["input_size"] == [3, 32, 32]
     pretrained = zoo.create_model("timm/efficientnet_lite0", num_classes=3, pretrained_path=LITE0_PYPI)
-    trained = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    prefix = "model.body." if ckpt["hyper_parameters"]["model_kwargs"].get("head_stages") else "model."
+    trained = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     for key, value in pretrained.state_dict().items():  # the frozen backbone, BatchNorm statistics included
         if not key.startswith("classifier."):
             assert torch.equal(value, trained[key]), key
-    assert not torch.equal(pretrained.classifier.weight, trained["classifier.weight"])
+    head = ckpt["state_dict"].get("model.classifier.weight", ckpt["state_dict"].get("model.fc.weight"))
+    assert head.shape[1] != pretrained.classifier.weight.shape[1] or not torch.equal(
+        pretrained.classifier.weight, head
+    )
 
 
 def test_zoo_test_scores_the_probe_checkpoint_as_its_own_predictions_do(fitted, tmp_path, zoo_cli):
@@ -144,16 +150,15 @@ class SyncCheck(Callback):
         head = {id(p) for p in pl_module.model.get_classifier().parameters()}
         return torch.cat([p.detach().flatten() for p in pl_module.model.parameters() if id(p) not in head]).clone()
 
-    def on_train_start(self, trainer, pl_module):
-        self.start = self._backbone(pl_module)
+    def on_fit_start(self, trainer, pl_module):  # before the fine-tuning callback's probe phase
         self.head = pl_module.model.get_classifier().weight.detach().flatten().clone()
 
-    def on_train_epoch_end(self, trainer, pl_module):
-        if trainer.current_epoch == 0:  # the linear probe's epoch: the head is fitted, no step is taken
-            head = pl_module.model.get_classifier().weight.detach().flatten()
-            heads = trainer.strategy.all_gather(head)
-            self.probe = {"probe_rank_diff": float((heads - heads[0]).abs().max()),
-                          "probe_moved": float((head - self.head).abs().max())}
+    def on_train_start(self, trainer, pl_module):  # after it: the head is fitted, no step taken yet
+        self.start = self._backbone(pl_module)
+        head = pl_module.model.get_classifier().weight.detach().flatten()
+        heads = trainer.strategy.all_gather(head)
+        self.probe = {"probe_rank_diff": float((heads - heads[0]).abs().max()),
+                      "probe_moved": float((head - self.head).abs().max())}
 
     def on_train_end(self, trainer, pl_module):
         moved = float((self._backbone(pl_module) - self.start).abs().max())
@@ -211,10 +216,13 @@ def test_checkpoint_of_an_earlier_run_as_pretrained_weights_gets_a_new_head(fitt
     tmp, _ = fitted
     ckpt = tmp / "runs/finetune/version_0/checkpoints/last.ckpt"
     saved = torch.load(ckpt, weights_only=True)["state_dict"]
+    body = (
+        "model.body." if "model.fc.weight" in saved else "model."
+    )  # the stage probe's network, or the plain one
     model = zoo.ImageClassifier("timm/efficientnet_lite0", num_classes=2, pretrained_path=str(ckpt)).model
     assert model.classifier.weight.shape == (2, 1280)  # a new head for the 2 classes
-    assert torch.equal(model.conv_head.weight, saved["model.conv_head.weight"])
-    assert torch.equal(model.blocks[6][0].bn3.running_var, saved["model.blocks.6.0.bn3.running_var"])
+    assert torch.equal(model.conv_head.weight, saved[body + "conv_head.weight"])
+    assert torch.equal(model.blocks[6][0].bn3.running_var, saved[body + "blocks.6.0.bn3.running_var"])
 
 
 def test_without_network_or_weights_the_run_stops_at_once_saying_how_to_get_them(tmp_path):

@@ -43,7 +43,8 @@ def efficientnet_lite0_pypi_path() -> Path:
 def read_weights(path: str | Path, weights_only: bool = True) -> dict[str, torch.Tensor]:
     """Tensors of a ``.safetensors``/``.pth`` file or of a zoo (Lightning) checkpoint, keyed as in the model.
 
-    A zoo checkpoint's ``state_dict`` keys lose their ``model.`` prefix; ``module.`` (DDP) is stripped too.
+    A zoo checkpoint's ``state_dict`` keys lose their ``model.`` prefix (and a stage probe's network its ``fc``
+    and ``body.``: :mod:`zoo.stage_head`); ``module.`` (DDP) is stripped too.
     Files are read with ``torch.load(weights_only=True)``; pass ``weights_only=False`` only for a trusted file.
     """
     from zoo.checkpoint import MissingCheckpoint, load
@@ -63,6 +64,8 @@ def read_weights(path: str | Path, weights_only: bool = True) -> dict[str, torch
         obj = obj["state_dict"]  # a Lightning checkpoint or a timm training checkpoint
         if any(k.startswith("model.") for k in obj):
             obj = {k[len("model.") :]: v for k, v in obj.items() if k.startswith("model.")}
+        if obj and all(k.startswith(("body.", "fc.")) for k in obj):  # a stage probe's network: its backbone
+            obj = {k[len("body.") :]: v for k, v in obj.items() if k.startswith("body.")}
     elif isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]
     if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):

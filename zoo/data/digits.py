@@ -87,6 +87,10 @@ class DigitsDataModule(LightningDataModule):
         self.setup(name)
         return name in self.splits
 
+    def split_targets(self, name: str) -> list[int]:
+        """The labels of the split ``name``, in order."""
+        return self._split(name).y.tolist()
+
     def _split(self, name: str) -> TensorImageDataset:
         if name not in self.splits:  # (the recipes choose their best checkpoint on the validation split)
             raise ValueError(

@@ -42,7 +42,6 @@ from callbacks.finetune_strategies import (
 from callbacks.probe_phase import choose_stages, run_probe, scores
 from zoo import freeze as fz
 from zoo.errors import ZooError, did_you_mean
-from zoo.loggers import run_dir
 from zoo.probe import TOP
 from zoo.protocols import FeatureData, FineTunable, SplitData
 
@@ -297,10 +296,12 @@ class FineTuning(StageFinetuning):
 
     def save_probe(self, trainer, metrics: dict[str, float | None]) -> None:
         """``probe.ckpt`` beside the run's checkpoints: a whole checkpoint (fit resumes from it, test, predict and
-        export read it), and the best checkpoint's first candidate, scored by the probe's validation."""
+        export read it), and the best checkpoint's first candidate, scored by the probe's validation. A trainer
+        without checkpoints (``zoo lr-find``'s) writes none."""
         ckpt = trainer.checkpoint_callback
-        folder = Path(ckpt.dirpath) if ckpt is not None and ckpt.dirpath else run_dir(trainer) / "checkpoints"
-        path = str(folder / "probe.ckpt")
+        if ckpt is None or not ckpt.dirpath:
+            return
+        path = str(Path(ckpt.dirpath) / "probe.ckpt")
         trainer.save_checkpoint(path, weights_only=False)
         if isinstance(ckpt, BestCheckpoint):
             ckpt.add_candidate(trainer, path, metrics)

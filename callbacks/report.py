@@ -118,7 +118,12 @@ class ClassificationReport(Callback):
         """Classify the validation batches once more with the final weights (the run did not end on a validation)."""
         loader = _first_loader(trainer.val_dataloaders)
         data = trainer.datamodule
-        if loader is None and isinstance(data, SplitData) and data.has_split("val"):
+        if (
+            loader is None
+            and trainer.limit_val_batches
+            and isinstance(data, SplitData)
+            and data.has_split("val")
+        ):
             loader = data.val_dataloader()  # a run that took no step (the linear probe alone) set up none
         if loader is None:
             return None, []

@@ -97,6 +97,23 @@ def test_missing_val_folder_is_held_out_of_train_and_missing_test_means_no_test(
         dm.test_dataloader()
 
 
+def test_a_train_and_val_layout_keeps_every_training_image_and_says_there_is_no_test_split(tmp_path, caplog):
+    root = tmp_path / "data"
+    make_folder(root / "train", {"a": 10, "b": 10}, seed=1)
+    make_folder(root / "val", {"a": 5, "b": 5}, seed=2)
+    dm = module(root)  # test_fraction unset: the user's layout decides
+    with caplog.at_level("INFO"):
+        dm.setup("fit")
+    assert set(dm.splits) == {"train", "val"} and len(dm.splits["train"]) == 20
+    assert "No test split: " in caplog.text and "every image of train/ trains" in caplog.text
+    flat = module(make_folder(tmp_path / "flat", {"a": 10, "b": 10}))  # a plain folder: 0.1 held out to test
+    flat.setup("fit")
+    assert len(flat.splits["test"]) == 2
+    asked = module(root, test_fraction=0.2)  # given explicitly, it is taken out of train/
+    asked.setup("fit")
+    assert len(asked.splits["train"]) == 16 and len(asked.splits["test"]) == 4
+
+
 def test_class_counts_printed_and_imbalance_warned(tmp_path, capsys):
     root = make_folder(tmp_path / "imb", {"common": 24, "rare": 4})
     dm = module(root, val_fraction=0.25, test_fraction=0.0, imbalance_ratio=5.0)

@@ -138,10 +138,10 @@ def test_the_training_loss_is_read_from_the_device_once_an_epoch_not_at_every_st
             return super().__torch_function__(func, types, args, kwargs or {})
 
     class Module:
-        holding_steps = False
+        pass
 
     curves = LossCurveDiagnostics(plot=False)
-    trainer = type("Trainer", (), {"callback_metrics": {}})()
+    trainer = one_epoch_trainer()
     for value in (2.0, 1.0, 0.5):
         loss = torch.tensor(value).as_subclass(Counted)
         curves.on_train_batch_end(trainer, Module(), {"loss": loss}, None, 0)
@@ -157,9 +157,9 @@ def test_a_checkpoint_mid_epoch_resumes_the_same_curve():
     from callbacks.loss_curves import LossCurveDiagnostics
 
     class Module:
-        holding_steps = False
+        pass
 
-    trainer = type("Trainer", (), {"callback_metrics": {}})()
+    trainer = one_epoch_trainer()
     before = LossCurveDiagnostics(plot=False)
     for value in (2.0, 1.0):
         before.on_train_batch_end(trainer, Module(), {"loss": torch.tensor(value)}, None, 0)
@@ -173,6 +173,12 @@ def test_a_checkpoint_mid_epoch_resumes_the_same_curve():
     fresh.load_state_dict(after.state_dict())
     fresh.on_train_epoch_end(trainer, Module())
     assert fresh.history.train_loss == [pytest.approx(3.5 / 3)]
+
+
+def one_epoch_trainer():
+    """What the curves read of a trainer: at epoch 0 of 1, validated every epoch, no metrics yet."""
+    attrs = {"callback_metrics": {}, "check_val_every_n_epoch": 1, "should_stop": False, "max_epochs": 1}
+    return type("Trainer", (), {**attrs, "current_epoch": 0})()
 
 
 def _saved(state: dict):

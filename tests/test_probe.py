@@ -23,6 +23,7 @@ from test_finetune import make_folder
 from callbacks.best_checkpoint import BestCheckpoint
 from callbacks.finetune_strategies import Plateau, budget, trial_verdict
 from callbacks.finetuning import FineTuning
+from callbacks.loss_curves import LossCurveDiagnostics
 from zoo import ImageClassifier
 from zoo.data import ImageFolderDataModule
 from zoo.optim import OptimizerConfig
@@ -277,11 +278,13 @@ def test_auto_ends_at_the_probe_when_it_is_at_the_ceiling(tmp_path, caplog):
 def test_a_one_batch_set_validates_every_tenth_of_its_budget(tmp_path):
     root = make_folder(tmp_path / "pets", per_class=6)
     model = ImageClassifier(ARCH, num_classes=3, backbone_lr_scale=0.1)
-    seen = ValTop1()
+    seen, curves = ValTop1(), LossCurveDiagnostics(plot=False)
     dm = datamodule(root, batch_size=None, val_fraction=0.5, test_fraction=0.0)
-    trainer = fit(model, dm, FineTuning("full", patience=0), seen, max_epochs=-1)
+    trainer = fit(model, dm, FineTuning("full", patience=0), seen, curves, max_epochs=-1)
     assert trainer.num_training_batches == 1 and trainer.global_step == 300
     assert len(seen.by_epoch) == 10 and sorted(seen.by_epoch)[-1] == 299  # the last epoch validates too
+    # the loss curves follow the cadence: a point per validation, its training loss the mean of 30 steps
+    assert len(curves.history.train_loss) == len(curves.history.val_loss) == 10
 
 
 def test_the_stage_probe_predicts_what_sklearn_predicts_on_the_same_concatenated_features(tmp_path):

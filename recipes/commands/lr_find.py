@@ -80,12 +80,13 @@ def write_csv(path: Path, results: dict) -> None:
             )
 
 
-def describe(label: str, test, args) -> str:
-    """One line: where the sweep ran, how far, and each param group's multiple of the swept lr."""
+def describe(label: str, test, args, probed: bool = False) -> str:
+    """One line: where the sweep ran (``probed``: after a linear probe fitted the head), how far, and each param
+    group's multiple of the swept lr."""
     results = test.results
     first, lr0 = results["groups"][0], results["lr"][0]
     groups = ", ".join(f"{n} ×{lr / lr0:.3g}" for n, lr in first.items() if not n.endswith("/no_decay"))
-    where = "from the start" if not test.epoch else f"at epoch {test.epoch}, after the linear probe"
+    where = "after the linear probe" if probed else "from the start"
     return (
         f"{label}: lr range test {where}: {len(results['lr'])} steps of lr {args.min_lr:g} → {args.max_lr:g} "
         f"(param groups: {groups})"
@@ -93,6 +94,7 @@ def describe(label: str, test, args) -> str:
 
 
 def main(argv: list[str]) -> int:
+    from callbacks.finetuning import FineTuning
     from callbacks.lr_schedule import LRSchedule
     from recipes.lightning_cli import build_recipe, expand_recipe, quiet_lightning
     from zoo.lr_range import RangeTest, plot
@@ -116,7 +118,8 @@ def main(argv: list[str]) -> int:
         )
 
     reading = test.reading()
-    print(describe(label, test, args))
+    probed = any(isinstance(c, FineTuning) and c.probed_now for c in trainer.callbacks)
+    print(describe(label, test, args, probed))
     recipe_lr = model.optimizer_config.resolved().get("lr")
     results = test.results
     plot(out / "lr_find.png", results["lr"], results["loss"], reading, f"{label}: lr range test", recipe_lr)

@@ -55,7 +55,7 @@ class StageFinetuning(Callback):
             elif self.keep_bn_eval:
                 fz.freeze_norm_stats(stage)
         self.joined = [j.name for j in joins if j.at_start]
-        if len(at_start) < len(self.stages):  # the frozen stages are in eval mode on purpose
+        if len(at_start) < len(self.stages) or self.keep_bn_eval:  # frozen stages, BatchNorm: eval on purpose
             ignore_eval_mode_warning()
         trainer.callbacks[:] = [c for c in trainer.callbacks if c not in self._warmups]
         self._warmups = [

@@ -253,46 +253,55 @@ class FineTuning(StageFinetuning):
         super().on_fit_start(trainer, pl_module)  # a resumed run joins what it had joined
         if self.probing and self.probed is None:
             self._probe(trainer, pl_module)
+        elif self.resolved == "linear" and self.probed is not None:  # resumed: the probe was the whole run
+            self.apply_plan(trainer, pl_module, [])
+            self._end_at_probe(trainer)
 
     def _probe(self, trainer, pl_module) -> None:
         dm = trainer.datamodule
-        targets = np.asarray(dm.split_targets("train"))
-        chosen = _stratified_sample(targets, self.probe_max_images, seed=0)
+        chosen = _stratified_sample(np.asarray(dm.split_targets("train")), self.probe_max_images, seed=0)
         taps = pl_module.stage_taps() if self.probe_stages else []
         options = {"Cs": self.probe_C, "folds": self.probe_folds}
         result = run_probe(trainer, pl_module, dm, chosen, self.probe_views, taps=taps, **options)
         rank_zero_info(result.fit.describe(result.images, self.probe_views) + ".")
         val_images = len(result.val) if result.val is not None else 0
         if self.strategy == "auto" and self.resolved != "linear":
-            verdict = trial_verdict(result.val_top1, val_images)
-            if verdict:
-                rank_zero_info(f"Fine-tuning auto → linear: {verdict}; the probe is the model.")
-                self.resolved = "linear"
-                self.apply_plan(trainer, pl_module, [])
-        top1, loss, fit = result.val_top1, result.val_loss, result.fit
-        if self.resolved == "linear" and taps:
+            self._verdict(trainer, pl_module, result.val_top1, val_images)
+        fit, top1, loss = result.fit, result.val_top1, result.val_loss
+        if self.resolved == "linear" and taps:  # the probe is the model: try classifiers on lower stages too
             choice = choose_stages(trainer, pl_module, result, **options)
             rank_zero_info(f"Stage probe: {'+'.join(choice.stages)}: {choice.why}.")
-            if val_images and choice.stages != (TOP,):
-                v = result.val.blocks
-                top1, loss = scores(
-                    choice.fit, np.concatenate([v[n] for n in choice.stages], 1), result.val.labels
-                )
             fit = choice.fit
+            if val_images and choice.stages != (TOP,):
+                val = np.concatenate([result.val.blocks[n] for n in choice.stages], axis=1)
+                top1, loss = scores(fit, val, result.val.labels)
         self.probed = {"C": float(fit.C), "score": float(fit.score), "loss": float(fit.loss), "how": fit.how}
         self.probed |= {"val_top1": top1, "val_loss": loss, "val_images": val_images}
         self.probed_now = True
         self.save_probe(trainer, {"val/top1": top1, "val/loss": loss})
-        if self.resolved == "linear":  # nothing to train: the run ends here, without a sanity check
-            trainer.num_sanity_val_steps = 0
-            trainer.should_stop = True
+        if self.resolved == "linear":
+            self._end_at_probe(trainer)
             return
-        self.rescale_group(
-            trainer, "head", pl_module.backbone_lr_scale
-        )  # the fitted head trains at the backbone's lr
+        # nothing in the network is new any more: the fitted head trains at the backbone's lr
+        self.rescale_group(trainer, "head", pl_module.backbone_lr_scale)
         if val_images and self.patience:
             self.plateau = Plateau(self.patience)
             self.plateau.update(loss, top1, 0)
+
+    @staticmethod
+    def _end_at_probe(trainer) -> None:
+        """Nothing to train: the fit ends before its first epoch, without a sanity check."""
+        trainer.num_sanity_val_steps = 0
+        trainer.should_stop = True
+
+    def _verdict(self, trainer, pl_module, top1: float | None, val_images: int) -> None:
+        """``auto`` after the probe: the probe is the model when the validation split cannot show a fine-tune
+        doing better (:func:`~callbacks.finetune_strategies.trial_verdict`)."""
+        why = trial_verdict(top1, val_images) if val_images else "no validation split to show a gain on"
+        if why:
+            rank_zero_info(f"Fine-tuning auto → linear: {why}; the probe is the model.")
+            self.resolved = "linear"
+            self.apply_plan(trainer, pl_module, [])
 
     def save_probe(self, trainer, metrics: dict[str, float | None]) -> None:
         """``probe.ckpt`` beside the run's checkpoints: a whole checkpoint (fit resumes from it, test, predict and
@@ -333,7 +342,9 @@ class FineTuning(StageFinetuning):
         if self.strategy == "none" or not self.stages:
             return
         saved = state_dict.get("strategy")
-        if saved != self.resolved:
+        if self.strategy == "auto" and saved == "linear" and self.resolved != saved:
+            self.resolved = saved  # auto ended at the probe in the run that wrote the checkpoint
+        elif saved != self.resolved:
             raise ValueError(
                 f"the checkpoint was fine-tuned with strategy {saved!r}, this run resolves to {self.resolved!r}: "
                 f"resume with --finetune.strategy {saved}"

@@ -273,6 +273,20 @@ def test_auto_ends_at_the_probe_when_it_is_at_the_ceiling(tmp_path, caplog):
     assert "Fine-tuning auto → linear: the probe classifies all 15 validation images correctly" in caplog.text
     assert trainer.global_step == 0 and Path(best.best_model_path).name == "probe.ckpt"
     assert float(best.best_model_score) == 1.0
+    # resumed from its checkpoint, the run has nothing left to do: auto ended at the probe, and stays there
+    again = Trainer(
+        max_epochs=-1,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        callbacks=[FineTuning("auto")],
+    )
+    again.fit(
+        ImageClassifier(ARCH, num_classes=3, pretrained_path=pretrained(tmp_path)),
+        dm,
+        ckpt_path=best.best_model_path,
+    )
+    assert again.global_step == 0 and again.callbacks[0].resolved == "linear"
 
 
 def test_a_one_batch_set_validates_every_tenth_of_its_budget(tmp_path):

@@ -178,7 +178,7 @@ def default_space(config: dict, run_epochs: int | None) -> list[Param]:
     space.append(Param("model.drop_rate", 0.0, 0.5))
     finetune = config.get("finetune") or {}
     if finetune.get("strategy", "none") not in ("none", "linear"):
-        key, longest = "finetune.warmup", (run_epochs or 3) - int(finetune.get("unfreeze_epoch") or 1)
+        key, longest = "finetune.warmup", (run_epochs or 3) - int(finetune.get("unfreeze_epoch") or 0)
     else:
         key, longest = "trainer.callbacks.LinearWarmup.warmup", run_epochs or 2
     high = min(2.0, float(longest))

@@ -112,14 +112,16 @@ def settings_from(config: dict, args: argparse.Namespace):
 
 
 def default_epochs(config: dict) -> int:
-    """A coarse trial's epochs: a quarter of the recipe's (a fine-tuning recipe sized by its data: its probe
-    epoch and a quarter of ``finetune.epochs``)."""
+    """A coarse trial's epochs: a quarter of the recipe's (a fine-tuning recipe sized by its data: a quarter of
+    the budget's default epochs, after the probe)."""
     epochs = (config.get("trainer") or {}).get("max_epochs")
     if epochs and epochs > 0:
         return max(1, round(epochs / 4))
     finetune = config.get("finetune") or {}
     if finetune.get("strategy", "none") != "none":
-        return 1 + max(1, math.ceil((finetune.get("epochs") or 10) / 4))
+        from callbacks.finetune_strategies import DEFAULT_EPOCHS
+
+        return max(1, math.ceil(DEFAULT_EPOCHS / 4))
     raise ZooError("the recipe sets no trainer.max_epochs: give --coarse-epochs and --fine-epochs")
 
 

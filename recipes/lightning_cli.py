@@ -265,13 +265,21 @@ class ZooCLI(LightningCLI):
                     top1 = validated[0].get("val/top1") if validated else None
                 if top1 is not None:
                     results["val/top1"] = f"{top1:.4f}"
-        if self.config["fit"].get("test_after_fit") and best and self._has_test_data():
-            tested = trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best, weights_only=True)
-            for key, value in (tested[0] if tested else {}).items():
-                if key.endswith("top1"):
-                    results[key] = f"{value:.4f}"
-        elif isinstance(self.datamodule, SplitData) and not self.datamodule.has_split("test"):
-            results["test/top1"] = "no test split: the val/top1 above chose the checkpoint (optimistic)"
+        if self.config["fit"].get("test_after_fit") and best:
+            if self._has_test_data():
+                tested = trainer.test(
+                    self.model, datamodule=self.datamodule, ckpt_path=best, weights_only=True
+                )
+                for key, value in (tested[0] if tested else {}).items():
+                    if key.endswith("top1"):
+                        results[key] = f"{value:.4f}"
+            elif isinstance(self.datamodule, SplitData):
+                chose = (
+                    ": the val/top1 above chose the checkpoint (optimistic)"
+                    if self.datamodule.has_split("val")
+                    else ""
+                )
+                results["test/top1"] = f"no test split{chose}"
         results["best checkpoint"] = best or "(none: no epoch had a usable score)"
         results["log dir"] = str(run_dir(trainer))
         _print_results(results)

@@ -66,7 +66,7 @@ def heat_maps(model: nn.Module, x: torch.Tensor, targets, layer: nn.Module | Non
             x.requires_grad_(True)  # a graph down to the input, even when every layer is frozen
             layer = layer or feature_layer(model, x)
             if isinstance(targets, torch.Tensor):
-                targets = targets.to(x.device)
+                targets = targets.detach().clone().to(x.device)
             cam = LayerGradCam(model, layer).attribute(x, target=targets, relu_attributions=True)
             cam = LayerAttribution.interpolate(cam.detach().float(), tuple(x.shape[-2:]), "bilinear")[:, 0]
     finally:

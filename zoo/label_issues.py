@@ -143,6 +143,18 @@ def issue_rows(report: LabelReport, paths: Sequence[str], names: Sequence[str]) 
 COLUMNS = ["rank", "path", "given", "suggested", "confidence", "p_given"]
 
 
+def write_sheet(path: Path, rows: list[list], mode: str = "RGB", cols: int = 5) -> Path:
+    """A contact sheet of the images of ``rows`` (as :func:`issue_rows` gives them), each under its rank, name,
+    given and suggested label."""
+    from zoo.sheet import contact_sheet, pixels, save, thumbnail
+
+    cells = [[pixels(thumbnail(r[1], mode))] for r in rows]
+    titles = [f"#{r[0]} {Path(r[1]).name}\ngiven: {r[2]}\nsuggested: {r[3]} ({r[4]})" for r in rows]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save(contact_sheet(cells, titles, cols=cols, inches=2.0), path)
+    return path
+
+
 def write_csv(path: Path, rows: list[list], columns: Sequence[str] = COLUMNS) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
@@ -163,4 +175,5 @@ __all__ = [
     "near_duplicates",
     "out_of_sample_probs",
     "write_csv",
+    "write_sheet",
 ]

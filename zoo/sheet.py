@@ -30,6 +30,16 @@ def pixels(image: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array[..., :3]
 
 
+def thumbnail(path: str, mode: str = "RGB", side: int = 160) -> np.ndarray:
+    """The image file as a viewer shows it, fitted into side × side on white (H×W×C uint8)."""
+    from PIL import ImageOps
+
+    from zoo.data.decode import Source
+
+    image = Source(path, "L" if mode == "L" else "RGB").pil()
+    return np.asarray(ImageOps.pad(image, (side, side), color="white"))
+
+
 def contact_sheet(
     cells: Sequence[Sequence[np.ndarray]], titles: Sequence[str], cols: int = 8, inches: float = 1.8
 ):
@@ -66,4 +76,4 @@ def save(fig, path) -> None:
     fig.savefig(path, dpi=100, pil_kwargs=FAST_PNG)
 
 
-__all__ = ["FAST_PNG", "contact_sheet", "pixels", "save"]
+__all__ = ["FAST_PNG", "contact_sheet", "pixels", "save", "thumbnail"]

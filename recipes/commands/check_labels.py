@@ -91,20 +91,10 @@ def features(model, samples: list[tuple[str, int]], cfg: dict, mode: str, batch_
     return x
 
 
-def thumbnail(path: str, mode: str, side: int = 160) -> np.ndarray:
-    """The image as a viewer shows it, fitted into side × side on white (H×W×C uint8)."""
-    from PIL import ImageOps
-
-    from zoo.data.decode import Source
-
-    image = Source(path, "L" if mode == "L" else "RGB").pil()
-    return np.asarray(ImageOps.pad(image, (side, side), color="white"))
-
-
 def run(args, samples: list[tuple[str, int]], classes: list[str], root: Path, mode: str) -> None:
     """Rank the likely mislabeled images of ``samples``, print the table and write the files."""
     from zoo.console import print_table
-    from zoo.label_issues import SIMILAR, check_labels, issue_rows, write_csv
+    from zoo.label_issues import SIMILAR, check_labels, issue_rows, write_csv, write_sheet
 
     start = time.perf_counter()
     model, name, cfg = backbone(args, len(classes), 1 if mode == "L" else 3)
@@ -134,7 +124,7 @@ def run(args, samples: list[tuple[str, int]], classes: list[str], root: Path, mo
             [[r[0], rel(r[1]), r[2], r[3], r[4]] for r in shown],
             right=["rank", "confidence"],
         )
-        write_sheet(out / "label_issues.png", shown, mode)
+        write_sheet(out / "label_issues.png", shown, mode, cols=5)
         print(
             f"  ranked list: {csv_path}; the top {len(shown)} on a contact sheet: {out / 'label_issues.png'}"
         )
@@ -151,11 +141,3 @@ def run(args, samples: list[tuple[str, int]], classes: list[str], root: Path, mo
     )
     for r in pairs[:5]:
         print(f"  {r[0]}  {rel(r[1])} ({r[2]}) ~ {rel(r[3])} ({r[4]})")
-
-
-def write_sheet(path: Path, rows: list[list], mode: str) -> None:
-    from zoo.sheet import contact_sheet, pixels, save
-
-    cells = [[pixels(thumbnail(r[1], mode))] for r in rows]
-    titles = [f"#{r[0]} {Path(r[1]).name}\ngiven: {r[2]}\nsuggested: {r[3]} ({r[4]})" for r in rows]
-    save(contact_sheet(cells, titles, cols=5, inches=2.0), path)

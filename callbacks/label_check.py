@@ -20,7 +20,7 @@ import numpy as np
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from zoo.label_issues import COLUMNS, check_labels, issue_rows, write_csv, write_sheet
+from zoo.label_issues import COLUMNS, check_labels, issue_rows, require_cleanlab, write_csv, write_sheet
 from zoo.loggers import run_dir
 from zoo.probe import extract_features
 
@@ -56,6 +56,11 @@ class LabelCheck(Callback):
             if not trainer.ckpt_path:
                 rank_zero_info("Label check: skipped, the model has no pretrained weights to look with.")
             return
+        try:
+            require_cleanlab()
+        except ImportError as err:
+            rank_zero_info(f"Label check: skipped, {err}.")
+            return
         splits = getattr(dm, "splits", {})
         if not hasattr(dm, "feature_dataloader") or not all(
             hasattr(splits.get(s), "samples") for s in splits
@@ -80,7 +85,7 @@ class LabelCheck(Callback):
             pl_module.train(was_training)
         x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         try:
-            report = check_labels(x, y, len(pl_module.classifier().weight), self.folds)
+            report = check_labels(x, y, len(dm.class_names), self.folds, names=dm.class_names)
         except ValueError as err:
             rank_zero_info(f"Label check: skipped ({err}).")
             return None

@@ -55,8 +55,28 @@ class LabelReport:
         )
 
 
+def folds_for(
+    labels: Sequence[int], num_classes: int, folds: int = 5, names: Sequence[str] | None = None
+) -> int:
+    """k of the stratified k-fold split: ``folds``, or the images of the rarest class when fewer; a class of fewer
+    than 2 images is a ValueError that names it."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
+    if counts.min() < 2:
+        rare = int(counts.argmin())
+        raise ValueError(
+            f"class {names[rare] if names else rare!r} has {counts[rare]} image(s): cross-validation needs 2 or "
+            "more images in every class"
+        )
+    return int(min(folds, counts.min()))
+
+
 def out_of_sample_probs(
-    features: np.ndarray, labels: np.ndarray, num_classes: int, folds: int = 5, seed: int = 0
+    features: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    folds: int = 5,
+    seed: int = 0,
+    names: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, float, int]:
     """(N×K probabilities, C, k): each image's class probabilities from a probe fitted on the other folds of a
     stratified k-fold split (k = ``folds``, or fewer when a class has fewer images)."""
@@ -65,13 +85,7 @@ def out_of_sample_probs(
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from threadpoolctl import threadpool_limits
 
-    counts = np.bincount(labels, minlength=num_classes)
-    if counts.min() < 2:
-        rare = int(counts.argmin())
-        raise ValueError(
-            f"class {rare} has {counts[rare]} image(s): cross-validation needs 2 or more images in every class"
-        )
-    k = int(min(folds, counts.min()))
+    k = folds_for(labels, num_classes, folds, names)
     fit = fit_head(features, labels, num_classes, folds=k, seed=seed)  # C by cross-validation, as the probe's
     split = StratifiedKFold(k, shuffle=True, random_state=seed)
     with warnings.catch_warnings(), threadpool_limits(1 if features.size < SMALL else None):
@@ -83,12 +97,19 @@ def out_of_sample_probs(
     return probs, fit.C, k
 
 
+def require_cleanlab() -> None:
+    """Raise ImportError, saying what to install, when cleanlab is missing (before any feature is computed)."""
+    import importlib.util
+
+    if importlib.util.find_spec("cleanlab") is None:
+        raise ImportError(f"finding mislabeled images needs cleanlab: {INSTALL}")
+
+
 def find_issues(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     """Positions of the likely label errors, ranked by self-confidence p̂(given | x), lowest first (cleanlab)."""
-    try:
-        from cleanlab.filter import find_label_issues
-    except ImportError as err:
-        raise ImportError(f"finding mislabeled images needs cleanlab: {INSTALL}") from err
+    require_cleanlab()
+    from cleanlab.filter import find_label_issues
+
     return np.asarray(
         find_label_issues(labels, probs, return_indices_ranked_by="self_confidence", n_jobs=1), dtype=np.int64
     )
@@ -117,11 +138,12 @@ def check_labels(
     folds: int = 5,
     seed: int = 0,
     similar: float = SIMILAR,
+    names: Sequence[str] | None = None,
 ) -> LabelReport:
     """Likely label errors and cross-class near-duplicates of the images whose features are ``features``."""
     start = time.perf_counter()
     labels = np.asarray(labels, dtype=np.int64)
-    probs, C, k = out_of_sample_probs(features, labels, num_classes, folds, seed)
+    probs, C, k = out_of_sample_probs(features, labels, num_classes, folds, seed, names)
     issues = find_issues(labels, probs)
     duplicates = near_duplicates(features, labels, similar)
     return LabelReport(labels, probs, issues, C, k, duplicates, time.perf_counter() - start)
@@ -171,9 +193,11 @@ __all__ = [
     "LabelReport",
     "check_labels",
     "find_issues",
+    "folds_for",
     "issue_rows",
     "near_duplicates",
     "out_of_sample_probs",
+    "require_cleanlab",
     "write_csv",
     "write_sheet",
 ]

@@ -94,18 +94,28 @@ def features(model, samples: list[tuple[str, int]], cfg: dict, mode: str, batch_
 def run(args, samples: list[tuple[str, int]], classes: list[str], root: Path, mode: str) -> None:
     """Rank the likely mislabeled images of ``samples``, print the table and write the files."""
     from zoo.console import print_table
-    from zoo.label_issues import SIMILAR, check_labels, issue_rows, write_csv, write_sheet
+    from zoo.label_issues import (
+        SIMILAR,
+        check_labels,
+        folds_for,
+        issue_rows,
+        require_cleanlab,
+        write_csv,
+        write_sheet,
+    )
 
+    labels = [y for _, y in samples]
+    try:  # before any image is read
+        require_cleanlab()
+        folds_for(labels, len(classes), args.folds, classes)
+    except (ImportError, ValueError) as err:
+        raise ZooError(f"--labels: {err}") from None
     start = time.perf_counter()
     model, name, cfg = backbone(args, len(classes), 1 if mode == "L" else 3)
     x = features(model, samples, cfg, mode, args.batch_size)
     seconds = time.perf_counter() - start
-    labels = [y for _, y in samples]
     similar = SIMILAR if args.similarity is None else args.similarity
-    try:
-        report = check_labels(x, labels, len(classes), args.folds, similar=similar)
-    except ValueError as err:
-        raise ZooError(f"--labels: {err}") from None
+    report = check_labels(x, labels, len(classes), args.folds, similar=similar, names=classes)
     out = Path(args.output) if args.output else Path("runs") / "check-data" / (root.resolve().name or "data")
     paths = [p for p, _ in samples]
     rows = issue_rows(report, paths, classes)

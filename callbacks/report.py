@@ -2,7 +2,7 @@
 
 Files go to the run's directory (always); the same figures and tables go to W&B when a ``WandbLogger``
 is attached. Under DDP the confusion matrix is summed over every process (torchmetrics syncs it) and the
-grid shows the mistakes found by global rank 0.
+grid shows the mistakes found by global rank 0, with their heat maps computed there alone.
 """
 
 from __future__ import annotations
@@ -19,16 +19,15 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from callbacks.device_batches import device_batches
+from zoo.cam import NoFeatureMap, heat_maps, overlay
 from zoo.loggers import run_dir
 from zoo.protocols import SplitData
+from zoo.sheet import FAST_PNG, contact_sheet, pixels, save
 
 # W&B tables hold 10,000 rows; a confusion chart has one row per (true, predicted) pair
 WANDB_CHART_MAX_CLASSES = 100
 PLOT_LABELS_UP_TO = 50
 PLOT_MAX_INCHES = 24.0
-FAST_PNG = {
-    "compress_level": 1
-}  # zlib's fastest: PNGs written ~2× faster than at Pillow's default 6, ~20% larger
 
 
 def _last_epoch(trainer) -> bool:
@@ -60,16 +59,21 @@ class ClassificationReport(Callback):
     At the end of ``fit`` the final weights classify the validation images (in eval mode, the batches Lightning
     validates on: the last validation epoch's predictions when it came after the last step, else a pass of
     its own) and the callback writes ``confusion_matrix.csv``/``.png``,
-    ``per_class_accuracy.csv`` and ``misclassified.png``/``.csv`` (up to ``max_images`` mistakes).
+    ``per_class_accuracy.csv`` and ``misclassified.png``/``.csv`` (up to ``max_images`` mistakes). Each mistake
+    in the grid is shown with its Grad-CAM heat maps (:mod:`zoo.cam`) for the predicted and for the true class:
+    where the network found the class it said, and where it looked for the one it should have said.
 
     Args:
         max_images: mistakes in the grid (0: no grid).
         annotate_up_to: write the counts in the confusion-matrix cells up to this many classes.
+        heat_maps: draw the heat maps in the grid (a forward and backward pass per mistake and class).
     """
 
-    def __init__(self, max_images: int = 32, annotate_up_to: int = 30):
+    def __init__(self, max_images: int = 32, annotate_up_to: int = 30, heat_maps: bool = True):
         self.max_images = max_images
         self.annotate_up_to = annotate_up_to
+        self.heat_maps = heat_maps
+        self.maps: torch.Tensor | None = None  # mistakes × (predicted, true) × H × W, in [0, 1]
         self.confusion: torch.Tensor | None = None
         self.files: dict[str, Path] = {}
         self._collecting = False
@@ -112,7 +116,7 @@ class ClassificationReport(Callback):
             names = getattr(trainer.datamodule, "class_names", None) or [
                 str(c) for c in range(len(self.confusion))
             ]
-            self._write(trainer, metric, names, mistakes)
+            self._write(trainer, pl_module, metric, names, mistakes)
 
     def _classify(self, trainer, pl_module) -> tuple:
         """Classify the validation batches once more with the final weights (the run did not end on a validation)."""
@@ -156,7 +160,7 @@ class ClassificationReport(Callback):
                 mistakes.append((x[i].float().cpu(), int(y[i]), int(pred[i]), float(conf[i])))
         return metric
 
-    def _write(self, trainer, metric, names: list[str], mistakes: list) -> None:
+    def _write(self, trainer, pl_module, metric, names: list[str], mistakes: list) -> None:
         out = run_dir(trainer)
         out.mkdir(parents=True, exist_ok=True)
         m = self.confusion.long()
@@ -175,10 +179,9 @@ class ClassificationReport(Callback):
         self.files["confusion_png"] = out / "confusion_matrix.png"
         fig.savefig(self.files["confusion_png"], dpi=100, bbox_inches="tight", pil_kwargs=FAST_PNG)
         if mistakes:
+            self.maps = self._heat_maps(pl_module, mistakes) if self.heat_maps else None
             self.files["misclassified_png"] = out / "misclassified.png"
-            _mistake_grid(mistakes, names).savefig(
-                self.files["misclassified_png"], dpi=100, pil_kwargs=FAST_PNG
-            )
+            save(_mistake_grid(mistakes, names, self.maps), self.files["misclassified_png"])
             self.files["misclassified_csv"] = out / "misclassified.csv"
             with self.files["misclassified_csv"].open("w", newline="") as f:
                 writer = csv.writer(f)
@@ -192,6 +195,17 @@ class ClassificationReport(Callback):
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 self._to_wandb(logger, trainer.global_step, m, names, rows)
+
+    @staticmethod
+    def _heat_maps(pl_module, mistakes: list) -> torch.Tensor | None:
+        """Grad-CAM of the predicted and of the true class for each mistake (N × 2 × H × W), or None, said why."""
+        x = torch.stack([m[0] for m in mistakes]).to(pl_module.device)
+        try:
+            pred, true = (torch.tensor([m[k] for m in mistakes]) for k in (2, 1))
+            return torch.stack([heat_maps(pl_module, x, pred), heat_maps(pl_module, x, true)], 1)
+        except (ImportError, NoFeatureMap) as err:
+            rank_zero_info(f"Report: the misclassified images without heat maps: {err}")
+            return None
 
     def _to_wandb(self, logger: WandbLogger, step: int, m: torch.Tensor, names, rows) -> None:
         import wandb
@@ -240,27 +254,16 @@ def per_class_accuracy(confusion: torch.Tensor, names: list[str]) -> list[list]:
     ]
 
 
-def _mistake_grid(mistakes: list, names: list[str]):
-    """Images titled ``true → predicted (confidence)``, each rescaled to its own min..max for display, tiled into
-    one picture on one axes (a subplot per image took 32 axes to lay out and draw, ~1 s at the end of a run)."""
-    import numpy as np
-    from matplotlib.figure import Figure
-
-    cols = min(8, len(mistakes))
-    rows = math.ceil(len(mistakes) / cols)
-    h, w = (max(m[0].shape[i] for m in mistakes) for i in (1, 2))
-    pad_top, gap = max(2, h // 4), max(1, w // 16)  # room for each title, and between the images
-    cell_h, cell_w = h + pad_top + gap, w + gap
-    mosaic = np.ones((rows * cell_h, cols * cell_w, 3), dtype=np.float32)
-    fig = Figure(figsize=(1.6 * cols, 1.8 * rows))
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.axis("off")
+def _mistake_grid(mistakes: list, names: list[str], maps: torch.Tensor | None = None):
+    """Images titled ``true → predicted (confidence)``, each rescaled to its own min..max for display; with
+    ``maps``, beside each its heat map for the predicted class and for the true class."""
+    cells, titles = [], []
     for k, (image, true, pred, conf) in enumerate(mistakes):
-        image = (image - image.min()) / (image.max() - image.min()).clamp_min(1e-8)
-        pixels = image.permute(1, 2, 0).numpy() if image.shape[0] == 3 else image[0].numpy()[..., None]
-        top, left = (k // cols) * cell_h + pad_top, (k % cols) * cell_w
-        mosaic[top : top + image.shape[1], left : left + image.shape[2]] = pixels
-        ax.text(left + w / 2, top - 0.5, f"{names[true]} → {names[pred]} ({conf:.2f})", fontsize=8,
-                ha="center", va="bottom")  # fmt: skip
-    ax.imshow(mosaic, interpolation="nearest")
-    return fig
+        title = f"{names[true]} → {names[pred]} ({conf:.2f})"
+        if maps is None:
+            cells.append([pixels(image)])
+        else:
+            cells.append([pixels(image), overlay(image, maps[k, 0]), overlay(image, maps[k, 1])])
+            title += f"\nimage · where {names[pred]} · where {names[true]}"
+        titles.append(title)
+    return contact_sheet(cells, titles, cols=8 if maps is None else 4)

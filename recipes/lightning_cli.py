@@ -28,8 +28,10 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from callbacks.best_checkpoint import BestCheckpoint
 from callbacks.denormals import FlushDenormals, flush_denormals
 from callbacks.exact_resume import ExactResume
+from callbacks.explain import ExplainPredictions
 from callbacks.finetuning import FineTuning
 from callbacks.interrupt import Interrupt
+from callbacks.label_check import LabelCheck
 from callbacks.last_checkpoint import LastCheckpoint
 from callbacks.loss_curves import LossCurveDiagnostics
 from callbacks.lr_monitor import LRMonitor
@@ -129,6 +131,7 @@ class ZooCLI(LightningCLI):
         parser.add_lightning_class_args(EpochThroughput, "throughput")
         parser.add_lightning_class_args(ClassificationReport, "report")
         parser.add_lightning_class_args(LRPlot, "lr_plot")
+        parser.add_lightning_class_args(LabelCheck, "label_check")  # before finetune: its budget counts after
         parser.add_lightning_class_args(FineTuning, "finetune")  # strategy none (the default): left out
         parser.add_lightning_class_args(FlushDenormals, "denormals")  # --denormals.flush false: no flush
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
@@ -152,6 +155,13 @@ class ZooCLI(LightningCLI):
             help="zoo test and zoo predict: test-time augmentation, the softmax averaged over the mirror image "
             "(flip; refused where data.flip_invariant is false), five crops (crops), three zooms (scales) or both "
             "(flip+crops, flip+scales); docs/tta.md.",
+        )
+        parser.add_argument(
+            "--explain",
+            type=str | None,
+            default=None,
+            help="zoo predict: Grad-CAM heat maps of the images whose path matches this pattern ('*': every one), "
+            "written to <log dir>/explain/ (docs/data.md).",
         )
 
     def _parse_ckpt_path(self) -> None:
@@ -228,6 +238,9 @@ class ZooCLI(LightningCLI):
             trainer.callbacks.append(WandbRunId())  # the run id goes into every checkpoint
         trainer.callbacks += [RunPhase(), Interrupt()]  # set-up errors vs bugs; SIGTERM/SIGINT save last.ckpt
         trainer.callbacks.append(RunLength())  # a few steps in: how long the whole run will take
+        explain = self.config[self.subcommand].get("explain") if self.subcommand == "predict" else None
+        if explain:
+            trainer.callbacks.append(ExplainPredictions(explain))
         if not any(isinstance(c, ExactResume) for c in trainer.callbacks):
             trainer.callbacks.append(ExactResume())  # generators' states: --ckpt_path resumes bit for bit
         # an epoch stopped before its validation validates on resume, before the checkpoint callbacks read it

@@ -108,6 +108,18 @@ def test_misclassified_grid_lists_real_mistakes(fitted):
     assert (log_dir / "misclassified.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_each_mistake_in_the_grid_has_heat_maps_for_the_predicted_and_the_true_class(fitted):
+    from PIL import Image
+
+    maps, log_dir = fitted.report.maps, fitted.log_dir
+    mistakes = _rows(log_dir / "misclassified.csv")[1:]
+    assert maps.shape == (len(mistakes), 2, 8, 8)  # one map per class asked, at the digits' 8 × 8
+    assert maps.min() >= 0 and maps.max() <= 1
+    assert all(not torch.equal(a, b) for a, b in maps)  # two classes, two different maps
+    width, height = Image.open(log_dir / "misclassified.png").size
+    assert width > height  # 4 mistakes of 3 panels to a row: the image, where predicted, where true
+
+
 def test_throughput_counts_every_training_image(fitted):
     data, meter, log_dir = fitted.data, fitted.meter, fitted.log_dir
     last = meter.last

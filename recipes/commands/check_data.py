@@ -4,11 +4,14 @@ Examples:
 zoo check-data photos/                         # classes, images per split, skipped and converted files
 zoo check-data photos/ --val-fraction 0.1 --test-fraction 0 --seed 3
 zoo check-data photos/ --no-hash --no-decode   # headers only: fast on a large folder
+zoo check-data photos/ --labels                # and the images whose folder looks wrong (pretrained features)
 
 Lists the folder as ``ImageFolderDataModule`` does (same listing, same stratified split), decodes every image
 (a truncated file shows only then) and hashes every file, to find identical images in two splits (a leak
-that inflates validation and test scores). Exit 0 when the folder can be trained on; 2, with one line
-naming the problem, when it cannot. Imports neither Lightning nor the model code.
+that inflates validation and test scores). ``--labels`` also ranks the images that look mislabeled and finds
+near-copies filed under two classes (:mod:`recipes.commands.check_labels`). Exit 0 when the folder can be trained
+on; 2, with one line naming the problem, when it cannot. Imports neither Lightning nor, without ``--labels``, the
+model code.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
+from recipes.commands import check_labels
 from zoo.data.decode import READ_ERRORS, Source
 from zoo.data.files import OTHER_SPLIT, class_dirs, class_owners, list_class_folders
 from zoo.data.split import stratified_split
@@ -156,11 +160,12 @@ def main(argv: list[str] | None = None) -> int:
         "--no-decode", action="store_true", help="read headers only, do not decode every image"
     )
     parser.add_argument("--no-hash", action="store_true", help="do not compare file contents")
+    check_labels.add_arguments(parser)
     args = parser.parse_args(argv)
     root = Path(args.path)
     mode = "L" if args.channels == 1 else "RGB"
     info = survey(root, args.val_fraction, args.test_fraction, args.seed, mode)  # Unusable: one error line
-    errors = None if args.no_decode else decode_errors(info["splits"], mode)
+    errors = None if args.no_decode and not args.labels else decode_errors(info["splits"], mode)
     groups = None if args.no_hash else same_content(info["splits"])
     print(f"Data root: {root}")
     print("\n".join(report(info, errors, groups, root)))
@@ -169,5 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         if all(path in (errors or {}) for path, y in train if y == k):
             raise Unusable(f"no image of class {name!r} in the training split decodes; add readable images")
     readable = sum(len(s) for s in info["splits"].values()) - len(errors or {})
+    if args.labels:
+        samples = [s for split in info["splits"].values() for s in split if s[0] not in errors]
+        check_labels.run(args, samples, info["classes"], root, mode)
     print(f"OK: {readable} readable image(s) in {len(info['classes'])} classes can be trained on")
     return 0

@@ -22,9 +22,10 @@ import numpy as np
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
+from callbacks.probe_phase import split_features
 from zoo.label_issues import COLUMNS, check_labels, issue_rows, require_cleanlab, write_csv, write_sheet
 from zoo.loggers import run_dir
-from zoo.probe import extract_features
+from zoo.stage_head import TOP
 
 SPLITS = ("train", "val")
 SHEET = 20  # suspects on the contact sheet
@@ -120,10 +121,10 @@ class LabelCheck(Callback):
 
     @staticmethod
     def _features(trainer, pl_module, dm, split: str) -> tuple[np.ndarray, np.ndarray]:
-        loader = dm.feature_dataloader(split)
-        batches = (trainer.strategy.batch_to_device(b) for b in loader)
-        with trainer.precision_plugin.forward_context():
-            return extract_features(pl_module, pl_module.classifier(), batches)
+        """The top features of ``split`` (rank 0 alone), with the stage blocks the probe may read beside them:
+        the fine-tuning probe that follows reuses this pass (:func:`callbacks.probe_phase.split_features`)."""
+        found = split_features(trainer, pl_module, dm, split, [TOP, *pl_module.stage_taps()], alone=True)
+        return found.blocks[TOP], found.labels
 
     def _leave_out(self, dm, paths: list[str], original: bool = False) -> None:
         """The training split without ``paths`` (a copy of the dataset: its class keeps its other settings)."""

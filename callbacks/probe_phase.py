@@ -10,6 +10,7 @@ What the phase needs of the model and the data is :class:`zoo.protocols.FineTuna
 from __future__ import annotations
 
 from dataclasses import dataclass
+from weakref import WeakKeyDictionary
 
 import numpy as np
 import torch
@@ -43,6 +44,11 @@ class ProbeResult:
     images: int  # training images (each seen ``views`` times)
 
 
+# the plain (eval) features a single-process run computed before any step, by network: the label check's pass in
+# the set-up serves the probe's (both run the same eval preprocessing over the same images)
+_SEEN: WeakKeyDictionary = WeakKeyDictionary()
+
+
 def split_features(
     trainer,
     module: FineTunable,
@@ -51,10 +57,23 @@ def split_features(
     blocks: list[str],
     indices: np.ndarray | None = None,
     augment: bool = False,
+    alone: bool = False,
 ) -> Features:
     """The ``blocks`` of every image of ``split`` (or those at ``indices``), each process running the backbone over
-    its share, gathered in image order on every process."""
-    rank, world = trainer.global_rank, trainer.world_size
+    its share, gathered in image order on every process (``alone``: this process over every image, no
+    collective). A single-process run reuses the plain features of the same split, network and blocks computed
+    earlier in the run (the label check's), as long as the split's labels are the same."""
+    single = trainer.world_size == 1 or alone
+    if single and not augment:
+        seen = _SEEN.get(module, {}).get(split)
+        if (
+            seen is not None
+            and set(blocks) <= set(seen.blocks)
+            and seen.labels.tolist() == data.split_targets(split)
+        ):
+            keep = np.arange(len(seen)) if indices is None else np.asarray(indices)
+            return Features({n: seen.blocks[n][keep] for n in blocks}, seen.labels[keep], keep)
+    rank, world = (0, 1) if alone else (trainer.global_rank, trainer.world_size)
     loader = data.feature_dataloader(split, augment=augment, rank=rank, world_size=world, indices=indices)
     caught: list[list[torch.Tensor]] = [[] for _ in blocks]
     labels = []
@@ -70,7 +89,10 @@ def split_features(
     if world > 1:
         arrays, y, ids = [gather(trainer, a) for a in arrays], gather(trainer, y), gather(trainer, ids)
     order = np.argsort(ids, kind="stable")
-    return Features({n: a[order] for n, a in zip(blocks, arrays)}, y[order], ids[order])
+    found = Features({n: a[order] for n, a in zip(blocks, arrays)}, y[order], ids[order])
+    if single and not augment and indices is None:
+        _SEEN.setdefault(module, {})[split] = found
+    return found
 
 
 def run_probe(

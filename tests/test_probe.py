@@ -23,6 +23,7 @@ from test_finetune import make_folder
 from callbacks.best_checkpoint import BestCheckpoint
 from callbacks.finetune_strategies import Plateau, budget, trial_verdict
 from callbacks.finetuning import FineTuning
+from callbacks.label_check import LabelCheck
 from callbacks.loss_curves import LossCurveDiagnostics
 from zoo import ImageClassifier
 from zoo.data import ImageFolderDataModule
@@ -359,3 +360,20 @@ def test_the_stage_probe_keeps_the_top_features_unless_a_set_classifies_more_rig
     vsignal = np.eye(3)[vy] * 5 + np.random.default_rng(6).normal(0, 0.1, (len(vy), 3))
     better = fit_stages({"top": x, "s": signal}, y, 3, {"top": vx, "s": vsignal}, vy)
     assert better.stages != ("top",) and better.scores[better.stages][0] > better.scores[("top",)][0]
+
+
+def test_the_probe_reuses_the_features_of_the_label_check_in_a_single_process_run(tmp_path):
+    root = noisy_folder(tmp_path / "pets", per_class=16)
+    passes = []
+
+    class Counted(ImageFolderDataModule):
+        def feature_dataloader(self, split, *args, **kwargs):
+            passes.append(split)
+            return super().feature_dataloader(split, *args, **kwargs)
+
+    model = ImageClassifier(ARCH, num_classes=3, pretrained_path=pretrained(tmp_path))
+    dm = Counted(str(root), image_size=32, crop_pct=1.0, num_workers=0, batch_size=8, val_fraction=0.25)
+    ft = FineTuning("linear")
+    fit(model, dm, LabelCheck(check=True), ft)
+    assert sorted(passes) == ["train", "val"]  # one pass over each split, the label check's
+    assert ft.probed is not None and ft.probed["val_images"] == len(dm.splits["val"])

@@ -17,10 +17,11 @@ from callbacks.snapshot import SnapshotEnsemble
 from callbacks.stochastic_depth import StochasticDepth
 from callbacks.throughput import EpochThroughput
 from callbacks.wandb_run import WandbRunId
-from callbacks.warmup import LinearWarmup
+from callbacks.warmup import ConstantWarmup, LinearWarmup
 
 __all__ = [
     "ClassificationReport",
+    "ConstantWarmup",
     "EpochThroughput",
     "LRPlot",
     "WandbRunId",

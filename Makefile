@@ -1,11 +1,14 @@
 # `make demo`: set up .venv (once) and train the digits recipe.  `make test`: set up and run the checks.
 # `make bench`: run the CPU benchmarks (minutes) and print one table (docs/benchmarks.md).
+# `make test-lowest`: lint, the docs build and the fast suite in .venv-lowest, at the lowest versions that
+# pyproject.toml allows (lowest_versions.py writes its lower bounds as pip constraints; needs Python 3.11+).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOWEST ?= .venv-lowest
 
-.PHONY: demo test test-fast lint docs bench clean
+.PHONY: demo test test-fast test-lowest lint docs bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +31,17 @@ test: lint docs
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -x -q
+
+test-lowest:
+	@test -x $(LOWEST)/bin/python || $(PYTHON) -m venv $(LOWEST)
+	$(LOWEST)/bin/python -m pip install --quiet --upgrade pip
+	$(LOWEST)/bin/python lowest_versions.py > $(LOWEST)/constraints.txt
+	$(LOWEST)/bin/python -m pip install --quiet -c $(LOWEST)/constraints.txt -e '.[dev]'
+	$(LOWEST)/bin/python lowest_versions.py --check
+	$(LOWEST)/bin/ruff check .
+	$(LOWEST)/bin/ruff format --check .
+	$(LOWEST)/bin/mkdocs build --strict --site-dir $(LOWEST)/site
+	$(LOWEST)/bin/python -m pytest -m "not slow" -q
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py

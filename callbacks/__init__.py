@@ -1,6 +1,6 @@
 """Lightning callbacks of the zoo, one concern per file."""
 
-import zoo  # noqa: F401  (first: imports timm without wandb, see zoo/_timm_import.py)
+import zoo  # noqa: F401  (first: zoo/__init__.py imports timm with wandb hidden, see zoo/compat.py)
 from callbacks.decay import CosineDecay, ExponentialDecay, InverseTimeDecay, MultiStepDecay, StepDecay
 from callbacks.denormals import FlushDenormals
 from callbacks.ema import EMA
@@ -17,10 +17,11 @@ from callbacks.snapshot import SnapshotEnsemble
 from callbacks.stochastic_depth import StochasticDepth
 from callbacks.throughput import EpochThroughput
 from callbacks.wandb_run import WandbRunId
-from callbacks.warmup import LinearWarmup
+from callbacks.warmup import ConstantWarmup, LinearWarmup
 
 __all__ = [
     "ClassificationReport",
+    "ConstantWarmup",
     "EpochThroughput",
     "LRPlot",
     "WandbRunId",

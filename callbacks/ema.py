@@ -17,7 +17,9 @@ class EMA(EMAWeightAveraging):
     Buffers (BatchNorm statistics) are averaged the same way unless ``use_buffers`` is False.
 
     Args:
-        decay: β (0.999 for long ImageNet runs; about 1 − 10/steps for short runs, e.g. 0.99).
+        decay: β, about 1 − 10/(optimizer steps in the run), so the average spans the last tenth of it: 0.99 for
+            the digits (1,000 steps), 0.9999 for ImageNet (Tan and Le 2021, EfficientNetV2: 350 epochs at batch
+            4096, about 110,000 steps); the default 0.999 is Lightning's, for runs of about 10,000 steps.
         update_every_n_steps: average every n-th optimizer step.
         update_starting_at_step: first step (0-based) to average; earlier steps are skipped.
         update_starting_at_epoch: also average at the end of each epoch from this one on.

@@ -1,5 +1,6 @@
-"""Linear learning-rate warmup: start small and raise the lr to its base value (from 0 over the first few
-hundred or thousand iterations, e.g. when fine-tuning pretrained weights: see docs/notes.md)."""
+"""Learning-rate warmup: start small, then train at the base lr. Linear: raise the lr from 0 to its base value
+over the first few hundred or thousand iterations (e.g. when fine-tuning pretrained weights: see docs/notes.md).
+Constant: a small lr for the first iterations, then the base lr at once (He et al. 2016's ResNet-110)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,11 @@ import math
 from callbacks.lr_schedule import LRSchedule
 
 
-class LinearWarmup(LRSchedule):
-    """warmup(t) = s + (1 − s)·min(1, t/N): from s × base lr (s = ``start_factor``, 0 by default) to the base.
+class Warmup(LRSchedule):
+    """A warmup of N ``unit``s from ``start_factor`` × base lr; subclasses give warmup(t) between the two.
 
     Composes with any decay: lr(t) = base_lr × warmup(t) × decay(t). A warmup that ends after the run's
-    last step is an error naming the value. Goyal et al.'s gradual warmup (from η to kη over 5 epochs, for a
-    global batch kn > 256 only) is ``start_factor = 1/k``; the Bag-of-Tricks warmup (from 0) is the default.
+    last step is an error naming the value.
 
     Args:
         warmup: N, the warmup's length in ``unit``s (epochs or optimizer steps).
@@ -24,14 +24,12 @@ class LinearWarmup(LRSchedule):
 
     def __init__(self, warmup: float, start_factor: float = 0.0, **kwargs):
         super().__init__(**kwargs)
+        name = type(self).__name__
         if not (math.isfinite(warmup) and warmup > 0):
-            raise ValueError(f"LinearWarmup: warmup={warmup!r} must be a positive number of {self.unit}s")
+            raise ValueError(f"{name}: warmup={warmup!r} must be a positive number of {self.unit}s")
         if not 0 <= start_factor <= 1:
-            raise ValueError(f"LinearWarmup: start_factor={start_factor!r} must be in [0, 1]")
+            raise ValueError(f"{name}: start_factor={start_factor!r} must be in [0, 1]")
         self.warmup, self.start_factor = float(warmup), float(start_factor)
-
-    def factor(self, t: float) -> float:
-        return self.start_factor + (1.0 - self.start_factor) * min(1.0, t / self.warmup)
 
     def breakpoints(self) -> list[tuple[float, str]]:
         return [(self.start + self.warmup, "end of warmup")]
@@ -40,7 +38,34 @@ class LinearWarmup(LRSchedule):
         end = self.start + self.warmup
         if end > self.total:
             raise ValueError(
-                f"LinearWarmup: warmup={self.warmup:g} {self.unit}s (ending at {end:g}) is longer than the whole "
-                f"run ({self.total:g} {self.unit}s, {self.total_steps} optimizer steps): shorten the warmup or "
-                "raise trainer.max_epochs / max_steps"
+                f"{type(self).__name__}: warmup={self.warmup:g} {self.unit}s (ending at {end:g}) is longer than "
+                f"the whole run ({self.total:g} {self.unit}s, {self.total_steps} optimizer steps): shorten the "
+                "warmup or raise trainer.max_epochs / max_steps"
             )
+
+
+class LinearWarmup(Warmup):
+    """warmup(t) = s + (1 − s)·min(1, t/N): from s × base lr (s = ``start_factor``, 0 by default) to the base.
+
+    Goyal et al.'s gradual warmup (from η to kη over 5 epochs, for a global batch kn > 256 only) is
+    ``start_factor = 1/k``; the Bag-of-Tricks warmup (from 0) is the default. Arguments: :class:`Warmup`'s.
+    """
+
+    def factor(self, t: float) -> float:
+        return self.start_factor + (1.0 - self.start_factor) * min(1.0, t / self.warmup)
+
+
+class ConstantWarmup(Warmup):
+    """warmup(t) = s for t < N, 1 from N on: s × base lr (s = ``start_factor``) for N ``unit``s, then the base.
+
+    He et al. 2016 (section 4.2) warm ResNet-110 on CIFAR-10 up at lr 0.01 "until the training error is below
+    80% (about 400 iterations)", then go back to 0.1: ``ConstantWarmup(warmup=400, start_factor=0.1,
+    unit="step")`` beside a base lr of 0.1 (recipe ``cifar10-resnet110``). Arguments: :class:`Warmup`'s;
+    ``start_factor`` defaults to that 0.1.
+    """
+
+    def __init__(self, warmup: float, start_factor: float = 0.1, **kwargs):
+        super().__init__(warmup, start_factor, **kwargs)
+
+    def factor(self, t: float) -> float:
+        return self.start_factor if t < self.warmup else 1.0

@@ -122,19 +122,21 @@ def test_recipe_trains_on_synthetic_data_of_its_shape(name, zoo_cli, tmp_path):
     assert ckpt["hyper_parameters"]["num_classes"] == classes
     assert ckpt["hyper_parameters"]["in_chans"] == channels
     # the schedule kept the recipe's length: the lr callbacks saved the full run, not the 2 steps taken
-    epochs = recipe(name)["trainer"].get("max_epochs")
-    if epochs == -1:  # no limit of the trainer's own: the fine-tuning budget sizes the run
+    trainer = recipe(name)["trainer"]
+    epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps", -1)
+    if epochs == -1 and max_steps == -1:  # no limit of its own: the fine-tuning budget sizes the run
         budget = recipe(name)["finetune"]
         epochs = max(budget["epochs"], math.ceil(budget["min_steps"] / STEPS))
+    total = max_steps if epochs == -1 else epochs * STEPS  # a run in iterations (He et al.): max_steps
     schedules = {k: v for k, v in ckpt["callbacks"].items() if isinstance(v, dict) and "total_steps" in v}
     for key, state in schedules.items():
-        assert state["total_steps"] == epochs * STEPS, key
+        assert state["total_steps"] == total, key
     with (last.parents[1] / "metrics.csv").open() as f:
         losses = [float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")]
     assert len(losses) == STEPS and all(math.isfinite(v) for v in losses)
 
 
-@pytest.mark.parametrize("name", ["cifar10-resnet56", "cifar10-snapshot-ensemble"])
+@pytest.mark.parametrize("name", ["cifar10-resnet56", "cifar10-resnet110", "cifar10-snapshot-ensemble"])
 def test_cifar_recipes_offer_the_papers_setting_all_50000_training_images(name, zoo_cli, tmp_path):
     """The papers train on every training image: --data.val_fraction 0 (the header's setting) holds none out;
     the recipe trains without validation and zoo test scores the last weights (CIFAR files written here)."""
@@ -144,9 +146,7 @@ def test_cifar_recipes_offer_the_papers_setting_all_50000_training_images(name, 
 
     write_cifar(tmp_path / "cifar")  # 5 files of 40 training images, 50 test images
     data = ["--data.root", tmp_path / "cifar", "--data.download", "false", "--data.check_md5", "false"]
-    paper = ["--data.val_fraction", "0"]
-    if name == "cifar10-resnet56":
-        paper += ["--trainer.max_epochs", "164", "--trainer.callbacks.milestones", "[82, 123]"]
+    paper = ["--data.val_fraction", "0"]  # the schedules are the papers' own: in iterations or in epochs
     cli = build_recipe(expand_recipe(["--recipe", name, *map(str, data), *paper]))
     cli.datamodule.setup("fit")
     assert len(cli.datamodule.splits["train"]) == 200 and "val" not in cli.datamodule.splits

@@ -136,5 +136,33 @@ def test_cifar_schedule_without_the_download_holds_out_the_validation_share(zoo_
     assert zoo_cli("schedule", "--recipe", "cifar10-resnet56", *args, "--output", "c.png") == 0
     out = capsys.readouterr().out
     assert "CIFARDataModule's 45,000 training images in global batches of 128 (128 × 1)" in out
-    assert "182 epochs × 351 steps" in out  # He et al.: ×0.1 at 32k and 48k iterations, end at 64k
-    assert re.search(r"31941 +91\.000 +0\.01 +multi-step decay", out)
+    # He et al.: ×0.1 at 32k and 48k iterations, end at 64k, whatever the steps of an epoch
+    assert "64000 optimizer steps = 182.336 epochs × 351 steps" in out
+    assert re.search(r"\n +32000 +91\.168 +0\.01 +multi-step decay ×0\.1\^1\n", out)
+    assert re.search(r"\n +48000 +136\.752 +0\.001 +multi-step decay ×0\.1\^2\n", out)
+    assert re.search(r"\n +63999 +182\.333 +0\.001 +end\n", out)
+
+
+def test_cifar_schedule_in_iterations_keeps_the_papers_steps_on_all_50000_images(zoo_cli, capsys, tmp_path):
+    """The paper's setting (no validation split): more steps an epoch, the same iterations."""
+    args = ("--data.init_args.download", "false", "--data.init_args.root", tmp_path / "none")
+    paper = ("--data.val_fraction", "0")
+    assert zoo_cli("schedule", "--recipe", "cifar10-resnet56", *args, *paper, "--output", "c.png") == 0
+    out = capsys.readouterr().out
+    assert "64000 optimizer steps = 164.103 epochs × 390 steps" in out
+    assert re.search(r"\n +32000 +82\.051 +0\.01 +multi-step decay", out)
+
+
+def test_resnet110_recipe_warms_up_at_001_for_400_iterations(zoo_cli, capsys, tmp_path):
+    """He et al. 2016: lr 0.01 for about 400 iterations, then 0.1, ×0.1 at 32k and 48k, 64k in all."""
+    args = ("--data.init_args.download", "false", "--data.init_args.root", tmp_path / "none")
+    assert (
+        zoo_cli("schedule", "--recipe", "cifar10-resnet110", *args, "--output", "r.png", "--csv", "r.csv")
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "schedules: ConstantWarmup, MultiStepDecay" in out
+    assert re.search(r"\n +400 +1\.140 +0\.1 +end of warmup\n", out)
+    lrs = [float(r["model"]) for r in _read_csv("r.csv")]
+    rule = [0.1 * (0.1 if k < 400 else 1) * 0.1 ** ((k >= 32_000) + (k >= 48_000)) for k in range(64_000)]
+    assert lrs == pytest.approx(rule, rel=1e-12)

@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from callbacks import (
+    ConstantWarmup,
     CosineDecay,
     ExponentialDecay,
     InverseTimeDecay,
@@ -88,6 +89,10 @@ CASES = {
     "warmup0.5(from 0.1)+cosine floor 0.2": (
         lambda: [LinearWarmup(0.5, start_factor=0.1), CosineDecay(floor=0.2)],
         lambda e: (0.1 + 0.9 * min(1.0, e / 0.5)) * (0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * e / 3))),
+    ),
+    "constant warmup 0.5 at 0.1, then cosine": (
+        lambda: [ConstantWarmup(0.5, start_factor=0.1), CosineDecay()],
+        lambda e: (0.1 if e < 0.5 else 1.0) * 0.5 * (1 + math.cos(math.pi * e / 3)),
     ),
     "step ×0.1 every epoch": (lambda: [StepDecay(1, gamma=0.1)], lambda e: 0.1 ** math.floor(e)),
     "multi-step [1.5, 2.5] ×0.5": (
@@ -168,6 +173,7 @@ def test_checkpoint_keys_of_the_schedules_are_those_older_checkpoints_hold():
     assert InverseTimeDecay(0.5).state_key == f"InverseTimeDecay{{{shared}, 'k': 0.5}}"
     assert CosineDecay().state_key == f"CosineDecay{{{shared}, 'T': None, 'floor': 0.0}}"
     assert LinearWarmup(5).state_key == f"LinearWarmup{{{shared}, 'warmup': 5.0, 'start_factor': 0.0}}"
+    assert ConstantWarmup(5).state_key == f"ConstantWarmup{{{shared}, 'warmup': 5.0, 'start_factor': 0.1}}"
     assert SnapshotEnsemble(3, last=2).state_key == f"SnapshotEnsemble{{{shared}, 'cycles': 3}}"
 
 
@@ -405,6 +411,20 @@ def test_warmup_longer_than_the_run_is_an_error_naming_it():
         fit([LinearWarmup(5)])
     with pytest.raises(ValueError, match=r"warmup=31 steps"):
         fit([LinearWarmup(31, unit="step")])
+    with pytest.raises(ValueError, match=r"ConstantWarmup: warmup=31 steps .* longer than the whole run"):
+        fit([ConstantWarmup(31, unit="step")])
+
+
+def test_constant_warmup_is_he_et_al_resnet110_rule_in_iterations():
+    """lr 0.01 for the first 400 iterations, then 0.1, ×0.1 at 32k and 48k, 64k in all (He et al. 2016, 4.2)."""
+    schedules = [ConstantWarmup(400, unit="step"), MultiStepDecay([32_000, 48_000], unit="step")]
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    lrs = [row[0] for row in simulate(schedules, opt, 351, 64_000)]
+    rule = [0.1 * (0.1 if k < 400 else 1) * 0.1 ** ((k >= 32_000) + (k >= 48_000)) for k in range(64_000)]
+    assert len(lrs) == 64_000 and all(close(a, b) for a, b in zip(lrs, rule))
+    assert (lrs[399], lrs[400], lrs[31_999], lrs[32_000], lrs[48_000]) == pytest.approx(
+        (0.01, 0.1, 0.1, 0.01, 1e-3)
+    )
 
 
 class NegativeLR(TwoGroups):
@@ -423,6 +443,8 @@ def test_negative_lr_is_an_error_naming_the_group():
     [
         (lambda: LinearWarmup(-2), r"warmup=-2"),
         (lambda: LinearWarmup(2, start_factor=1.5), r"start_factor=1.5"),
+        (lambda: ConstantWarmup(0), r"ConstantWarmup: warmup=0"),
+        (lambda: ConstantWarmup(2, start_factor=-0.1), r"ConstantWarmup: start_factor=-0.1"),
         (lambda: StepDecay(30, gamma=-0.1), r"gamma=-0.1"),
         (lambda: MultiStepDecay([60, 30]), r"milestones=\[60, 30\]"),
         (lambda: CosineDecay(floor=-0.1), r"floor=-0.1"),

@@ -7,7 +7,10 @@ A key is the option's path in the recipe as ``zoo fit`` overrides it (``model.op
 recipe's ``tune.space`` or on the command line (``--space model.optimizer.lr=1e-3:1:log``).
 
 Written here because Optuna samples a range but knows nothing of a recipe's nested ``class_path``/``init_args``
-layout or of narrowing a range around a result (the coarse-to-fine search of the notes).
+layout or of narrowing a range around a result: the coarse-to-fine search of CS231n's "Training Neural Networks,
+Part 1" (Lecture 6, 2017: short runs over wide log-scaled ranges, then longer runs around the best), over ranges
+sampled at random rather than on a grid (Bergstra and Bengio 2012, "Random Search for Hyper-Parameter
+Optimization"). Neither is in the four lectures of docs/notes.md.
 """
 
 from __future__ import annotations

@@ -59,9 +59,16 @@ def key_points(schedules, steps_per_epoch: int, total: int) -> list[tuple[int, s
 
 
 def draw(
-    path: Path, epochs, curves: dict[str, list[float]], points, title: str, log: bool, legend="param group"
+    path: Path,
+    times,
+    curves: dict[str, list[float]],
+    points,
+    title: str,
+    log: bool,
+    legend="param group",
+    unit="epoch",
 ):
-    """Plot one lr curve per entry of ``curves`` against epochs, with dotted lines at the key ``points``."""
+    """Plot one lr curve per entry of ``curves`` against ``times`` (in ``unit``s), dotted lines at ``points``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -69,10 +76,10 @@ def draw(
 
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
     for name, lrs in curves.items():
-        ax.plot(epochs, lrs, label=name, linewidth=1.6)
+        ax.plot(times, lrs, label=name, linewidth=1.6)
     for x in points:
         ax.axvline(x, color="0.8", linewidth=0.8, linestyle=":", zorder=0)
-    ax.set(xlabel="epoch", ylabel="learning rate", title=title)
+    ax.set(xlabel=unit, ylabel="learning rate", title=title)
     if log:
         ax.set_yscale("log")
     if len(curves) > 1:
@@ -209,7 +216,11 @@ def main(argv: list[str]) -> int:
     out = Path(args.output or f"lr_schedule_{label}.png")
     curves = {n: [lr[i] for lr in lrs] for n, i in columns.items()}
     title = f"{label}: {config.name}, " + (" × ".join(type(s).__name__ for s in schedules) or "constant lr")
-    draw(out, epochs, curves, [s / steps_per_epoch for s, _ in points[1:-1]], title, args.log)
+    # a recipe whose schedules all count steps (He et al.'s iterations) is drawn against steps
+    unit = "step" if schedules and all(s.unit == "step" for s in schedules) else "epoch"
+    per = 1 if unit == "step" else steps_per_epoch
+    times = [s / per for s in range(total)]
+    draw(out, times, curves, [s / per for s, _ in points[1:-1]], title, args.log, unit=unit)
     print(f"wrote {out}")
     if args.csv:
         with open(args.csv, "w", newline="") as f:

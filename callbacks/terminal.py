@@ -32,14 +32,12 @@ class ZooProgressBar(RichProgressBar):
         super().__init__(refresh_rate=refresh_rate, **kwargs)
         self._shown = float("-inf")
 
-    def _due(self, batch_idx: int, total: str) -> bool:
-        """Whether to show this batch: the loop's last (``total`` names the property that counts the loop's
-        batches), or ≥ 1/``refresh_rate`` s after the last one shown. Never on a disabled bar: every rank but 0
-        of a multi-process run has one, and has no loop totals to read (Lightning asserts)."""
-        if self.is_disabled:
-            return False
+    def _due(self, batch_idx: int, total: float | int) -> bool:
+        """Whether to show this batch: the loop's last, or ≥ 1/``refresh_rate`` s after the last one shown. The
+        hooks ask only on an enabled bar: every rank but 0 of a multi-process run has a disabled one, which has no
+        loop totals to read (Lightning asserts)."""
         now = time.monotonic()
-        if batch_idx + 1 < getattr(self, total) and now - self._shown < 1.0 / self.refresh_rate:
+        if batch_idx + 1 < total and now - self._shown < 1.0 / self.refresh_rate:
             return False
         self._shown = now
         return True
@@ -65,21 +63,21 @@ class ZooProgressBar(RichProgressBar):
         return items
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self._due(batch_idx, "total_train_batches"):
+        if not self.is_disabled and self._due(batch_idx, self.total_train_batches):
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def on_validation_batch_end(
         self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
     ) -> None:
-        if self._due(batch_idx, "total_val_batches_current_dataloader"):
+        if not self.is_disabled and self._due(batch_idx, self.total_val_batches_current_dataloader):
             super().on_validation_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if self._due(batch_idx, "total_test_batches_current_dataloader"):
+        if not self.is_disabled and self._due(batch_idx, self.total_test_batches_current_dataloader):
             super().on_test_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if self._due(batch_idx, "total_predict_batches_current_dataloader"):
+        if not self.is_disabled and self._due(batch_idx, self.total_predict_batches_current_dataloader):
             super().on_predict_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
 
 

@@ -17,32 +17,46 @@ from pathlib import Path
 
 import torch
 
+HERE = Path(__file__).parent
+
 
 def run_zoo(
-    command: str, args: list[str], cwd: Path, ok: bool = True
+    command: str, args: list[str], cwd: Path, ok: bool = True, tree: Path | None = None
 ) -> tuple[subprocess.CompletedProcess, float]:
     """``zoo COMMAND ARGS`` in ``cwd`` without a progress bar: the finished process and its wall time in seconds
-    (with ``ok``, a failure stops the script with what the command printed)."""
+    (with ``ok``, a failure stops the script with what the command printed). ``tree``: run the code of another
+    checkout of the project (a ``git worktree`` of an earlier commit) instead of this one."""
     command_line = [str(Path(sys.executable).with_name("zoo")), command, *args]
     command_line += ["--trainer.enable_progress_bar", "false"]
     cwd.mkdir(parents=True, exist_ok=True)
+    paths = [str(tree)] if tree else []
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*paths, str(HERE)])}
     start = time.perf_counter()
-    done = subprocess.run(command_line, cwd=cwd, capture_output=True, text=True)
+    done = subprocess.run(command_line, cwd=cwd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
     if ok and done.returncode:
         raise SystemExit(f"{' '.join(command_line)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return done, round(wall, 1)
 
 
-def zoo_fit(args: list[str], cwd: Path, said: tuple[str, ...] = ()) -> dict:
-    """``zoo fit ARGS`` in ``cwd``: {"wall_s", "test_top1", "said": {prefix: line}} (an error stops the script)."""
-    done, wall = run_zoo("fit", args, cwd)
+def zoo_fit(
+    args: list[str], cwd: Path, said: tuple[str, ...] = (), phases: bool = False, tree: Path | None = None
+) -> dict:
+    """``zoo fit ARGS`` in ``cwd``: {"wall_s", "test_top1", "said": {prefix: line}} (an error stops the script);
+    ``phases``: and "phases", seconds by phase (:class:`phase_clock.PhaseClock`)."""
+    clock = cwd / "phases.json"
+    if phases:
+        args = [*args, "--trainer.callbacks+=phase_clock.PhaseClock", f"--trainer.callbacks.path={clock}"]
+    done, wall = run_zoo("fit", args, cwd, tree=tree)
     lines = (done.stdout + done.stderr).splitlines()
     (log,) = sorted(cwd.glob("runs/*/version_*/metrics.csv"))
     rows = list(csv.DictReader(log.open()))
     test = float([r["test/top1"] for r in rows if r.get("test/top1")][-1])
     found = {p: next((line for line in lines if line.startswith(p)), "") for p in said}
-    return {"wall_s": wall, "test_top1": test, "said": found}
+    result = {"wall_s": wall, "test_top1": test, "said": found}
+    if phases and clock.is_file():
+        result["phases"] = json.loads(clock.read_text())
+    return result
 
 
 def machine() -> str:

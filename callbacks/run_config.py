@@ -25,11 +25,13 @@ COMMAND = "command.txt"
 class RunConfig(SaveConfigCallback):
     """``config.yaml`` in the log dir (Lightning's) and ``command.txt`` (``zoo`` and the arguments, as the CLI
     expanded them: ``--recipe NAME`` reads ``--config .../NAME.yaml``), plus, for W&B: the config as the run's
-    config and a copy in the run's own directory (``<save_dir>/<project>/<run id>/config.yaml``)."""
+    config and a copy of both in the run's own directory (``<save_dir>/<project>/<run id>/``)."""
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
-        if self.save_to_log_dir and trainer.log_dir and len(sys.argv) > 2:  # a command, not a tuning trial's
-            Path(trainer.log_dir, COMMAND).write_text(shlex.join(["zoo", *sys.argv[1:]]) + "\n")
+        given = len(sys.argv) > 2  # a command, not a tuning trial (whose options come from a file)
+        command = shlex.join(["zoo", *sys.argv[1:]]) + "\n" if given else None
+        if command and self.save_to_log_dir and trainer.log_dir:
+            Path(trainer.log_dir, COMMAND).write_text(command)
         loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
         if not loggers:
             return
@@ -39,3 +41,5 @@ class RunConfig(SaveConfigCallback):
         out = run_dir(trainer)
         out.mkdir(parents=True, exist_ok=True)
         (out / self.config_filename).write_text(text)
+        if command:
+            (out / COMMAND).write_text(command)

@@ -320,6 +320,39 @@ def test_plain_timm_with_its_transforms_predicts_what_zoo_predict_does(
         assert prob == pytest.approx(float(row["prob_1"]), abs=1e-2)
 
 
+def test_a_zoo_family_with_timms_transforms_predicts_what_zoo_predict_does(
+    zoo_run, photos, zoo_cli, capsys, tmp_path
+):
+    run, _ = zoo_run
+    export(zoo_cli, capsys, "folder", best(run), "convnet")
+    model = zoo.create_model("local-dir:convnet").eval()
+    transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))
+    held_out = sorted(p for name in CLASSES for p in sorted((photos / name).iterdir())[-4:])
+    folder = tmp_path / "held_out"
+    folder.mkdir()
+    for photo in held_out:
+        shutil.copy(photo, folder / photo.name)
+    args = (
+        "--recipe",
+        "folder",
+        "--ckpt_path",
+        best(run),
+        "--data.predict_dir",
+        folder,
+        "--data.channels",
+        "1",
+    )
+    assert zoo_cli("predict", *args, "--predictions.output", "zoo.csv", *FAST_TRAINER) == 0
+    with open("zoo.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8
+    for row in rows:
+        with torch.no_grad():
+            probs = model(transform(Image.open(row["path"]).convert("L")).unsqueeze(0)).softmax(-1)[0]
+        assert model.pretrained_cfg["label_names"][int(probs.argmax())] == row["class_1"]
+        assert float(probs.max()) == pytest.approx(float(row["prob_1"]), abs=1e-2)
+
+
 # --- the model card -------------------------------------------------------------------------------------------
 def test_the_cards_metrics_command_and_data_are_the_runs(timm_run, photos, zoo_cli, capsys):
     run, printed = timm_run

@@ -180,7 +180,8 @@ def markdown(s: dict) -> str:
         "",
         f"Required: at least {s['required_agreement']:.0%} agreement and the class names: **{verdict}**.",
     ]
-    lines += ["", "The export's own check: " + "; ".join(f"`{r['export_check']}`" for r in s["runs"])]
+    checks = dict.fromkeys(r["export_check"] for r in s["runs"])
+    lines += ["", "The export's own check, in every run: " + "; ".join(f"`{c}`" for c in checks)]
     return "\n".join(lines) + "\n"
 
 

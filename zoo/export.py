@@ -1,4 +1,5 @@
-"""Export a trained classifier for deployment: ONNX (for onnxruntime) or a ``torch.export`` program (``.pt2``).
+"""Export a trained classifier for deployment: ONNX (for onnxruntime), a ``torch.export`` program (``.pt2``), or
+a timm hub folder (``timm``: config.json, model.safetensors and a model card, see :mod:`zoo.hub_folder`).
 
 The exported graph is the network in eval mode, logits = f(x) for x of shape N×C×H×W with N free (a dynamic
 batch dimension); a deployer applies softmax, p_k = exp(z_k) / Σ_j exp(z_j). torch's own exporters do the work
@@ -10,8 +11,10 @@ max |f_exported(x) − f_checkpoint(x)| over real inputs.
 
 from __future__ import annotations
 
+import errno
 import inspect
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-FORMATS = ("onnx", "pt2")
+FORMATS = ("onnx", "pt2", "timm")
 DEFAULT_OPSET = 18  # the dynamo exporter's lowest; onnxruntime ≥ 1.14 runs it
 PREPROCESS_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -34,6 +37,24 @@ def check_format(fmt: str) -> str:
     if fmt not in FORMATS:
         raise ExportError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
     return fmt
+
+
+def check_output(path: str | Path, folder: bool = False) -> Path:
+    """``path`` can be written: a file (or, with ``folder``, a folder) there, or the nearest folder above it that
+    exists, is writable. Checked before the checkpoint is loaded and traced; else one line naming it and why."""
+    path = Path(path)
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and (probe != path or folder) and not probe.is_dir():
+        raise ExportError(f"cannot write --output {str(path)!r}: {str(probe)!r} is a file, not a folder")
+    if probe == path and not folder and path.is_dir():
+        raise ExportError(f"cannot write --output {str(path)!r}: it is a folder; give a file name")
+    if not os.access(probe, os.W_OK | (os.X_OK if probe.is_dir() else 0)):
+        raise ExportError(
+            f"cannot write --output {str(path)!r}: {os.strerror(errno.EACCES)} ({str(probe)!r})"
+        )
+    return path
 
 
 def load_checkpoint(path: str | Path, weights_only: bool = True) -> dict:
@@ -51,11 +72,18 @@ def network(ckpt: dict, source: str = "checkpoint") -> nn.Module:
     checkpoint's own hyper-parameters (no pretrained download, no channels-last or compile switches)."""
     from zoo.ensemble import check_fits
     from zoo.module import ImageClassifier
+    from zoo.registry import TIMM_PREFIX, list_models
 
     hparams = dict(ckpt.get("hyper_parameters") or {})
     if "arch" not in hparams:
         raise ExportError(
             f"{source} is not a zoo ImageClassifier checkpoint: its hyper-parameters have no 'arch'"
+        )
+    arch = str(hparams["arch"])
+    if not arch.startswith(TIMM_PREFIX) and arch not in list_models():
+        raise ExportError(
+            f"{source}: its network {arch!r} is neither a timm model nor in the zoo's registry, so nothing can "
+            "rebuild it; register it (zoo.register_model) and export from Python after importing that module"
         )
     accepted = inspect.signature(ImageClassifier.__init__).parameters
     options = {k: v for k, v in hparams.items() if k in accepted}
@@ -67,6 +95,13 @@ def network(ckpt: dict, source: str = "checkpoint") -> nn.Module:
         raise ExportError(str(err)) from None
     classifier.load_state_dict(ckpt["state_dict"])
     return classifier.model.eval()
+
+
+def model_args(hparams: dict) -> dict:
+    """The arguments, beside its name and ``num_classes``, that ``zoo.create_model`` built the checkpoint's network
+    with (``ImageClassifier``'s ``in_chans`` and ``model_kwargs``). Dropout rates are left out, as timm leaves
+    them out of a hub folder: they act in training only."""
+    return {"in_chans": int(hparams.get("in_chans", 3)), **(hparams.get("model_kwargs") or {})}
 
 
 def datamodule_state(ckpt: dict) -> dict:
@@ -152,11 +187,44 @@ def export_pt2(net: nn.Module, example: torch.Tensor, path: str | Path, meta: di
 
 
 def export(net: nn.Module, fmt: str, path: str | Path, meta: dict, opset: int = DEFAULT_OPSET) -> Path:
-    """Export ``net`` in format ``fmt`` (``onnx`` or ``pt2``) for inputs of ``meta['input_size']``."""
+    """Export ``net`` in format ``fmt`` (``onnx`` or ``pt2``) for inputs of ``meta['input_size']`` (a hub folder,
+    ``timm``, is :func:`export_hub_folder`)."""
     example = torch.randn(2, *meta["input_size"])  # batch 2: 1 would be specialised, not left free
     if check_format(fmt) == "onnx":
         return export_onnx(net, example, path, meta, opset)
     return export_pt2(net, example, path, meta)
+
+
+def export_hub_folder(
+    net: nn.Module, hparams: dict, folder: str | Path, meta: dict, card: str | None = None
+) -> Path:
+    """Write ``net``, the network of a checkpoint with hyper-parameters ``hparams``, as a timm hub folder
+    (:func:`zoo.hub_folder.save`: the preprocessing and class names of ``meta`` in config.json) and ``card`` as
+    its ``README.md``."""
+    from zoo import hub_folder
+
+    data = {k: v for k, v in meta.items() if k in PREPROCESS_KEYS}
+    try:
+        hub_folder.save(net, folder, hparams["arch"], model_args(hparams), data, meta.get("class_names"))
+    except ValueError as err:
+        raise ExportError(str(err)) from err
+    if card is not None:
+        (Path(folder) / "README.md").write_text(card)
+    return Path(folder)
+
+
+def load_hub_folder(folder: str | Path) -> nn.Module:
+    """The network of a hub folder as its users load it, in eval mode: plain timm
+    (``timm.create_model("local-dir:DIR", pretrained=True)``) for a timm model, ``zoo.create_model`` for the zoo's."""
+    from zoo import hub_folder
+    from zoo.registry import create_model
+
+    source = f"local-dir:{folder}"
+    if hub_folder.read_config(source)["architecture"].startswith(hub_folder.ZOO_PREFIX):
+        return create_model(source).eval()
+    import timm
+
+    return timm.create_model(source, pretrained=True).eval()
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
@@ -171,9 +239,13 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def run_exported(path: str | Path, x: torch.Tensor | np.ndarray) -> np.ndarray:
-    """The exported model's logits for the batch ``x`` (onnxruntime for ``.onnx``, else ``torch.export.load``)."""
+    """The exported model's logits for the batch ``x`` (onnxruntime for ``.onnx``, :func:`load_hub_folder` for a
+    folder, else ``torch.export.load``)."""
     path = Path(path)
     x = torch.as_tensor(x, dtype=torch.float32)
+    if path.is_dir():
+        with torch.no_grad():
+            return load_hub_folder(path)(x).numpy()
     if path.suffix == ".onnx":
         import onnxruntime as ort
 

@@ -1,7 +1,8 @@
 """One registry of model names and one factory, in the style of timm's.
 
 ``create_model("resnet18", num_classes=10)`` builds a zoo model; ``create_model("timm/convnext_tiny")``
-hands the rest of the name to :mod:`zoo.backbones` (a pretrained timm backbone).
+hands the rest of the name to :mod:`zoo.backbones` (a pretrained timm backbone); ``create_model("local-dir:DIR")``
+(or ``hf-hub:org/name``) rebuilds the network of a timm hub folder, with its weights (:mod:`zoo.hub_folder`).
 
 The families in :mod:`zoo.models` import this module to register themselves; this module imports them
 (``_load_families``) only inside functions, at the first lookup. That lazy import is the one intended cycle
@@ -87,18 +88,32 @@ def unknown_options(name: str, unknown: list[str], options: dict[str, object]) -
 
 
 def create_model(name: str, num_classes: int | None = None, pretrained: bool = False, **kwargs) -> nn.Module:
-    """Build a model by name: a registered zoo model, or ``timm/<name>`` for a timm backbone.
+    """Build a model by name: a registered zoo model, ``timm/<name>`` for a timm backbone, or ``local-dir:DIR`` /
+    ``hf-hub:org/name`` for the network of a timm hub folder with its weights (timm's or a zoo family).
 
-    ``num_classes`` None keeps the model's own default (10 for the tiny-image families, 1000 otherwise).
-    ``pretrained_path`` (a ``.pth``/``.safetensors`` file or a zoo checkpoint) loads weights into either kind.
-    ``head_stages`` (stage names) puts the classifier on those stages' pooled outputs too (:mod:`zoo.stage_head`).
+    ``num_classes`` None keeps the model's own default (10 for the tiny-image families, 1000 otherwise; a
+    folder's own). ``pretrained_path`` (a ``.pth``/``.safetensors`` file, a zoo checkpoint, or ``local-dir:DIR``
+    / ``hf-hub:org/name``) loads weights into either kind. ``head_stages`` (stage names) puts the classifier on
+    those stages' pooled outputs (:mod:`zoo.stage_head`).
     """
+    from zoo import hub_folder
+
+    if hub_folder.is_source(name):  # the folder's network, from its config.json, with the folder's weights
+        arch, num_classes, kwargs = hub_folder.build_args(hub_folder.read_config(name), num_classes, **kwargs)
+        return create_model(arch, num_classes, pretrained_path=name, **kwargs)
     head_stages = kwargs.pop("head_stages", None)
-    if head_stages:
+    if (
+        head_stages
+    ):  # the network, then its classifier on the stages, then the weights (of either: load_weights)
+        from zoo.backbones import load_weights
         from zoo.stage_head import StageHead
 
+        path, weights_only = kwargs.pop("pretrained_path", None), kwargs.pop("weights_only", True)
         body = create_model(name, num_classes, pretrained, **kwargs)
-        return StageHead(body, list(head_stages), body.get_classifier().out_features)
+        model = StageHead(body, list(head_stages), body.get_classifier().out_features)
+        if path:
+            load_weights(model, path, weights_only=weights_only, arch=name)
+        return model
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     if name.startswith(TIMM_PREFIX):

@@ -61,11 +61,20 @@ class StageHead(nn.Module):
                 f"head_stages {list(stages)}: this network reads no such stages (its stages: "
                 f"{', '.join(channels) or 'none'})"
             )
+        cfg = dict(getattr(body, "pretrained_cfg", None) or {})
+        self.body_classifier = cfg.get("classifier", "classifier")  # the name of the head it no longer has
         body.reset_classifier(0)
         self.body = body
         self.stages = list(stages)
+        self.num_classes = num_classes
         self.num_features = sum(channels[s] for s in self.stages)
         self.fc = nn.Linear(self.num_features, num_classes)
+        # what timm's loaders and the zoo's exporter read: the preprocessing, and this network's own layer names
+        self.pretrained_cfg = {
+            **cfg,
+            "first_conv": f"body.{cfg.get('first_conv', 'conv_stem')}",
+            "classifier": "fc",
+        }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.cat(stage_features(self.body, x, self.stages), dim=1))
@@ -74,12 +83,8 @@ class StageHead(nn.Module):
         return self.fc
 
     @property
-    def pretrained_cfg(self) -> dict:
-        return self.body.pretrained_cfg
-
-    @property
     def default_cfg(self) -> dict:
-        return self.body.pretrained_cfg
+        return self.pretrained_cfg
 
     def group_matcher(self, coarse: bool = False) -> dict:
         """The body's parameter groups, under ``body.`` (the stages fine-tuning and ``zoo summary`` read)."""
@@ -95,3 +100,16 @@ def _prefixed(rule):
     if isinstance(rule, str):
         return r"^body\.(?:" + rule.removeprefix("^") + ")"
     return [(_prefixed(pattern), order) for pattern, order in rule]
+
+
+def fit_state_dict(model: nn.Module, state_dict: dict) -> dict:
+    """``state_dict`` keyed for ``model``: a :class:`StageHead`'s (``body.*``, ``fc.*``) loads as it is into one, and
+    as its backbone alone (``body.`` dropped, ``fc`` left out) into any other network; a plain network's into a
+    StageHead's body (its classifier left out)."""
+    stage_shaped = bool(state_dict) and all(k.startswith(("body.", "fc.")) for k in state_dict)
+    if isinstance(model, StageHead) and not stage_shaped:
+        head = f"{model.body_classifier}."
+        return {f"body.{k}": v for k, v in state_dict.items() if not k.startswith(head)}
+    if stage_shaped and not isinstance(model, StageHead):
+        return {k[len("body.") :]: v for k, v in state_dict.items() if k.startswith("body.")}
+    return state_dict

@@ -1,8 +1,10 @@
-"""``zoo export --recipe NAME --ckpt_path CKPT --format onnx|pt2 --output FILE``: a checkpoint for deployment.
+"""``zoo export --recipe NAME --ckpt_path CKPT --format onnx|pt2|timm --output PATH``: a checkpoint for deployment.
 
-The network in eval mode with a dynamic batch dimension, as ONNX or a ``torch.export`` program, carrying the
-preprocessing and class names the checkpoint was trained with (see :mod:`zoo.export`). The export is checked:
-the exported model runs on a few real inputs (the recipe's validation images, through the checkpoint's eval
+The network in eval mode, as ONNX or a ``torch.export`` program (a dynamic batch dimension), or as a timm hub
+folder (config.json, model.safetensors and a model card filled from the run) that ``timm.create_model
+("local-dir:DIR", pretrained=True)`` loads, carrying the preprocessing and class names the checkpoint was trained
+with (see :mod:`zoo.export`). The export is checked: the exported model (for a folder: the network rebuilt from it,
+as its users will) runs on a few real inputs (the recipe's validation images, through the checkpoint's eval
 preprocessing; random inputs when the recipe's data is not at hand) and the largest difference from the
 checkpoint's own outputs is printed.
 """
@@ -13,11 +15,13 @@ import argparse
 import copy
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 EPILOG = """examples:
   zoo export --recipe digits --ckpt_path runs/digits/version_0/checkpoints/last.ckpt --format onnx --output digits.onnx
   zoo export --recipe finetune --data.root photos --ckpt_path best.ckpt --format pt2 --output model.pt2
+  zoo export --recipe finetune --data.root photos --ckpt_path best.ckpt --format timm --output my-model
 Any other option overrides the recipe as in `zoo fit` (e.g. --data.root DIR for the check's real images)."""
 
 
@@ -67,7 +71,8 @@ def _size(n: int) -> str:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="zoo export",
-        description="Export a checkpoint as ONNX or a torch.export program, with its preprocessing and classes.",
+        description="Export a checkpoint as ONNX, a torch.export program or a timm hub folder, with its "
+        "preprocessing and classes.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -75,8 +80,13 @@ def main(argv: list[str]) -> int:
         "--recipe", help="the shipped recipe the checkpoint was trained with (or --config FILE)"
     )
     parser.add_argument("--ckpt_path", required=True, help="the checkpoint to export")
-    parser.add_argument("--format", default="onnx", help="onnx (for onnxruntime) or pt2 (torch.export)")
-    parser.add_argument("--output", help="file to write (default: the checkpoint's name with .onnx or .pt2)")
+    parser.add_argument(
+        "--format", default="onnx", help="onnx (for onnxruntime), pt2 (torch.export) or timm (a hub folder)"
+    )
+    parser.add_argument(
+        "--output",
+        help="file to write, a folder for timm (default: the checkpoint's name, with .onnx or .pt2 for a file)",
+    )
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
     parser.add_argument("--weights_only", type=_bool, default=True, help="false: trust pickled objects")
     parser.add_argument("--check_inputs", type=int, default=8, help="inputs the exported model is checked on")
@@ -104,8 +114,9 @@ def run(args: argparse.Namespace, rest: list[str]) -> int:
     fmt = export.check_format(args.format)
     if args.opset is not None and fmt != "onnx":
         raise export.ExportError("--opset is for --format onnx")
+    suffix = "" if fmt == "timm" else f".{fmt}"
+    output = export.check_output(args.output or Path(args.ckpt_path).with_suffix(suffix).name, fmt == "timm")
     rest = expand_recipe((["--recipe", args.recipe] if args.recipe else []) + rest)
-    output = Path(args.output or Path(args.ckpt_path).with_suffix(f".{fmt}").name)
     ckpt = export.load_checkpoint(args.ckpt_path, args.weights_only)
     net = export.network(ckpt, args.ckpt_path)
     config = export.preprocessing(ckpt)
@@ -127,6 +138,8 @@ def run(args: argparse.Namespace, rest: list[str]) -> int:
         print(
             "Note: the checkpoint saved no preprocessing (mean/std); the metadata gives the input size only"
         )
+    if fmt == "timm":
+        return write_hub_folder(args, ckpt, net, output, meta, x, where)
 
     path = export.export(net, fmt, output, meta, args.opset or export.DEFAULT_OPSET)
     worst = export.max_difference(net, path, x)
@@ -137,6 +150,79 @@ def run(args: argparse.Namespace, rest: list[str]) -> int:
     if fmt == "pt2":
         print(f"  metadata: {export.metadata_path(path)}")
     print(f"  checked on {where}: largest |logit difference| from the checkpoint {worst:.2e}")
+    if not worst <= args.atol:
+        print(f"error: the exported model differs from the checkpoint by {worst:.2e} > --atol {args.atol}")
+        return 1
+    return 0
+
+
+def run_command(run: Path | None) -> tuple[str | None, list[str] | None]:
+    """The recipe and the command of the run that wrote the checkpoint (its ``command.txt``), with the shipped
+    recipe's file written back as ``--recipe NAME``, as the user typed it."""
+    from recipes.catalog import CONFIG_DIR
+    from zoo.model_card import run_command as recorded
+
+    command = recorded(run) if run is not None else None
+    if not command:
+        return None, None
+    out, recipe = [], None
+    for i, arg in enumerate(command):
+        if i and command[i - 1] == "--config" and Path(arg).parent.resolve() == CONFIG_DIR.resolve():
+            recipe = Path(arg).stem
+            out[-1:] = ["--recipe", recipe]
+        else:
+            out.append(arg)
+    return recipe, out
+
+
+def write_hub_folder(args, ckpt: dict, net, output: Path, meta: dict, x, where: str) -> int:
+    """``--format timm``: the folder with its model card, written beside ``output`` and moved in once the network
+    rebuilt from it (plain timm, or ``zoo.create_model`` for the zoo's networks) gives the checkpoint's logits."""
+    from zoo import export, model_card
+
+    hparams = ckpt.get("hyper_parameters") or {}
+    arch = str(hparams["arch"])
+    plain_timm = arch.startswith("timm/")
+    recipe, command = run_command(model_card.run_folder(args.ckpt_path))
+    card = model_card.model_card(
+        output.resolve().name,
+        arch.removeprefix("timm/"),
+        plain_timm,
+        ckpt,
+        args.ckpt_path,
+        {k: v for k, v in meta.items() if k in export.PREPROCESS_KEYS},
+        meta.get("class_names"),
+        recipe or args.recipe,
+        command,
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.") as tmp:
+        export.export_hub_folder(net, hparams, tmp, meta, card)
+        try:
+            worst = export.max_difference(net, tmp, x)
+        except Exception as err:  # noqa: BLE001 - whatever stops the rebuild, the folder would not load
+            reason = (str(err).splitlines() or [type(err).__name__])[0]
+            raise export.ExportError(
+                f"the folder written for {arch} does not rebuild its network ({reason}); nothing was written"
+            ) from err
+        output.mkdir(exist_ok=True)
+        umask = os.umask(0)
+        os.umask(umask)
+        for file in Path(tmp).iterdir():
+            file.chmod(0o666 & ~umask)  # as a file written in place would be (safetensors writes 0600)
+            os.replace(file, output / file.name)
+    loader = (
+        f'timm.create_model("local-dir:{output}", pretrained=True)'
+        if plain_timm
+        else f'zoo.create_model("local-dir:{output}")'
+    )
+    shape = "×".join(str(s) for s in meta["input_size"])
+    files = ", ".join(f"{f.name} {_size(f.stat().st_size)}" for f in sorted(output.iterdir()) if f.is_file())
+    print(f"Exported {arch} ({shape} → {meta['num_classes']} classes) to {output}/")
+    print(f"  timm hub folder: {files}")
+    if not plain_timm:
+        print(f"  a lightning-zoo network: plain timm cannot build it; load it with {loader}")
+    print(f"  checked on {where}: {loader} gives logits within {worst:.2e} of the checkpoint's")
     if not worst <= args.atol:
         print(f"error: the exported model differs from the checkpoint by {worst:.2e} > --atol {args.atol}")
         return 1

@@ -278,6 +278,9 @@ class FineTuning(StageFinetuning):
         self.probed = {"C": float(fit.C), "score": float(fit.score), "loss": float(fit.loss), "how": fit.how}
         self.probed |= {"val_top1": top1, "val_loss": loss, "val_images": val_images}
         self.probed_now = True
+        if val_images:  # the probe's scores in the run's logs too: a row at step 0, before any epoch
+            for logger in trainer.loggers:
+                logger.log_metrics({"val/loss": loss, "val/top1": top1}, step=0)
         self.save_probe(trainer, {"val/top1": top1, "val/loss": loss})
         if self.resolved == "linear":
             self._end_at_probe(trainer)

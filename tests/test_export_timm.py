@@ -106,8 +106,10 @@ def zoo_run(photos, tmp_path_factory) -> tuple[Path, str]:
 
 
 def best(run: Path) -> Path:
-    """The run's best checkpoint, the one its test after fit measured (of the timm run: the probe's, epoch 0)."""
-    (path,) = (run / "checkpoints").glob("best-*.ckpt")
+    """The run's best checkpoint, the one its test after fit measured (the probe's ``probe.ckpt`` when no epoch
+    beat it: a better epoch's replaces it)."""
+    folder = run / "checkpoints"
+    (path,) = [*folder.glob("best-*.ckpt"), *folder.glob("probe.ckpt")]
     return path
 
 
@@ -274,6 +276,27 @@ def test_a_registered_network_wrapping_a_timm_backbone_exports_through_the_zoo_p
         assert (loaded(x) - reference(best(run))(x)).abs().max().item() < 1e-5
 
 
+def test_a_stage_probe_exports_through_the_zoo_path(photos, zoo_cli, capsys, tmp_path):
+    """A linear probe on the pooled outputs of several stages (``head_stages``): a timm backbone plain timm cannot
+    build with that head, so the folder names the zoo's network, and ``zoo.create_model`` rebuilds it."""
+    stages = ("--model.model_kwargs", "{head_stages: [top, blocks.6]}", "--finetune.strategy", "linear")
+    run, _ = fit(tmp_path, *TIMM_RUN, *stages, "--data.root", str(photos))
+    probe = run / "checkpoints" / "probe.ckpt"
+    out = export(
+        zoo_cli, capsys, "finetune", probe, "stages", "--data.root", photos, "--data.image_size", "32"
+    )
+    assert 'zoo.create_model("local-dir:stages") gives logits within' in out
+    config = json.loads(Path("stages/config.json").read_text())
+    assert config["architecture"] == "zoo/timm/efficientnet_lite0"
+    assert config["model_args"]["head_stages"] == ["top", "blocks.6"]
+    loaded = zoo.create_model("local-dir:stages").eval()
+    x = batch((3, 32, 32))
+    with torch.no_grad():
+        assert (loaded(x) - reference(probe)(x)).abs().max().item() < 1e-5
+    with pytest.raises(RuntimeError, match="Unknown model"):
+        timm.create_model("local-dir:stages", pretrained=True)
+
+
 # --- plain timm and its transforms predict what `zoo predict` does (docs/export.md) ----------------------------
 def timm_predict(folder: str, image_path: str) -> tuple[str, float]:
     """The most probable class of one image and its probability, with plain timm and its own transforms."""
@@ -364,7 +387,13 @@ def test_the_cards_metrics_command_and_data_are_the_runs(timm_run, photos, zoo_c
     ckpt = torch.load(best(run), map_location="cpu", weights_only=True)
     with open(run / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    val = [float(r["val/top1"]) for r in rows if r["val/top1"] and int(r["epoch"]) == ckpt["epoch"]][-1]
+
+    def of_ckpt(row):  # the probe's checkpoint (step 0): its row at step 0 before any epoch; else its epoch's
+        if ckpt["global_step"] == 0:
+            return not row["epoch"] and row["step"] == "0"
+        return row["epoch"] and int(row["epoch"]) == ckpt["epoch"]
+
+    val = [float(r["val/top1"]) for r in rows if r["val/top1"] and of_ckpt(r)][-1]
     test = [float(r["test/top1"]) for r in rows if r["test/top1"]][-1]
     found = {(r.dataset_split, r.metric_type): r.metric_value for r in card.data.eval_results}
     assert found == {("val", "accuracy"): val, ("test", "accuracy"): test}
@@ -414,6 +443,8 @@ def test_a_fine_tune_from_local_dir_probes_the_exported_weights(
         source,
         "--finetune.strategy",
         "linear",
+        "--finetune.probe_stages",
+        "false",  # the top features alone: the exported network as it is, its new head the probe's
     )
     mean = json.loads(Path("lite0/config.json").read_text())["pretrained_cfg"]["mean"][0]
     assert f"Preprocessing (model): input 3×32×32, bicubic, crop_pct 0.875, mean ({mean:.4f}," in printed

@@ -143,7 +143,16 @@ def build_args(config: dict, num_classes: int | None = None, **kwargs) -> tuple[
     return zoo_name(config), folder_classes if num_classes is None else num_classes, args
 
 
-def folder_cfg(net: nn.Module, arch: str, data: dict | None = None) -> dict:
+ZOO_ONLY_ARGS = ("head_stages",)  # model arguments of zoo.create_model that plain timm's create_model lacks
+
+
+def timm_builds(arch: str, model_args: dict | None = None) -> bool:
+    """Whether plain timm builds the network ``zoo.create_model(arch, **model_args)`` builds: a ``timm/<name>``
+    network without the zoo's own arguments (a stage probe's ``head_stages``: :mod:`zoo.stage_head`)."""
+    return arch.startswith(TIMM_PREFIX) and not any((model_args or {}).get(k) for k in ZOO_ONLY_ARGS)
+
+
+def folder_cfg(net: nn.Module, arch: str, data: dict | None = None, model_args: dict | None = None) -> dict:
     """The ``pretrained_cfg`` a folder records for ``net``: its own, with the preprocessing ``data`` it was trained
     with (timm data-config keys) instead of its source's (the source's test-time size and crop go, and the pool
     size when the input size changed), and ``zoo/<arch>`` as the architecture of a network timm cannot build."""
@@ -152,7 +161,7 @@ def folder_cfg(net: nn.Module, arch: str, data: dict | None = None) -> dict:
     if data.get("input_size") and tuple(data["input_size"]) != tuple(cfg.get("input_size") or ()):
         cfg["pool_size"] = None
     cfg.update(data)
-    if not arch.startswith(TIMM_PREFIX):
+    if not timm_builds(arch, model_args):
         cfg["architecture"] = ZOO_PREFIX + arch
     return cfg
 
@@ -169,7 +178,8 @@ def save(
     ``save_for_hf``: ``model.safetensors``, and ``config.json`` with ``model_args``, the preprocessing ``data`` and
     the class names (:func:`folder_cfg`; ``net`` itself is left as it is).
 
-    A ``timm/<name>`` network is written as timm writes it; any other as ``zoo/<arch>``. The network needs timm's
+    A ``timm/<name>`` network is written as timm writes it; any other (or one with zoo-only arguments) as
+    ``zoo/<arch>``. The network needs timm's
     model interface (``pretrained_cfg``, ``num_classes``, ``num_features``), as the zoo's families have it.
     """
     from timm.models import save_for_hf
@@ -181,7 +191,7 @@ def save(
             "network these attributes (see zoo.models.base.ZooModel)"
         )
     described = copy.copy(net)  # the same modules and tensors, with the folder's pretrained_cfg
-    described.pretrained_cfg = folder_cfg(net, arch, data)
+    described.pretrained_cfg = folder_cfg(net, arch, data, model_args)
     config = {"label_names": [str(n) for n in label_names]} if label_names else {}
     try:
         save_for_hf(
@@ -203,5 +213,6 @@ __all__ = [
     "read_weights",
     "save",
     "source_file",
+    "timm_builds",
     "zoo_name",
 ]

@@ -1,8 +1,8 @@
 """The model card (``README.md``) of an exported hub folder, filled from the run that trained the checkpoint.
 
 A run leaves its record in its log folder (``<run>/checkpoints/<name>.ckpt`` sits in it): ``metrics.csv`` (what the
-CSV logger wrote: ``val/top1`` per epoch, then ``test/top1`` of the test after fit, on the run's best
-checkpoint), ``config.yaml`` (the resolved config; its ``data`` section rebuilds the splits, whose sizes the card
+CSV logger wrote: ``val/top1`` per epoch, the linear probe's at step 0 before any, then ``test/top1`` of the test
+after fit, on the run's best checkpoint), ``config.yaml`` (the resolved config; its ``data`` section rebuilds the splits, whose sizes the card
 gives) and ``command.txt`` (the command that started it). The card quotes them; it computes no figure of its own.
 Its front matter follows the Hugging Face conventions (``huggingface_hub.ModelCardData``: ``library_name``,
 ``tags``, a ``model-index`` of the metrics); the license is left for the user to set.
@@ -67,7 +67,14 @@ def run_metrics(run: Path, ckpt: dict) -> dict:
         with (run / METRICS).open() as f:
             rows = list(csv.DictReader(f))
     out: dict = {}
-    val = [r["val/top1"] for r in rows if r.get("val/top1") and r.get("epoch") == str(ckpt.get("epoch"))]
+    if (
+        ckpt.get("global_step") == 0
+    ):  # the linear probe's checkpoint: its row at step 0, logged before any epoch
+        val = [
+            r["val/top1"] for r in rows if r.get("val/top1") and not r.get("epoch") and r.get("step") == "0"
+        ]
+    else:
+        val = [r["val/top1"] for r in rows if r.get("val/top1") and r.get("epoch") == str(ckpt.get("epoch"))]
     if val:
         out["val"] = float(val[-1])
     test = [r["test/top1"] for r in rows if r.get("test/top1")]

@@ -109,7 +109,7 @@ def create_model(name: str, num_classes: int | None = None, pretrained: bool = F
         from zoo.stage_head import StageHead
 
         path, weights_only = kwargs.pop("pretrained_path", None), kwargs.pop("weights_only", True)
-        body = create_model(name, num_classes, pretrained, **kwargs)
+        body = create_model(name, num_classes, pretrained and not path, **kwargs)
         model = StageHead(body, list(head_stages), body.get_classifier().out_features)
         if path:
             load_weights(model, path, weights_only=weights_only, arch=name)

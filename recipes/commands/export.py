@@ -178,11 +178,11 @@ def run_command(run: Path | None) -> tuple[str | None, list[str] | None]:
 def write_hub_folder(args, ckpt: dict, net, output: Path, meta: dict, x, where: str) -> int:
     """``--format timm``: the folder with its model card, written beside ``output`` and moved in once the network
     rebuilt from it (plain timm, or ``zoo.create_model`` for the zoo's networks) gives the checkpoint's logits."""
-    from zoo import export, model_card
+    from zoo import export, hub_folder, model_card
 
     hparams = ckpt.get("hyper_parameters") or {}
     arch = str(hparams["arch"])
-    plain_timm = arch.startswith("timm/")
+    plain_timm = hub_folder.timm_builds(arch, export.model_args(hparams))
     recipe, command = run_command(model_card.run_folder(args.ckpt_path))
     card = model_card.model_card(
         output.resolve().name,

@@ -7,6 +7,7 @@ said once. ``last.ckpt`` is written at the end of every epoch: Lightning 2.6 wri
 checkpoint was written at the same step, so after the best epoch it stopped moving and a resume from "last"
 would train the epochs since then again. In an epoch that is a new best, ``last.ckpt`` is a hard link to the
 best file (the same bytes: one write per epoch, not two); the next epoch's ``last.ckpt`` replaces the name.
+Every full checkpoint of a diverged run carries the reason (``checkpoint["diverged"]``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,20 @@ def unusable_weights(module: torch.nn.Module, max_abs_weight: float) -> str | No
         return "its weights hold NaN or inf"
     if peak > max_abs_weight:
         return f"its largest weight is {peak:.3g} (> max_abs_weight {max_abs_weight:g}): the run diverged"
+    return None
+
+
+def diverged(pl_module, max_abs_weight: float) -> str | None:
+    """Why the run of ``pl_module`` counts as diverged now (its non-finite guard stopped training, or its weights
+    are unusable), or None."""
+    return guard_stopped(pl_module) or unusable_weights(pl_module, max_abs_weight)
+
+
+def guard_stopped(pl_module) -> str | None:
+    """Why the module's non-finite guard (``zoo.guard``) stopped training, or None when it did not."""
+    guard = getattr(pl_module, "guard", None)
+    if guard is not None and guard.in_row >= guard.max_in_row:
+        return f"{guard.in_row} non-finite losses in a row stopped training"
     return None
 
 
@@ -65,11 +80,14 @@ class BestCheckpoint(ModelCheckpoint):
 
     Args:
         max_abs_weight: an epoch whose largest |weight| exceeds this is diverged, never best.
-        **kwargs: the arguments of Lightning's ``ModelCheckpoint``.
+        **kwargs: the arguments of Lightning's ``ModelCheckpoint``; ``filename`` None names a best checkpoint by
+            its epoch and the monitored value (``best-epoch007-val_loss=0.1021.ckpt`` for ``monitor: val/loss``).
     """
 
     def __init__(self, *args, max_abs_weight: float = 1e6, **kwargs):
         super().__init__(*args, **kwargs)
+        if self.filename is None and self.monitor:  # named by what chose it: best-epoch007-val_loss=0.1021.ckpt
+            self.filename = f"best-epoch{{epoch:03d}}-{self.monitor.replace('/', '_')}={{{self.monitor}:.4f}}"
         if not max_abs_weight > 0:
             raise ValueError(f"checkpoint.max_abs_weight={max_abs_weight!r} must be > 0")
         self.max_abs_weight = max_abs_weight
@@ -97,6 +115,13 @@ class BestCheckpoint(ModelCheckpoint):
         if "val" in str(self.filename):
             self.filename = "epoch{epoch:03d}"
         trainer.limit_val_batches = 0
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        """A checkpoint of a diverged run says so (``checkpoint["diverged"]``: why), whoever writes it (last.ckpt
+        at an epoch's end or at a signal): ``zoo fit --ckpt_path`` and ``zoo predict`` refuse it."""
+        why = diverged(pl_module, self.max_abs_weight)
+        if why:
+            checkpoint["diverged"] = why
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self._every_n_train_steps < 1 and self._train_time_interval is None:

@@ -8,8 +8,14 @@ the best checkpoint). The zoo's other commands that need a recipe's objects (``z
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import difflib
+import inspect
+import json
 import logging
+import re
+import shutil
 import sys
 from importlib import import_module
 from pathlib import Path
@@ -20,13 +26,15 @@ import yaml
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.profilers import PassThroughProfiler
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
-from callbacks.best_checkpoint import BestCheckpoint
+from callbacks.best_checkpoint import BestCheckpoint, guard_stopped
 from callbacks.denormals import FlushDenormals, flush_denormals
+from callbacks.eval_once import EvaluateOnce
 from callbacks.exact_resume import ExactResume
 from callbacks.finetuning import FineTuning
 from callbacks.interrupt import Interrupt
@@ -36,19 +44,23 @@ from callbacks.lr_monitor import LRMonitor
 from callbacks.lr_plot import LRPlot
 from callbacks.predictions import PredictionWriter
 from callbacks.report import ClassificationReport
+from callbacks.resume_optimizer import ResumeOptimizer
 from callbacks.resume_validation import ResumeValidation
 from callbacks.run_config import RunConfig
 from callbacks.terminal import replace_defaults
 from callbacks.throughput import EpochThroughput
 from callbacks.wandb_run import WandbRunId, wandb_run_id
 from recipes.catalog import recipe_names, recipe_path
+from recipes.cli import error_chain
 from recipes.config_edits import check_values, cpu_fallbacks, fill_class_names
+from recipes.rendezvous import hold_rendezvous_port
 from recipes.resume import resolve_last
+from recipes.untrained import refuse_untrained
 from zoo import compat, tta
 from zoo.checkpoint import check_fits, read_checkpoint, to_plain
 from zoo.checkpoint_io import AtomicCheckpointIO
 from zoo.console import print_table
-from zoo.errors import NothingTrained, RunDiverged, ZooError
+from zoo.errors import NothingTrained, RunDiverged, ZooError, did_you_mean
 from zoo.hooks import skip_empty_hooks
 from zoo.loggers import finish_wandb, run_dir
 from zoo.module import ImageClassifier
@@ -86,6 +98,8 @@ class RunPhase(Callback):
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         exception.zoo_during_run = self.started
+        if trainer.is_global_zero and self.train_batches == 0 and self.epochs_ended == 0:
+            remove_unused_run_dir(trainer)  # failed at its start: no empty runs/<recipe>/version_N is left
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         to_plain(checkpoint)
@@ -101,20 +115,29 @@ class ZooCLI(LightningCLI):
 
     def __init__(self, *args, only: str | None = None, **kwargs):
         self.only = only
+        self.option_parsers = []  # every parser of the options, for the "did you mean" of a mistyped one
         super().__init__(*args, **kwargs)
+
+    def parse_arguments(self, parser, args) -> None:
+        """Lightning's, with a "did you mean" for an option no parser knows (``zoo_hint`` on the error)."""
+        try:
+            super().parse_arguments(parser, args)
+        except argparse.ArgumentError as err:
+            err.zoo_hint = option_hint(err, self.option_parsers)
+            raise
 
     def subcommands(self) -> dict[str, set[str]]:
         everything = LightningCLI.subcommands()
         return {self.only: everything[self.only]} if self.only in everything else everything
 
     def add_arguments_to_parser(self, parser):
+        self.option_parsers.append(parser)
         parser.add_lightning_class_args(BestCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/top1",
                 "checkpoint.mode": "max",
                 "checkpoint.save_last": True,
-                "checkpoint.filename": "best-epoch{epoch:03d}-val_top1={val/top1:.4f}",
                 "checkpoint.auto_insert_metric_name": False,
                 "checkpoint.enable_version_counter": False,  # one last.ckpt, shared with last_checkpoint
             }
@@ -144,6 +167,13 @@ class ZooCLI(LightningCLI):
             help="`zoo tune`'s settings (trials, timeout, space, ...: docs/tuning.md); other commands ignore them.",
         )
         parser.add_argument(
+            "--allow_untrained",
+            type=bool,
+            default=False,
+            help="zoo validate, test and predict without --ckpt_path: score the network as the recipe builds it even "
+            "when its head was never trained (random weights, or a pretrained backbone's new head); refused otherwise.",
+        )
+        parser.add_argument(
             "--tta",
             type=Literal[tta.MODES],
             default="none",
@@ -168,7 +198,25 @@ class ZooCLI(LightningCLI):
             return
         if "_class_path" in hparams:
             hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        typed = {key: config.get(key) for key in typed_model_keys(sys.argv[2:]) if key in config}
         self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        config = self.config[subcommand]
+        for key, value in typed.items():  # what the command line gives wins over the checkpoint's
+            if config.get(key) != value:
+                rank_zero_info(f"--{key} {_shown(value)} replaces the checkpoint's {_shown(config.get(key))}")
+                config[key] = value
+        saved = (
+            (hparams.get("optimizer") or {}).get("name")
+            if isinstance(hparams.get("optimizer"), dict)
+            else None
+        )
+        given = config.get("model.optimizer.name")
+        if subcommand == "fit" and saved and given and given != saved:
+            raise ZooError(
+                f"--model.optimizer.name {given}: {ckpt_path} holds the state of a {saved} optimizer, which another "
+                "optimizer cannot continue; to switch, start a new run from its weights: --model.pretrained_path "
+                f"{ckpt_path} instead of --ckpt_path"
+            )
 
     def before_instantiate_classes(self):
         config = self.config[self.subcommand] if self.subcommand else self.config  # run=False: `zoo schedule`
@@ -189,6 +237,17 @@ class ZooCLI(LightningCLI):
         model = config.get("model")
         if self.subcommand in ("validate", "test", "predict") and config.get("ckpt_path") and model:
             model.pretrained, model.pretrained_path = False, None  # the weights come from the checkpoint
+        if self._scores_as_built(config):
+            refuse_untrained(self.subcommand, model)  # random weights: said before anything is built
+
+    def _scores_as_built(self, config) -> bool:
+        """``zoo validate|test|predict`` with no checkpoint to load and no ``--allow_untrained``."""
+        return (
+            self.subcommand in ("validate", "test", "predict")
+            and config is not None
+            and not config.get("ckpt_path")
+            and not config.get("allow_untrained")
+        )
 
     def instantiate_classes(self):
         """Lightning's, then the model's pretrained preprocessing handed to the data module (``preprocess:
@@ -204,12 +263,18 @@ class ZooCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else None
         if config is not None:  # --tta: refused here, before anything runs, when the data cannot take it
             tta.configure(config.get("tta"), self.subcommand, self.model, self.datamodule)
+        if self._scores_as_built(config) and isinstance(self.model, ImageClassifier):
+            refuse_untrained(
+                self.subcommand, config.get("model"), self.model
+            )  # a pretrained backbone's new head
         ckpt_path = config.get("ckpt_path") if config is not None else None
         if ckpt_path and Path(ckpt_path).is_file():  # weights of another model: say so before anything runs
             ckpt = read_checkpoint(ckpt_path, config.get("weights_only") is not False, mmap=True)
             check_fits(
                 self.model, ckpt["state_dict"], ckpt_path, (ckpt.get("hyper_parameters") or {}).get("arch")
             )
+            if ckpt.get("diverged"):
+                refuse_diverged(self.subcommand, ckpt_path, ckpt["diverged"])
 
     def instantiate_trainer(self, **kwargs):
         configured = list(self._get(self.config_init, "trainer").get("callbacks") or [])  # before Lightning's
@@ -225,6 +290,8 @@ class ZooCLI(LightningCLI):
         if any(isinstance(lg, LightningWandbLogger) for lg in trainer.loggers):
             trainer.callbacks.append(WandbRunId())  # the run id goes into every checkpoint
         trainer.callbacks += [RunPhase(), Interrupt()]  # set-up errors vs bugs; SIGTERM/SIGINT save last.ckpt
+        trainer.callbacks.append(EvaluateOnce())  # DDP: each validation and test image scored once
+        trainer.callbacks.insert(0, ResumeOptimizer())  # a resume's --model.optimizer.*, before the schedules
         if not any(isinstance(c, ExactResume) for c in trainer.callbacks):
             trainer.callbacks.append(ExactResume())  # generators' states: --ckpt_path resumes bit for bit
         # an epoch stopped before its validation validates on resume, before the checkpoint callbacks read it
@@ -239,6 +306,7 @@ class ZooCLI(LightningCLI):
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()  # a kill during a save keeps the last file
         skip_empty_hooks(trainer.callbacks)  # ~80 calls of empty methods less at every training step
+        hold_rendezvous_port(trainer)  # a DDP run's MASTER_PORT, bound until its processes meet there
         return trainer
 
     def after_fit(self):
@@ -295,11 +363,94 @@ class ZooCLI(LightningCLI):
             return False
 
 
+def refuse_diverged(subcommand: str, ckpt_path: str, why: str) -> None:
+    """A checkpoint written by a diverged run (``BestCheckpoint`` marks it): ``fit`` would train on from its
+    weights and ``predict`` would write their guesses, so both refuse it; ``validate`` and ``test`` say it."""
+    said = f"{ckpt_path} was written by a run that diverged ({why})"
+    if subcommand in ("validate", "test"):
+        rank_zero_warn(f"{said}: its scores are those of diverged weights")
+        return
+    best = sorted(Path(ckpt_path).parent.glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
+    use = "resume from" if subcommand == "fit" else "predict with"
+    instead = f"{use} its best checkpoint {str(best[-1])!r} instead, or train" if best else "train"
+    raise ZooError(f"{said}; {instead} again with a lower --model.optimizer.lr")
+
+
+def option_hint(err: BaseException, parsers: list) -> str:
+    """`` (did you mean '--model.optimizer.lr'?)`` for an option the parsers do not know: an unrecognised
+    ``--a.b`` among the parsers' options, an init argument among those of the class it was given to."""
+    found = re.search(r"unrecognized arguments: (.*)", str(err))
+    if found:
+        given = [a.split("=", 1)[0] for a in found.group(1).split() if a.startswith("--")]
+        options = {o for parser in parsers for o in re.findall(r"--[\w.]+", parser.format_help())}
+        return next((hint for hint in (option_like(g, options) for g in given) if hint), "")
+    text = "\n".join(str(e) for e in error_chain(err))
+    found = re.search(r"class_path '([\w.]+)':\s+Option '(\w+)' is not accepted", text)
+    if not found:
+        return ""
+    module, _, name = found.group(1).rpartition(".")
+    try:
+        cls = getattr(import_module(module), name)
+    except (ImportError, AttributeError):
+        return ""
+    params = {
+        p for klass in cls.__mro__ if "__init__" in vars(klass) for p in inspect.signature(klass).parameters
+    }
+    return did_you_mean(found.group(2), params - {"self", "args", "kwargs"})
+
+
+def option_like(given: str, options: set[str]) -> str:
+    """The "did you mean" of an unknown option among ``options``: a misspelt group keeps the rest of the key
+    (``--model.optimzer.lr`` → ``--model.optimizer.lr``: the help lists ``--model.optimizer`` alone), else the
+    options of the same group whose last part is closest (``--trainer.max_epochz`` → ``--trainer.max_epochs``)."""
+    parts = given.split(".")
+    for k in range(len(parts) - 1, 0, -1):
+        head = ".".join(parts[:k])
+        close = difflib.get_close_matches(head, options, n=1, cutoff=0.8)
+        if close and close[0] != head:
+            return f" (did you mean {'.'.join([close[0], *parts[k:]])!r}?)"
+    group = given.rpartition(".")[0]
+    siblings = {o.rpartition(".")[2]: o for o in options if o.rpartition(".")[0] == group}
+    close = difflib.get_close_matches(given.rpartition(".")[2], siblings, n=2)
+    return did_you_mean(given, [siblings[c] for c in close])
+
+
+def typed_model_keys(args: list[str]) -> list[str]:
+    """The ``model`` options given on the command line ``args`` (``--model.optimizer.lr 0.05`` →
+    ``model.optimizer.lr``; ``--model '{...}'`` → ``model``), in their order."""
+    keys = [
+        arg[2:].split("=", 1)[0]
+        for arg in args
+        if arg == "--model" or arg.startswith(("--model.", "--model="))
+    ]
+    return list(dict.fromkeys(keys))
+
+
+def _shown(value) -> str:
+    value = value.as_dict() if hasattr(value, "as_dict") else value
+    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+
+
+SETUP_FILES = {"config.yaml", "hparams.yaml"}  # what a run writes into its folder before it trains
+
+
+def remove_unused_run_dir(trainer) -> None:
+    """Delete the ``version_N`` folder of the trainer's CSV or TensorBoard logger when it holds nothing but the
+    files written at set-up (a run that failed before its first step): it records no run."""
+    loggers = [lg for lg in trainer.loggers if isinstance(lg, (CSVLogger, TensorBoardLogger))]
+    folder = Path(loggers[0].log_dir) if loggers else None
+    if folder is None or not folder.name.startswith("version_") or not folder.is_dir():
+        return
+    files = [p for p in folder.rglob("*") if not p.is_dir()]
+    if all(p.name in SETUP_FILES for p in files):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _divergence(trainer) -> str | None:
     """Why the run counts as diverged (the non-finite guard stopped it, or the loss curve says so), or None."""
-    guard = getattr(trainer.lightning_module, "guard", None)
-    if guard is not None and guard.in_row >= guard.max_in_row:
-        return f"{guard.in_row} non-finite losses in a row stopped training"
+    stopped = guard_stopped(trainer.lightning_module)
+    if stopped:
+        return stopped
     for callback in trainer.callbacks:
         for finding in getattr(callback, "findings", None) or []:
             if isinstance(callback, LossCurveDiagnostics) and finding.kind == "diverged":

@@ -80,14 +80,11 @@ class BestCheckpoint(ModelCheckpoint):
 
     Args:
         max_abs_weight: an epoch whose largest |weight| exceeds this is diverged, never best.
-        **kwargs: the arguments of Lightning's ``ModelCheckpoint``; ``filename`` None names a best checkpoint by
-            its epoch and the monitored value (``best-epoch007-val_loss=0.1021.ckpt`` for ``monitor: val/loss``).
+        **kwargs: the arguments of Lightning's ``ModelCheckpoint``.
     """
 
     def __init__(self, *args, max_abs_weight: float = 1e6, **kwargs):
         super().__init__(*args, **kwargs)
-        if self.filename is None and self.monitor:  # named by what chose it: best-epoch007-val_loss=0.1021.ckpt
-            self.filename = f"best-epoch{{epoch:03d}}-{self.monitor.replace('/', '_')}={{{self.monitor}:.4f}}"
         if not max_abs_weight > 0:
             raise ValueError(f"checkpoint.max_abs_weight={max_abs_weight!r} must be > 0")
         self.max_abs_weight = max_abs_weight

@@ -28,6 +28,7 @@ from zoo.errors import (
     EXIT_USER,
     ZooError,
     did_you_mean,
+    error_chain,
     fault_error,
     machine_fault,
 )
@@ -117,15 +118,6 @@ def _user_error_types() -> tuple[type, ...]:
     if "lightning.fabric.utilities.exceptions" in sys.modules:
         types.append(sys.modules["lightning.fabric.utilities.exceptions"].MisconfigurationException)
     return tuple(types)
-
-
-def error_chain(err: BaseException) -> list[BaseException]:
-    """``err`` and the exceptions it was raised from, outermost first."""
-    out = []
-    while err is not None and err not in out:
-        out.append(err)
-        err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
-    return out
 
 
 def user_message(err: BaseException) -> str | None:

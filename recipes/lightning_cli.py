@@ -51,7 +51,6 @@ from callbacks.terminal import replace_defaults
 from callbacks.throughput import EpochThroughput
 from callbacks.wandb_run import WandbRunId, wandb_run_id
 from recipes.catalog import recipe_names, recipe_path
-from recipes.cli import error_chain
 from recipes.config_edits import check_values, cpu_fallbacks, fill_class_names
 from recipes.rendezvous import hold_rendezvous_port
 from recipes.resume import resolve_last
@@ -60,7 +59,7 @@ from zoo import compat, tta
 from zoo.checkpoint import check_fits, read_checkpoint, to_plain
 from zoo.checkpoint_io import AtomicCheckpointIO
 from zoo.console import print_table
-from zoo.errors import NothingTrained, RunDiverged, ZooError, did_you_mean
+from zoo.errors import NothingTrained, RunDiverged, ZooError, did_you_mean, error_chain
 from zoo.hooks import skip_empty_hooks
 from zoo.loggers import finish_wandb, run_dir
 from zoo.module import ImageClassifier
@@ -185,11 +184,16 @@ class ZooCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         """LightningCLI's private hook (see ``zoo.compat``) that reads ``--ckpt_path``'s hyper-parameters into
         the config. Lightning's loads the file with ``weights_only=True`` whatever ``--weights_only`` says and
-        lets torch's error through; here the zoo's checkpoint reader names the file and what to do."""
+        lets torch's error through; here the zoo's checkpoint reader names the file and what to do, ``last`` is
+        the file it names, and the ``--model.*`` options typed on the command line win over the checkpoint's
+        (each change said); a resume with another optimizer is refused (its state would not fit)."""
         subcommand = self.config.get("subcommand")
         config = self.config.get(subcommand) if subcommand else None
         ckpt_path = config.get("ckpt_path") if config is not None else None
-        if not ckpt_path or ckpt_path in ("last", "best", "hpc", "registry"):
+        if ckpt_path == "last":  # the file it names, so that `last` reads the same settings as its path would
+            resolve_last(config, subcommand)
+            ckpt_path = config.get("ckpt_path")
+        if not ckpt_path or ckpt_path in ("best", "hpc", "registry"):
             return
         ckpt = read_checkpoint(ckpt_path, config.get("weights_only") is not False, mmap=True)
         hparams = dict(ckpt.get("hyper_parameters") or {})
@@ -224,6 +228,9 @@ class ZooCLI(LightningCLI):
             flush_denormals(True)
         if "weights_only" in config and config["weights_only"] is None:
             config["weights_only"] = True  # checkpoints hold tensors and plain types only
+        checkpoint = config.get("checkpoint")
+        if checkpoint is not None and not checkpoint.get("filename") and checkpoint.get("monitor"):
+            checkpoint["filename"] = best_filename(checkpoint["monitor"])
         if self.subcommand:
             resolve_last(config, self.subcommand)  # --ckpt_path last: the runs' newest last.ckpt
             cpu_fallbacks(config.get("trainer"))  # e.g. sync_batchnorm off on a CPU
@@ -361,6 +368,11 @@ class ZooCLI(LightningCLI):
             return len(self.datamodule.test_dataloader()) > 0
         except (NotImplementedError, KeyError, AttributeError, TypeError):
             return False
+
+
+def best_filename(monitor: str) -> str:
+    """A best checkpoint's name, from what chose it: ``best-epoch007-val_loss=0.1021`` for ``val/loss``."""
+    return f"best-epoch{{epoch:03d}}-{monitor.replace('/', '_')}={{{monitor}:.4f}}"
 
 
 def refuse_diverged(subcommand: str, ckpt_path: str, why: str) -> None:

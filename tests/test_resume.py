@@ -433,6 +433,30 @@ def test_a_finished_run_continued_longer_replans_its_schedule_and_takes_the_new_
     ) in caplog.text
 
 
+def test_a_resume_with_another_optimizer_is_refused(zoo_cli, capsys):
+    quick = (
+        "fit",
+        "--recipe",
+        "digits",
+        "--trainer.limit_train_batches",
+        "2",
+        "--trainer.limit_val_batches",
+        "1",
+    )
+    quick = (*quick, "--test_after_fit", "false", *FAST_TRAINER)
+    assert zoo_cli(*quick, "--trainer.max_epochs", "1") == 0
+    last = "runs/digits/version_0/checkpoints/last.ckpt"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        zoo_cli(*quick, "--trainer.max_epochs", "2", "--ckpt_path", "last", "--model.optimizer.name", "adam")
+    assert done.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: --model.optimizer.name adam: {last} holds the state of a sgd optimizer, which another optimizer "
+        f"cannot continue; to switch, start a new run from its weights: --model.pretrained_path {last} instead of "
+        "--ckpt_path"
+    )
+
+
 def test_a_run_resumed_with_its_own_length_keeps_its_plan(zoo_cli, caplog):
     quick = (
         "fit",

@@ -80,16 +80,19 @@ MACHINE_FAULTS = {
 }
 
 
+def error_chain(err: BaseException) -> list[BaseException]:
+    """``err`` and the exceptions it was raised from (or while handling), outermost first."""
+    out = []
+    while err is not None and err not in out:
+        out.append(err)
+        err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
+    return out
+
+
 def machine_fault(err: BaseException) -> OSError | None:
-    """The first ``OSError`` of :data:`MACHINE_FAULTS` in ``err`` and the errors it was raised from or during
-    (torch's writer, for one, reports a failed write as a ``RuntimeError`` raised while handling it)."""
-    seen = []
-    while err is not None and err not in seen:
-        if isinstance(err, OSError) and err.errno in MACHINE_FAULTS:
-            return err
-        seen.append(err)
-        err = err.__cause__ or err.__context__
-    return None
+    """The first ``OSError`` of :data:`MACHINE_FAULTS` in ``err``'s chain (torch's writer, for one, reports a
+    failed write as a ``RuntimeError`` raised while handling it)."""
+    return next((e for e in error_chain(err) if isinstance(e, OSError) and e.errno in MACHINE_FAULTS), None)
 
 
 def fault_error(

@@ -86,10 +86,23 @@ class Interrupt(Callback):
         self._tag(trainer, exception, self.signal or signal.SIGTERM)
         path = self._last_path(trainer)
         if trainer.state.fn != "fit" or trainer.global_step == 0 or path is None:
-            return  # nothing trained in this run yet: an earlier last.ckpt stays as it is
+            exception.zoo_kept = self._existing_last(
+                trainer
+            )  # nothing trained yet, or not a fit: kept as it was
+            return
         # the whole state, to resume from; said, so that Lightning does not print that it chose it
         trainer.save_checkpoint(path, weights_only=False)
         exception.zoo_checkpoint = path
+
+    def after_training(self, trainer) -> KeyboardInterrupt | None:
+        """Ctrl+C pressed after the loops' last check (the end-of-training reports): the stop to raise once the
+        fit's results are printed, instead of going on with the test after fit; None when there was none."""
+        if self.signal is None or self.stopping:
+            return None
+        stop = KeyboardInterrupt()
+        self._tag(trainer, stop, self.signal)
+        stop.zoo_checkpoint = self._existing_last(trainer)  # written at the end of the last epoch
+        return stop
 
     @staticmethod
     def _tag(trainer, exception: BaseException, signum: int) -> None:
@@ -106,5 +119,5 @@ class Interrupt(Callback):
         return os.path.join(ckpt.dirpath, ckpt.CHECKPOINT_NAME_LAST + ckpt.FILE_EXTENSION)
 
     def _existing_last(self, trainer) -> str | None:
-        path = self._last_path(trainer) if trainer.state.fn == "fit" else None
+        path = self._last_path(trainer)
         return path if path and os.path.isfile(path) else None

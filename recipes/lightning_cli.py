@@ -318,6 +318,8 @@ class ZooCLI(LightningCLI):
 
     def after_fit(self):
         trainer = self.trainer
+        interrupt = next((c for c in trainer.callbacks if isinstance(c, Interrupt)), None)
+        stop = interrupt.after_training(trainer) if interrupt is not None else None  # Ctrl+C at the very end
         results = {}
         ckpt = trainer.checkpoint_callback
         best = ckpt.best_model_path if ckpt else ""
@@ -337,7 +339,7 @@ class ZooCLI(LightningCLI):
                     top1 = validated[0].get("val/top1") if validated else None
                 if top1 is not None:
                     results["val/top1"] = f"{top1:.4f}"
-        if self.config["fit"].get("test_after_fit") and best and self._has_test_data():
+        if self.config["fit"].get("test_after_fit") and best and stop is None and self._has_test_data():
             tested = trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best, weights_only=True)
             for key, value in (tested[0] if tested else {}).items():
                 if key.endswith("top1"):
@@ -352,6 +354,8 @@ class ZooCLI(LightningCLI):
                 else "no checkpoint was kept as best"
             )
             raise RunDiverged(f"the run diverged: {diverged}; {kept}")
+        if stop is not None:
+            raise stop
         phase = next((c for c in trainer.callbacks if isinstance(c, RunPhase)), None)
         if phase is not None and phase.train_batches == 0 and phase.epochs_ended == 0:
             raise NothingTrained(

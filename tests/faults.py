@@ -85,3 +85,10 @@ class CtrlC(Callback):
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         if self.second == "save":
             self._again()
+
+
+class CtrlCAtTheEnd(Callback):
+    """Ctrl+C once training has ended, while the end-of-training reports are written (no loop checks it now)."""
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        _die("SIGINT")

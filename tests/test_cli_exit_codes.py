@@ -232,6 +232,27 @@ def test_ctrl_c_again_after_the_grace_stops_at_once_and_exits_130():
     assert "Traceback" not in done.stderr
 
 
+def test_ctrl_c_as_training_ends_skips_the_test_after_fit_and_exits_130():
+    tiny = (
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "3",
+        "--trainer.limit_val_batches",
+        "2",
+    )
+    done = subprocess.run(
+        [ZOO, "fit", "--recipe", "digits", *tiny, *FAST_TRAINER, "--trainer.callbacks+=faults.CtrlCAtTheEnd"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **with_faults()},
+    )
+    assert done.returncode == 130, done.stderr[-3000:]  # was 0, after testing as if nothing was pressed
+    assert stopped_at(done.stderr, "SIGINT") == (1, 3, RUN / "checkpoints" / "last.ckpt")  # after epoch 0
+    assert "best checkpoint" in done.stdout and "test/top1" not in done.stdout  # results, and no test
+
+
 @pytest.mark.slow
 def test_two_ctrl_c_a_few_ms_apart_always_save_a_resumable_checkpoint_and_exit_130():
     rng = random.Random(0)

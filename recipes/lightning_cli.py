@@ -10,12 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import difflib
-import inspect
-import json
 import logging
-import re
-import shutil
 import sys
 from importlib import import_module
 from pathlib import Path
@@ -26,11 +21,10 @@ import yaml
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.profilers import PassThroughProfiler
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from callbacks.best_checkpoint import BestCheckpoint, guard_stopped
 from callbacks.denormals import FlushDenormals, flush_denormals
@@ -52,16 +46,17 @@ from callbacks.throughput import EpochThroughput
 from callbacks.wandb_run import WandbRunId, wandb_run_id
 from recipes.catalog import recipe_names, recipe_path
 from recipes.config_edits import check_values, cpu_fallbacks, fill_class_names
+from recipes.options import option_hint, shown, typed_model_keys
 from recipes.rendezvous import hold_rendezvous_port
 from recipes.resume import resolve_last
-from recipes.untrained import refuse_untrained
+from recipes.scored_weights import refuse_diverged, refuse_untrained
 from zoo import compat, tta
 from zoo.checkpoint import check_fits, read_checkpoint, to_plain
 from zoo.checkpoint_io import AtomicCheckpointIO
 from zoo.console import print_table
-from zoo.errors import NothingTrained, RunDiverged, ZooError, did_you_mean, error_chain
+from zoo.errors import NothingTrained, RunDiverged, ZooError
 from zoo.hooks import skip_empty_hooks
-from zoo.loggers import finish_wandb, run_dir
+from zoo.loggers import finish_wandb, remove_unused_run_dir, run_dir
 from zoo.module import ImageClassifier
 from zoo.profiler import NoProfiler
 
@@ -207,14 +202,13 @@ class ZooCLI(LightningCLI):
         config = self.config[subcommand]
         for key, value in typed.items():  # what the command line gives wins over the checkpoint's
             if config.get(key) != value:
-                rank_zero_info(f"--{key} {_shown(value)} replaces the checkpoint's {_shown(config.get(key))}")
+                rank_zero_info(f"--{key} {shown(value)} replaces the checkpoint's {shown(config.get(key))}")
                 config[key] = value
-        saved = (
-            (hparams.get("optimizer") or {}).get("name")
-            if isinstance(hparams.get("optimizer"), dict)
-            else None
+        saved = hparams.get("optimizer")
+        saved, given = (
+            saved.get("name") if isinstance(saved, dict) else None,
+            config.get("model.optimizer.name"),
         )
-        given = config.get("model.optimizer.name")
         if subcommand == "fit" and saved and given and given != saved:
             raise ZooError(
                 f"--model.optimizer.name {given}: {ckpt_path} holds the state of a {saved} optimizer, which another "
@@ -377,89 +371,6 @@ class ZooCLI(LightningCLI):
 def best_filename(monitor: str) -> str:
     """A best checkpoint's name, from what chose it: ``best-epoch007-val_loss=0.1021`` for ``val/loss``."""
     return f"best-epoch{{epoch:03d}}-{monitor.replace('/', '_')}={{{monitor}:.4f}}"
-
-
-def refuse_diverged(subcommand: str, ckpt_path: str, why: str) -> None:
-    """A checkpoint written by a diverged run (``BestCheckpoint`` marks it): ``fit`` would train on from its
-    weights and ``predict`` would write their guesses, so both refuse it; ``validate`` and ``test`` say it."""
-    said = f"{ckpt_path} was written by a run that diverged ({why})"
-    if subcommand in ("validate", "test"):
-        rank_zero_warn(f"{said}: its scores are those of diverged weights")
-        return
-    best = sorted(Path(ckpt_path).parent.glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
-    use = "resume from" if subcommand == "fit" else "predict with"
-    instead = f"{use} its best checkpoint {str(best[-1])!r} instead, or train" if best else "train"
-    raise ZooError(f"{said}; {instead} again with a lower --model.optimizer.lr")
-
-
-def option_hint(err: BaseException, parsers: list) -> str:
-    """`` (did you mean '--model.optimizer.lr'?)`` for an option the parsers do not know: an unrecognised
-    ``--a.b`` among the parsers' options, an init argument among those of the class it was given to."""
-    found = re.search(r"unrecognized arguments: (.*)", str(err))
-    if found:
-        given = [a.split("=", 1)[0] for a in found.group(1).split() if a.startswith("--")]
-        options = {o for parser in parsers for o in re.findall(r"--[\w.]+", parser.format_help())}
-        return next((hint for hint in (option_like(g, options) for g in given) if hint), "")
-    text = "\n".join(str(e) for e in error_chain(err))
-    found = re.search(r"class_path '([\w.]+)':\s+Option '(\w+)' is not accepted", text)
-    if not found:
-        return ""
-    module, _, name = found.group(1).rpartition(".")
-    try:
-        cls = getattr(import_module(module), name)
-    except (ImportError, AttributeError):
-        return ""
-    params = {
-        p for klass in cls.__mro__ if "__init__" in vars(klass) for p in inspect.signature(klass).parameters
-    }
-    return did_you_mean(found.group(2), params - {"self", "args", "kwargs"})
-
-
-def option_like(given: str, options: set[str]) -> str:
-    """The "did you mean" of an unknown option among ``options``: a misspelt group keeps the rest of the key
-    (``--model.optimzer.lr`` → ``--model.optimizer.lr``: the help lists ``--model.optimizer`` alone), else the
-    options of the same group whose last part is closest (``--trainer.max_epochz`` → ``--trainer.max_epochs``)."""
-    parts = given.split(".")
-    for k in range(len(parts) - 1, 0, -1):
-        head = ".".join(parts[:k])
-        close = difflib.get_close_matches(head, options, n=1, cutoff=0.8)
-        if close and close[0] != head:
-            return f" (did you mean {'.'.join([close[0], *parts[k:]])!r}?)"
-    group = given.rpartition(".")[0]
-    siblings = {o.rpartition(".")[2]: o for o in options if o.rpartition(".")[0] == group}
-    close = difflib.get_close_matches(given.rpartition(".")[2], siblings, n=2)
-    return did_you_mean(given, [siblings[c] for c in close])
-
-
-def typed_model_keys(args: list[str]) -> list[str]:
-    """The ``model`` options given on the command line ``args`` (``--model.optimizer.lr 0.05`` →
-    ``model.optimizer.lr``; ``--model '{...}'`` → ``model``), in their order."""
-    keys = [
-        arg[2:].split("=", 1)[0]
-        for arg in args
-        if arg == "--model" or arg.startswith(("--model.", "--model="))
-    ]
-    return list(dict.fromkeys(keys))
-
-
-def _shown(value) -> str:
-    value = value.as_dict() if hasattr(value, "as_dict") else value
-    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
-
-
-SETUP_FILES = {"config.yaml", "hparams.yaml"}  # what a run writes into its folder before it trains
-
-
-def remove_unused_run_dir(trainer) -> None:
-    """Delete the ``version_N`` folder of the trainer's CSV or TensorBoard logger when it holds nothing but the
-    files written at set-up (a run that failed before its first step): it records no run."""
-    loggers = [lg for lg in trainer.loggers if isinstance(lg, (CSVLogger, TensorBoardLogger))]
-    folder = Path(loggers[0].log_dir) if loggers else None
-    if folder is None or not folder.name.startswith("version_") or not folder.is_dir():
-        return
-    files = [p for p in folder.rglob("*") if not p.is_dir()]
-    if all(p.name in SETUP_FILES for p in files):
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _divergence(trainer) -> str | None:

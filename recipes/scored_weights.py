@@ -1,13 +1,21 @@
-"""``zoo validate|test|predict`` without ``--ckpt_path`` score the network as the recipe builds it: refused where
-its head was never trained, since the scores and predictions of random weights look like any others.
+"""Weights a command must not use without a word, since their scores and predictions look like any others.
 
-The head is untrained when nothing was loaded (a from-scratch recipe), or when the pretrained weights' classifier
-is for another number of classes: timm's loader then keeps the new head's random init (``load_pretrained`` drops
-a classifier whose size differs from ``num_classes``), and so does a local file's loader. A pretrained network
-whose head fits (an ImageNet model scoring ImageNet) is scored as it is. ``--allow_untrained true`` scores any.
+``zoo validate|test|predict`` without ``--ckpt_path`` score the network as the recipe builds it: refused where
+its head was never trained. The head is untrained when nothing was loaded (a from-scratch recipe), or when the
+pretrained weights' classifier is for another number of classes: timm's loader then keeps the new head's random
+init (``load_pretrained`` drops a classifier whose size differs from ``num_classes``), and so does a local file's
+loader. A pretrained network whose head fits (an ImageNet model scoring ImageNet) is scored as it is;
+``--allow_untrained true`` scores any.
+
+A checkpoint written by a diverged run (``checkpoint["diverged"]``, from ``BestCheckpoint``) is refused by
+``zoo fit --ckpt_path`` and ``zoo predict``, and scored with a warning by ``zoo validate`` and ``zoo test``.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+
+from lightning.pytorch.utilities import rank_zero_warn
 
 from zoo.errors import ZooError
 
@@ -56,3 +64,16 @@ def refuse_untrained(subcommand: str, model_config, module=None) -> None:
             f"zoo {subcommand} without --ckpt_path would score a pretrained backbone whose new "
             f"{module.num_classes}-class head was never trained; {HINT}"
         )
+
+
+def refuse_diverged(subcommand: str, ckpt_path: str, why: str) -> None:
+    """A checkpoint written by a diverged run (``BestCheckpoint`` marks it): ``fit`` would train on from its
+    weights and ``predict`` would write their guesses, so both refuse it; ``validate`` and ``test`` say it."""
+    said = f"{ckpt_path} was written by a run that diverged ({why})"
+    if subcommand in ("validate", "test"):
+        rank_zero_warn(f"{said}: its scores are those of diverged weights")
+        return
+    best = sorted(Path(ckpt_path).parent.glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
+    use = "resume from" if subcommand == "fit" else "predict with"
+    instead = f"{use} its best checkpoint {str(best[-1])!r} instead, or train" if best else "train"
+    raise ZooError(f"{said}; {instead} again with a lower --model.optimizer.lr")

@@ -57,9 +57,7 @@ def load(
         with open(path, "rb") as f:
             mmap = f.read(4) == b"PK\x03\x04"  # torch maps only its zip format; older files load whole
     try:
-        with (
-            warnings.catch_warnings()
-        ):  # torch's notes on odd files (a pickle protocol): the errors below say it
+        with warnings.catch_warnings():  # torch's notes on odd files: the errors below say what is wrong
             warnings.filterwarnings("ignore", module=r"torch\.")
             return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=mmap)
     except PermissionError as err:

@@ -7,6 +7,7 @@ said once. ``last.ckpt`` is written at the end of every epoch: Lightning 2.6 wri
 checkpoint was written at the same step, so after the best epoch it stopped moving and a resume from "last"
 would train the epochs since then again. In an epoch that is a new best, ``last.ckpt`` is a hard link to the
 best file (the same bytes: one write per epoch, not two); the next epoch's ``last.ckpt`` replaces the name.
+Every full checkpoint of a diverged run carries the reason (``checkpoint["diverged"]``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,20 @@ def unusable_weights(module: torch.nn.Module, max_abs_weight: float) -> str | No
         return "its weights hold NaN or inf"
     if peak > max_abs_weight:
         return f"its largest weight is {peak:.3g} (> max_abs_weight {max_abs_weight:g}): the run diverged"
+    return None
+
+
+def diverged(pl_module, max_abs_weight: float) -> str | None:
+    """Why the run of ``pl_module`` counts as diverged now (its non-finite guard stopped training, or its weights
+    are unusable), or None."""
+    return guard_stopped(pl_module) or unusable_weights(pl_module, max_abs_weight)
+
+
+def guard_stopped(pl_module) -> str | None:
+    """Why the module's non-finite guard (``zoo.guard``) stopped training, or None when it did not."""
+    guard = getattr(pl_module, "guard", None)
+    if guard is not None and guard.in_row >= guard.max_in_row:
+        return f"{guard.in_row} non-finite losses in a row stopped training"
     return None
 
 
@@ -98,6 +113,13 @@ class BestCheckpoint(ModelCheckpoint):
         if "val" in str(self.filename):
             self.filename = "epoch{epoch:03d}"
         trainer.limit_val_batches = 0
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        """A checkpoint of a diverged run says so (``checkpoint["diverged"]``: why), whoever writes it (last.ckpt
+        at an epoch's end or at a signal): ``zoo fit --ckpt_path`` and ``zoo predict`` refuse it."""
+        why = diverged(pl_module, self.max_abs_weight)
+        if why:
+            checkpoint["diverged"] = why
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self._every_n_train_steps < 1 and self._train_time_interval is None:

@@ -4,12 +4,18 @@ Each class is one multiplier decay(t) of lr(t) = base_lr × warmup(t) × decay(t
 and its own parameters. t counts ``unit``s from ``start`` (epochs by default, evaluated at fractional epochs
 every step unless ``interval="epoch"``); ``unit``, ``interval``, ``start`` and ``groups`` are the options of
 every schedule (:class:`~callbacks.lr_schedule.LRSchedule`), given by name.
+
+A run resumed with a larger ``max_epochs``: the step, multi-step, exponential and 1/t decays are functions of t
+alone and go on as they were; a cosine decay over the run (``T`` not given) is re-planned over the new length
+(:func:`~callbacks.lr_schedule.replan`), where the old plan would leave the lr at 0 for every new step.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+
+from lightning.pytorch.utilities import rank_zero_warn
 
 from callbacks.lr_schedule import LRSchedule, positive
 
@@ -113,10 +119,19 @@ class CosineDecay(LRSchedule):
         return self.T if self.T is not None else self.total - self.start
 
     def check(self) -> None:
+        if self.T is None:
+            self.needs_length()
         if self.length <= 0:
             raise ValueError(
                 f"CosineDecay: start={self.start:g} {self.unit}s leaves no time to decay in a run of "
                 f"{self.total:g} {self.unit}s; lower start or give T"
+            )
+        end = self.start + self.length
+        if self.floor == 0 and end < self.total:
+            rank_zero_warn(
+                f"CosineDecay: T={self.length:g} ends at {end:g} {self.unit}s and floor is 0, so the lr is 0 for the "
+                f"last {self.total - end:g} {self.unit}s of the run: set T to the run's length (or leave it out), or "
+                "give a floor"
             )
 
     def factor(self, t: float) -> float:

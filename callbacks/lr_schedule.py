@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from typing import Literal, get_args
 
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 Unit = Literal["epoch", "step"]
 UNITS = get_args(Unit)
@@ -109,20 +109,28 @@ class LRSchedule(Callback):
         return 1.0 if t < 0 else self.factor(t)
 
     # --- set-up --------------------------------------------------------------------------------
-    def resolve(self, steps_per_epoch: int, total_steps: int) -> None:
-        """Fix the run's length (kept if already restored from a checkpoint), then ``check``."""
-        if self.steps_per_epoch is None:
-            self.steps_per_epoch, self.total_steps = int(steps_per_epoch), int(total_steps)
-        elif (self.steps_per_epoch, self.total_steps) != (steps_per_epoch, total_steps):
-            rank_zero_warn(
-                f"{type(self).__name__}: the checkpoint's run has {self.total_steps} steps "
-                f"({self.steps_per_epoch}/epoch), this trainer {total_steps} ({steps_per_epoch}/epoch); "
-                "the schedule continues the checkpoint's curve"
-            )
+    def resolve(self, steps_per_epoch: int, total_steps: float) -> None:
+        """Fix the run's length (``total_steps`` is ``math.inf`` for a run with no end), then ``check``."""
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.total_steps = int(total_steps) if math.isfinite(total_steps) else math.inf
         self.check()
+
+    def replan(self, steps_per_epoch: int, total_steps: float, step: int) -> None:
+        """A run resumed at optimizer step ``step`` with another length: the curve is planned over the new one.
+        A subclass whose past depends on the old plan refuses (e.g. snapshots already taken)."""
+        self.resolve(steps_per_epoch, total_steps)
 
     def check(self) -> None:
         """Validate against the run's length; subclasses raise a clear error naming the value."""
+
+    def needs_length(self) -> None:
+        """A curve drawn over the run's length refuses a run with no end (``max_epochs`` and ``max_steps`` -1)."""
+        if not math.isfinite(self.total):
+            raise ValueError(
+                f"{type(self).__name__} spreads its curve over the run's length, but the run has no end "
+                "(trainer.max_epochs -1 and trainer.max_steps -1): give --trainer.max_epochs N or "
+                "--trainer.max_steps N"
+            )
 
     def restart(self, trainer, groups: Sequence[str] | None = None) -> None:
         """Begin this factor again now (e.g. a warmup of groups just unfrozen); saved in the checkpoint."""
@@ -139,6 +147,8 @@ class LRSchedule(Callback):
 
     # --- Lightning hooks -----------------------------------------------------------------------
     def on_train_start(self, trainer, pl_module) -> None:
+        if schedules_of(trainer)[0] is self:  # the first schedule re-plans a resumed run for all of them
+            replan(trainer)
         self._write(trainer)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
@@ -198,15 +208,55 @@ def schedules_of(trainer) -> list[LRSchedule]:
     return [c for c in trainer.callbacks if isinstance(c, LRSchedule)]
 
 
-def run_length(trainer) -> tuple[int, int]:
-    """(optimizer steps per epoch, total optimizer steps) of a fitting trainer, as Lightning counts them."""
+def run_length(trainer) -> tuple[int, float]:
+    """(optimizer steps per epoch, total optimizer steps) of a fitting trainer, as Lightning counts them;
+    the total is ``math.inf`` for a run with no end (``max_epochs`` and ``max_steps`` -1)."""
     batches = trainer.num_training_batches
     if not math.isfinite(batches):
         raise ValueError(
             "the training data has no length, so epochs cannot be counted: give the lr schedules unit='step' "
             "and their lengths explicitly, and set trainer.max_steps"
         )
-    return math.ceil(batches / trainer.accumulate_grad_batches), int(trainer.estimated_stepping_batches)
+    total = trainer.estimated_stepping_batches
+    return math.ceil(batches / trainer.accumulate_grad_batches), int(total) if math.isfinite(
+        total
+    ) else math.inf
+
+
+def lr_factor(schedules: Sequence[LRSchedule], optimizer, step: int) -> float:
+    """The product of the schedules' factors at ``step`` for the optimizer's first group."""
+    group = optimizer.param_groups[0]
+    return math.prod(s.group_factor(group, step) for s in schedules)
+
+
+def replan(trainer) -> None:
+    """Schedules restored from a checkpoint of a run of another length (``--trainer.max_epochs`` raised on a
+    resume) are planned over this run's length, and that is said in one line: the checkpoint's plan would have
+    the run continue at its end-of-run lr (0 after a cosine decay), where the new plan has the lr of that point
+    of a run this long."""
+    schedules = schedules_of(trainer)
+    restored = [s for s in schedules if s.steps_per_epoch is not None]
+    if not restored:
+        return
+    spe, total = run_length(trainer)
+    changed = [s for s in restored if (s.steps_per_epoch, s.total_steps) != (spe, total)]
+    if not changed:
+        return
+    step, was = trainer.global_step, changed[0].total_steps
+    optimizer = trainer.optimizers[0] if trainer.optimizers else None
+    before = lr_factor(schedules, optimizer, step) if optimizer is not None else None
+    for s in changed:
+        s.replan(spe, total, step)
+    said = (
+        f"The lr schedule is re-planned over the run's new length, {total:g} optimizer steps ({spe}/epoch; the "
+        f"checkpoint's run had {was:g})"
+    )
+    if optimizer is not None:
+        after = lr_factor(schedules, optimizer, step)
+        said += (
+            f": at step {step} the lr is {after:.3g}× the base lr ({before:.3g}× in the checkpoint's plan)"
+        )
+    rank_zero_info(said)
 
 
 def write_lrs(trainer) -> None:
@@ -214,9 +264,10 @@ def write_lrs(trainer) -> None:
     schedules = schedules_of(trainer)
     if not schedules:
         return
-    if any(s.steps_per_epoch is None for s in schedules):
+    new = [s for s in schedules if s.steps_per_epoch is None]  # not restored: the run's length fixes them
+    if new:
         spe, total = run_length(trainer)
-        for s in schedules:
+        for s in new:
             s.resolve(spe, total)
     apply_schedules(schedules, trainer.optimizers, trainer.global_step)
 

@@ -83,7 +83,19 @@ class SnapshotEnsemble(LRSchedule):
         spe = self.steps_per_epoch if self.unit == "epoch" else 1
         return [round((self.start + m * self.cycle_length) * spe) for m in range(1, self.cycles + 1)]
 
+    def replan(self, steps_per_epoch: int, total_steps: float, step: int) -> None:
+        """A run resumed with another length: the cycles still to come are spread over it (the snapshots taken
+        stay); a run that took all its snapshots is refused, since a longer one would take none."""
+        if len(self.snapshots) >= self.cycles:
+            raise ValueError(
+                f"SnapshotEnsemble: the checkpoint's run took all its {self.cycles} snapshots, so a longer run "
+                "would take none: to train longer, start a new run (without --ckpt_path) with the new "
+                "--trainer.max_epochs"
+            )
+        super().replan(steps_per_epoch, total_steps, step)
+
     def check(self) -> None:
+        self.needs_length()
         ends = [round(self.start * (self.steps_per_epoch if self.unit == "epoch" else 1)), *self.cycle_ends()]
         if any(b - a < 2 for a, b in zip(ends, ends[1:])):
             raise ValueError(

@@ -9,6 +9,7 @@ turns errors into exit codes (:mod:`zoo.errors`): it imports neither torch nor L
 from __future__ import annotations
 
 import gc
+import io
 import os
 import re
 import shlex
@@ -18,7 +19,19 @@ import traceback
 from importlib import import_module
 
 from recipes.catalog import recipe_names
-from zoo.errors import EXIT_BUG, EXIT_SIGINT, EXIT_SIGPIPE, EXIT_SIGTERM, EXIT_USER, ZooError, did_you_mean
+from zoo.errors import (
+    EXIT_BUG,
+    EXIT_MACHINE_FAULT,
+    EXIT_SIGINT,
+    EXIT_SIGPIPE,
+    EXIT_SIGTERM,
+    EXIT_USER,
+    ZooError,
+    did_you_mean,
+    error_chain,
+    fault_error,
+    machine_fault,
+)
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 # zoo's own commands: name -> module with main(argv) -> exit code
@@ -61,7 +74,8 @@ Shipped recipes: {", ".join(recipe_names())}. `--config PATH` takes a YAML of yo
 Track a run in Weights & Biases: --logger wandb [--wandb.project P --wandb.name N --wandb.group G --wandb.tags [a,b]]
 (offline by itself without an API key or network; `wandb sync DIR` uploads it later).
 A mistake ends in one `error:` line and exit code 2; --debug (or ZOO_DEBUG=1) shows the traceback.
-Exit codes: 0 done, 1 bug, 2 user mistake, 3 diverged, 4 nothing trained, 130 Ctrl+C, 143 SIGTERM."""
+Exit codes: 0 done, 1 bug, 2 user mistake, 3 diverged, 4 nothing trained, 5 the machine refused a write (disk
+full, file-size limit, quota, permission, read-only), 130 Ctrl+C, 143 SIGTERM (docs/cli.md)."""
 
 
 def __getattr__(name: str):
@@ -106,20 +120,11 @@ def _user_error_types() -> tuple[type, ...]:
     return tuple(types)
 
 
-def _chain(err: BaseException) -> list[BaseException]:
-    """``err`` and the exceptions it was raised from, outermost first."""
-    out = []
-    while err is not None and err not in out:
-        out.append(err)
-        err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
-    return out
-
-
 def user_message(err: BaseException) -> str | None:
     """The message of a user's mistake in ``err``, or None when ``err`` is a bug: the outermost ZooError, else
     the innermost exception of a user-error type (jsonargparse wraps the error of the value it could not use),
     unless it was raised after the first batch had started (then it is a bug)."""
-    chain = _chain(err)
+    chain = error_chain(err)
     zoo = next((e for e in chain if isinstance(e, ZooError)), None)
     if zoo is not None:
         return str(zoo)
@@ -142,7 +147,10 @@ def user_message(err: BaseException) -> str | None:
     if not ours:  # a library's words: led by the option they are about, on one line
         message = " ".join(_parser_message(chain, message).split())
         message = message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 1] + "…"
-    return message.strip().strip("'\"") or type(inner).__name__
+    message = message.strip()
+    if len(message) > 1 and message[0] == message[-1] and message[0] in "'\"":  # a KeyError's repr: 'key'
+        message = message[1:-1]
+    return message or type(inner).__name__
 
 
 def _parser_message(chain: list[BaseException], message: str) -> str:
@@ -197,22 +205,56 @@ def resume_command(argv: list[str]) -> str:
     return shlex.join(["zoo", *out, "--ckpt_path", "last"])
 
 
+def _stopped(err: BaseException, chain: list[BaseException], argv: list[str]) -> int | None:
+    """A run stopped by SIGTERM or Ctrl+C: one line saying where and what was saved, the resume command; the
+    exit code (None when ``err`` is no stop). Lightning ends a run interrupted at once (a second Ctrl+C) with
+    ``SystemExit(1)`` raised while handling the ``KeyboardInterrupt``: that is Ctrl+C too, not a failure."""
+    tagged = next((e for e in chain if getattr(e, "zoo_signal", None) is not None), None)
+    sigterm = next((e for e in chain if type(e).__name__ == "SIGTERMException"), None)
+    if tagged is None and sigterm is None and not any(isinstance(e, KeyboardInterrupt) for e in chain):
+        return None
+    stop = tagged or sigterm or err
+    signum = getattr(stop, "zoo_signal", None) or (signal.SIGTERM if sigterm is not None else signal.SIGINT)
+    if getattr(stop, "zoo_rank", 0) == 0:  # one message for a DDP run, not one per process
+        name = signal.Signals(signum).name + (
+            " (Ctrl+C)" if signum == signal.SIGINT and tagged is None else ""
+        )
+        where = f" at epoch {stop.zoo_epoch}, step {stop.zoo_step}" if hasattr(stop, "zoo_step") else ""
+        saved, kept = getattr(stop, "zoo_checkpoint", None), getattr(stop, "zoo_kept", None)
+        said = ""
+        if saved:
+            said = f"; saved {saved}"
+        elif kept:
+            said = f"; nothing saved at the signal: {kept} is as it was"
+        print(f"stopped by {name}{where}{said}", file=sys.stderr)
+        if (saved or kept) and argv and argv[0] == "fit":
+            print(f"resume with: {resume_command(argv)}", file=sys.stderr)
+    return EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM
+
+
+def _fault_path(fault: OSError) -> str | None:
+    """The file a machine fault was about: the error's own, else an open file of the frame that raised it."""
+    if fault.filename:
+        return str(fault.filename)
+    tb = fault.__traceback__
+    frames = []
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):
+        for value in frame.f_locals.values():
+            name = getattr(value, "name", None) or getattr(value, "path", None)
+            if isinstance(value, io.IOBase) and isinstance(name, str):
+                return name
+    return None
+
+
 def report(err: BaseException, argv: list[str], debug: bool) -> int:
     """Print what went wrong in one or two lines (a traceback too for bugs, or with ``debug``); the exit code."""
-    signum = getattr(err, "zoo_signal", None)
-    if signum is not None or type(err).__name__ == "SIGTERMException":
-        signum = signum or signal.SIGTERM
-        name = signal.Signals(signum).name
-        saved = getattr(err, "zoo_checkpoint", None)
-        where = f" at epoch {err.zoo_epoch}, step {err.zoo_step}" if hasattr(err, "zoo_step") else ""
-        if getattr(err, "zoo_rank", 0) == 0:  # one message for a DDP run, not one per process
-            print(f"stopped by {name}{where}" + (f"; saved {saved}" if saved else ""), file=sys.stderr)
-            if saved and argv and argv[0] == "fit":
-                print(f"resume with: {resume_command(argv)}", file=sys.stderr)
-        return EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM
-    if isinstance(err, KeyboardInterrupt):
-        print("stopped by SIGINT (Ctrl+C)", file=sys.stderr)
-        return EXIT_SIGINT
+    chain = error_chain(err)
+    stopped = _stopped(err, chain, argv)
+    if stopped is not None:
+        return stopped
     if isinstance(err, SystemExit):
         if isinstance(err.code, str):  # an error raised as SystemExit("error: ...")
             print(_one(err.code), file=sys.stderr)
@@ -220,12 +262,16 @@ def report(err: BaseException, argv: list[str], debug: bool) -> int:
         return err.code or 0
     if debug:
         traceback.print_exception(err)
+    fault = machine_fault(err)
+    if fault is not None and not any(isinstance(e, ZooError) for e in chain):  # never a bug, even mid-run
+        print(_one(str(fault_error(_fault_path(fault), fault))), file=sys.stderr)
+        return EXIT_MACHINE_FAULT
     message = user_message(err)
     if message is not None:
-        print(_one(message), file=sys.stderr)
+        print(_one(message + getattr(err, "zoo_hint", "")), file=sys.stderr)
         import argparse
 
-        if any(isinstance(e, argparse.ArgumentError) for e in _chain(err)) and argv:
+        if any(isinstance(e, argparse.ArgumentError) for e in chain) and argv:
             print(f"`zoo {argv[0]} --help` lists every option", file=sys.stderr)
         return getattr(err, "exit_code", EXIT_USER) if isinstance(err, ZooError) else EXIT_USER
     if not debug:

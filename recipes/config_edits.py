@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from zoo.accelerate import runs_on_cpu
 from zoo.checkpoint import read_checkpoint
-from zoo.errors import ZooError
+from zoo.errors import ZooError, ensure_writable
 
 
 def _get(node, key: str, default=None):
@@ -78,7 +78,8 @@ def output_folders(config) -> dict[str, str]:
 
 
 def check_writable(option: str, folder: str | os.PathLike) -> None:
-    """``folder`` is, or can be created as, a folder this process may write to; else one error naming ``option``."""
+    """``folder`` is, or can be created as, a folder this process may write to; else one error naming ``option``
+    (a file in the way: exit 2; the machine refusing the write: exit 5, :func:`zoo.errors.ensure_writable`)."""
     path = Path(folder).expanduser()
     probe = path
     while not probe.exists() and probe != probe.parent:
@@ -88,14 +89,11 @@ def check_writable(option: str, folder: str | os.PathLike) -> None:
         raise ZooError(
             f"--{option} {str(path)!r} {what}, not a folder; give a folder (it is created if missing)"
         )
-    if not os.access(probe, os.W_OK | os.X_OK):
-        hint = (
-            "run from a folder you can write to, or point --trainer.default_root_dir and the logger's save_dir "
-            "(--trainer.logger.init_args.save_dir) there"
-        )
-        raise ZooError(
-            f"cannot write to {str(probe.resolve())!r} (--{option} {str(path)!r}): permission denied; {hint}"
-        )
+    hint = (
+        "run from a folder you can write to, or point --trainer.default_root_dir and the logger's save_dir "
+        "(--trainer.logger.init_args.save_dir) there"
+    )
+    ensure_writable(path, f"--{option}", hint)
 
 
 def check_values(config, subcommand: str) -> None:

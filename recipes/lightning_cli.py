@@ -8,6 +8,7 @@ the best checkpoint). The zoo's other commands that need a recipe's objects (``z
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import sys
@@ -25,8 +26,9 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.profilers import PassThroughProfiler
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
-from callbacks.best_checkpoint import BestCheckpoint
+from callbacks.best_checkpoint import BestCheckpoint, guard_stopped
 from callbacks.denormals import FlushDenormals, flush_denormals
+from callbacks.eval_once import EvaluateOnce
 from callbacks.exact_resume import ExactResume
 from callbacks.explain import ExplainPredictions
 from callbacks.finetuning import FineTuning
@@ -38,6 +40,7 @@ from callbacks.lr_monitor import LRMonitor
 from callbacks.lr_plot import LRPlot
 from callbacks.predictions import PredictionWriter
 from callbacks.report import ClassificationReport
+from callbacks.resume_optimizer import ResumeOptimizer
 from callbacks.resume_validation import ResumeValidation
 from callbacks.run_config import RunConfig
 from callbacks.run_length import RunLength
@@ -46,14 +49,17 @@ from callbacks.throughput import EpochThroughput
 from callbacks.wandb_run import WandbRunId, wandb_run_id
 from recipes.catalog import recipe_names, recipe_path
 from recipes.config_edits import check_values, cpu_fallbacks, fill_class_names
+from recipes.options import option_hint, shown, typed_model_keys
+from recipes.rendezvous import hold_rendezvous_port
 from recipes.resume import resolve_last
+from recipes.scored_weights import refuse_diverged, refuse_untrained
 from zoo import compat, tta
 from zoo.checkpoint import check_fits, read_checkpoint, to_plain
 from zoo.checkpoint_io import AtomicCheckpointIO
 from zoo.console import print_table
 from zoo.errors import NothingTrained, RunDiverged, ZooError
 from zoo.hooks import skip_empty_hooks
-from zoo.loggers import finish_wandb, run_dir
+from zoo.loggers import finish_wandb, remove_unused_run_dir, run_dir
 from zoo.module import ImageClassifier
 from zoo.profiler import NoProfiler
 from zoo.protocols import SplitData
@@ -90,6 +96,8 @@ class RunPhase(Callback):
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         exception.zoo_during_run = self.started
+        if trainer.is_global_zero and self.train_batches == 0 and self.epochs_ended == 0:
+            remove_unused_run_dir(trainer)  # failed at its start: no empty runs/<recipe>/version_N is left
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         to_plain(checkpoint)
@@ -105,20 +113,29 @@ class ZooCLI(LightningCLI):
 
     def __init__(self, *args, only: str | None = None, **kwargs):
         self.only = only
+        self.option_parsers = []  # every parser of the options, for the "did you mean" of a mistyped one
         super().__init__(*args, **kwargs)
+
+    def parse_arguments(self, parser, args) -> None:
+        """Lightning's, with a "did you mean" for an option no parser knows (``zoo_hint`` on the error)."""
+        try:
+            super().parse_arguments(parser, args)
+        except argparse.ArgumentError as err:
+            err.zoo_hint = option_hint(err, self.option_parsers)
+            raise
 
     def subcommands(self) -> dict[str, set[str]]:
         everything = LightningCLI.subcommands()
         return {self.only: everything[self.only]} if self.only in everything else everything
 
     def add_arguments_to_parser(self, parser):
+        self.option_parsers.append(parser)
         parser.add_lightning_class_args(BestCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/top1",
                 "checkpoint.mode": "max",
                 "checkpoint.save_last": True,
-                "checkpoint.filename": "best-epoch{epoch:03d}-val_top1={val/top1:.4f}",
                 "checkpoint.auto_insert_metric_name": False,
                 "checkpoint.enable_version_counter": False,  # one last.ckpt, shared with last_checkpoint
             }
@@ -149,6 +166,13 @@ class ZooCLI(LightningCLI):
             help="`zoo tune`'s settings (trials, timeout, space, ...: docs/tuning.md); other commands ignore them.",
         )
         parser.add_argument(
+            "--allow_untrained",
+            type=bool,
+            default=False,
+            help="zoo validate, test and predict without --ckpt_path: score the network as the recipe builds it even "
+            "when its head was never trained (random weights, or a pretrained backbone's new head); refused otherwise.",
+        )
+        parser.add_argument(
             "--tta",
             type=Literal[tta.MODES],
             default="none",
@@ -167,11 +191,16 @@ class ZooCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         """LightningCLI's private hook (see ``zoo.compat``) that reads ``--ckpt_path``'s hyper-parameters into
         the config. Lightning's loads the file with ``weights_only=True`` whatever ``--weights_only`` says and
-        lets torch's error through; here the zoo's checkpoint reader names the file and what to do."""
+        lets torch's error through; here the zoo's checkpoint reader names the file and what to do, ``last`` is
+        the file it names, and the ``--model.*`` options typed on the command line win over the checkpoint's
+        (each change said); a resume with another optimizer is refused (its state would not fit)."""
         subcommand = self.config.get("subcommand")
         config = self.config.get(subcommand) if subcommand else None
         ckpt_path = config.get("ckpt_path") if config is not None else None
-        if not ckpt_path or ckpt_path in ("last", "best", "hpc", "registry"):
+        if ckpt_path == "last":  # the file it names, so that `last` reads the same settings as its path would
+            resolve_last(config, subcommand)
+            ckpt_path = config.get("ckpt_path")
+        if not ckpt_path or ckpt_path in ("best", "hpc", "registry"):
             return
         ckpt = read_checkpoint(ckpt_path, config.get("weights_only") is not False, mmap=True)
         hparams = dict(ckpt.get("hyper_parameters") or {})
@@ -180,7 +209,24 @@ class ZooCLI(LightningCLI):
             return
         if "_class_path" in hparams:
             hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        typed = {key: config.get(key) for key in typed_model_keys(sys.argv[2:]) if key in config}
         self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        config = self.config[subcommand]
+        for key, value in typed.items():  # what the command line gives wins over the checkpoint's
+            if config.get(key) != value:
+                rank_zero_info(f"--{key} {shown(value)} replaces the checkpoint's {shown(config.get(key))}")
+                config[key] = value
+        saved = hparams.get("optimizer")
+        saved, given = (
+            saved.get("name") if isinstance(saved, dict) else None,
+            config.get("model.optimizer.name"),
+        )
+        if subcommand == "fit" and saved and given and given != saved:
+            raise ZooError(
+                f"--model.optimizer.name {given}: {ckpt_path} holds the state of a {saved} optimizer, which another "
+                "optimizer cannot continue; to switch, start a new run from its weights: --model.pretrained_path "
+                f"{ckpt_path} instead of --ckpt_path"
+            )
 
     def before_instantiate_classes(self):
         config = self.config[self.subcommand] if self.subcommand else self.config  # run=False: `zoo schedule`
@@ -188,6 +234,9 @@ class ZooCLI(LightningCLI):
             flush_denormals(True)
         if "weights_only" in config and config["weights_only"] is None:
             config["weights_only"] = True  # checkpoints hold tensors and plain types only
+        checkpoint = config.get("checkpoint")
+        if checkpoint is not None and not checkpoint.get("filename") and checkpoint.get("monitor"):
+            checkpoint["filename"] = best_filename(checkpoint["monitor"])
         if self.subcommand:
             resolve_last(config, self.subcommand)  # --ckpt_path last: the runs' newest last.ckpt
             cpu_fallbacks(config.get("trainer"))  # e.g. sync_batchnorm off on a CPU
@@ -201,6 +250,17 @@ class ZooCLI(LightningCLI):
         model = config.get("model")
         if self.subcommand in ("validate", "test", "predict") and config.get("ckpt_path") and model:
             model.pretrained, model.pretrained_path = False, None  # the weights come from the checkpoint
+        if self._scores_as_built(config):
+            refuse_untrained(self.subcommand, model)  # random weights: said before anything is built
+
+    def _scores_as_built(self, config) -> bool:
+        """``zoo validate|test|predict`` with no checkpoint to load and no ``--allow_untrained``."""
+        return (
+            self.subcommand in ("validate", "test", "predict")
+            and config is not None
+            and not config.get("ckpt_path")
+            and not config.get("allow_untrained")
+        )
 
     def instantiate_classes(self):
         """Lightning's, then the model's pretrained preprocessing handed to the data module (``preprocess:
@@ -216,12 +276,18 @@ class ZooCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else None
         if config is not None:  # --tta: refused here, before anything runs, when the data cannot take it
             tta.configure(config.get("tta"), self.subcommand, self.model, self.datamodule)
+        if self._scores_as_built(config) and isinstance(self.model, ImageClassifier):
+            refuse_untrained(
+                self.subcommand, config.get("model"), self.model
+            )  # a pretrained backbone's new head
         ckpt_path = config.get("ckpt_path") if config is not None else None
         if ckpt_path and Path(ckpt_path).is_file():  # weights of another model: say so before anything runs
             ckpt = read_checkpoint(ckpt_path, config.get("weights_only") is not False, mmap=True)
             check_fits(
                 self.model, ckpt["state_dict"], ckpt_path, (ckpt.get("hyper_parameters") or {}).get("arch")
             )
+            if ckpt.get("diverged"):
+                refuse_diverged(self.subcommand, ckpt_path, ckpt["diverged"])
 
     def instantiate_trainer(self, **kwargs):
         configured = list(self._get(self.config_init, "trainer").get("callbacks") or [])  # before Lightning's
@@ -241,6 +307,8 @@ class ZooCLI(LightningCLI):
         explain = self.config[self.subcommand].get("explain") if self.subcommand == "predict" else None
         if explain:
             trainer.callbacks.append(ExplainPredictions(explain))
+        trainer.callbacks.append(EvaluateOnce())  # DDP: each validation and test image scored once
+        trainer.callbacks.insert(0, ResumeOptimizer())  # a resume's --model.optimizer.*, before the schedules
         if not any(isinstance(c, ExactResume) for c in trainer.callbacks):
             trainer.callbacks.append(ExactResume())  # generators' states: --ckpt_path resumes bit for bit
         # an epoch stopped before its validation validates on resume, before the checkpoint callbacks read it
@@ -255,10 +323,13 @@ class ZooCLI(LightningCLI):
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()  # a kill during a save keeps the last file
         skip_empty_hooks(trainer.callbacks)  # ~80 calls of empty methods less at every training step
+        hold_rendezvous_port(trainer)  # a DDP run's MASTER_PORT, bound until its processes meet there
         return trainer
 
     def after_fit(self):
         trainer = self.trainer
+        interrupt = next((c for c in trainer.callbacks if isinstance(c, Interrupt)), None)
+        stop = interrupt.after_training(trainer) if interrupt is not None else None  # Ctrl+C at the very end
         results = {}
         ckpt = trainer.checkpoint_callback
         best = ckpt.best_model_path if ckpt else ""
@@ -278,7 +349,7 @@ class ZooCLI(LightningCLI):
                     top1 = validated[0].get("val/top1") if validated else None
                 if top1 is not None:
                     results["val/top1"] = f"{top1:.4f}"
-        if self.config["fit"].get("test_after_fit") and best:
+        if self.config["fit"].get("test_after_fit") and best and stop is None:
             if self._has_test_data():
                 tested = trainer.test(
                     self.model, datamodule=self.datamodule, ckpt_path=best, weights_only=True
@@ -303,6 +374,8 @@ class ZooCLI(LightningCLI):
                 else "no checkpoint was kept as best"
             )
             raise RunDiverged(f"the run diverged: {diverged}; {kept}")
+        if stop is not None:
+            raise stop
         phase = next((c for c in trainer.callbacks if isinstance(c, RunPhase)), None)
         probed = any(isinstance(c, FineTuning) and c.probed_now for c in trainer.callbacks)
         if phase is not None and phase.train_batches == 0 and phase.epochs_ended == 0 and not probed:
@@ -322,11 +395,16 @@ class ZooCLI(LightningCLI):
             return False
 
 
+def best_filename(monitor: str) -> str:
+    """A best checkpoint's name, from what chose it: ``best-epoch007-val_loss=0.1021`` for ``val/loss``."""
+    return f"best-epoch{{epoch:03d}}-{monitor.replace('/', '_')}={{{monitor}:.4f}}"
+
+
 def _divergence(trainer) -> str | None:
     """Why the run counts as diverged (the non-finite guard stopped it, or the loss curve says so), or None."""
-    guard = getattr(trainer.lightning_module, "guard", None)
-    if guard is not None and guard.in_row >= guard.max_in_row:
-        return f"{guard.in_row} non-finite losses in a row stopped training"
+    stopped = guard_stopped(trainer.lightning_module)
+    if stopped:
+        return stopped
     for callback in trainer.callbacks:
         for finding in getattr(callback, "findings", None) or []:
             if isinstance(callback, LossCurveDiagnostics) and finding.kind == "diverged":

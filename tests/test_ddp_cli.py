@@ -1,13 +1,18 @@
 """Two-process DDP through the real ``zoo`` command with the recipe's own terminal output (progress bar, model
 summary, results table, logger): ``fit`` on a pseudo-terminal as a user's shell runs it, then ``validate``,
 ``test`` and ``predict`` from its checkpoint. Every rank but 0 has a disabled progress bar; a hook that read
-the loop's totals there crashed every DDP run in its sanity check."""
+the loop's totals there crashed every DDP run in its sanity check. On a split that two processes cannot share
+evenly, ``test`` scores each image once (the metrics of one process) and ``predict`` writes each once, in order;
+two jobs started together each get a rendezvous port of their own."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +78,91 @@ def test_validate_test_and_predict_on_two_processes(fitted):
     with written.open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 360 and len({r["path"] for r in rows}) == 360
+
+
+ODD = ("--data.init_args.test_fraction", "0.055")  # a test split of 99 images: not a multiple of 2 processes
+
+
+def table_value(out: str, key: str) -> str:
+    found = re.search(rf"{re.escape(key)}\s*│\s*([0-9.e-]+)", out)
+    assert found, out[-3000:]
+    return found.group(1)
+
+
+def test_test_on_two_processes_counts_each_image_once(fitted):
+    cwd, run_dir, _ = fitted
+    ckpt = str(run_dir / "checkpoints" / "last.ckpt")
+    two = run(cwd, "test", "--recipe", "digits", *DDP, *ODD, "--ckpt_path", ckpt)
+    one = run(cwd, "test", "--recipe", "digits", "--trainer.accelerator", "cpu", *ODD, "--ckpt_path", ckpt)
+    # Lightning's sampler padded the split to 100 images (one scored twice) and warned about it
+    assert table_value(two, "test/top1") == table_value(one, "test/top1")
+    assert round(float(table_value(two, "test/top1")) * 99, 4).is_integer()
+    assert float(table_value(two, "test/loss")) == pytest.approx(
+        float(table_value(one, "test/loss")), rel=1e-5
+    )
+    assert "DistributedSampler" not in two
+
+
+def test_predict_on_two_processes_writes_each_image_once_in_order(fitted, tmp_path):
+    cwd, run_dir, _ = fitted
+    ckpt = str(run_dir / "checkpoints" / "last.ckpt")
+    written = {}
+    for name, devices in (("two", DDP), ("one", ("--trainer.accelerator", "cpu"))):
+        out = tmp_path / f"{name}.csv"
+        run(
+            cwd,
+            "predict",
+            "--recipe",
+            "digits",
+            *devices,
+            *ODD,
+            "--ckpt_path",
+            ckpt,
+            "--predictions.output",
+            out,
+        )
+        with out.open() as f:
+            written[name] = list(csv.DictReader(f))
+    two, one = written["two"], written["one"]
+    assert len(two) == 99 and len({r["path"] for r in two}) == 99
+    assert [(r["path"], r["class_1"]) for r in two] == [(r["path"], r["class_1"]) for r in one]
+    assert [float(r["prob_1"]) for r in two] == pytest.approx([float(r["prob_1"]) for r in one], abs=2e-6)
+
+
+def test_two_ddp_jobs_started_together_never_share_a_rendezvous_port(fitted, tmp_path):
+    """Lightning's port probe (bind port 0, close, use the port later) can hand two jobs one port; its own
+    ``STANDALONE_PORT`` makes the probe do so here, every time."""
+    cwd, run_dir, _ = fitted
+    ckpt = str(run_dir / "checkpoints" / "last.ckpt")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**ENV, "STANDALONE_PORT": str(port)}
+    jobs = []
+    for i in range(2):
+        folder = tmp_path / f"job{i}"
+        folder.mkdir()
+        log = (folder / "out.txt").open("w")
+        command = [ZOO, "validate", "--recipe", "digits", *DDP, "--ckpt_path", ckpt]
+        jobs.append(
+            (
+                subprocess.Popen(
+                    command, cwd=folder, env=env, stdout=log, stderr=log, start_new_session=True
+                ),
+                log,
+            )
+        )
+    try:
+        for proc, log in jobs:
+            proc.wait(timeout=600)
+            log.close()
+    finally:
+        for proc, _ in jobs:  # a rank left waiting on another job's rendezvous
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+    for i, (proc, _) in enumerate(jobs):
+        out = (tmp_path / f"job{i}" / "out.txt").read_text()
+        assert_clean_exit(
+            proc.returncode, out
+        )  # one failed with EADDRINUSE, or joined the other's rendezvous
+        assert re.search(r"val/top1\s*│\s*0\.\d+", out), out[-3000:]

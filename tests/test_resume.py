@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import math
 import os
 import random
 from pathlib import Path
@@ -396,3 +397,143 @@ def test_overfit_batches_replaces_the_sampler_and_still_trains():
     model = ImageClassifier("convnet", num_classes=10, in_chans=1, model_kwargs={"widths": [4], "depth": 1})
     trainer.fit(model, DigitsDataModule(batch_size=16))
     assert trainer.global_step == 4
+
+
+def lrs_logged(run: Path) -> dict[int, float]:
+    """{optimizer step: the head group's lr} from a run's metrics.csv (Lightning's lr monitor)."""
+    with (run / "metrics.csv").open() as f:
+        return {int(r["step"]): float(r["lr-SGD/model"]) for r in csv.DictReader(f) if r.get("lr-SGD/model")}
+
+
+def test_a_finished_run_continued_longer_replans_its_schedule_and_takes_the_new_lr(zoo_cli, caplog):
+    quick = (
+        "fit",
+        "--recipe",
+        "digits",
+        "--trainer.limit_train_batches",
+        "4",
+        "--trainer.limit_val_batches",
+        "2",
+    )
+    quick = (*quick, "--trainer.log_every_n_steps", "1", "--test_after_fit", "false", *FAST_TRAINER)
+    assert zoo_cli(*quick, "--trainer.max_epochs", "2") == 0  # 8 steps: warmup over 4, cosine to 0 at 8
+    last = "runs/digits/version_0/checkpoints/last.ckpt"
+    assert (
+        zoo_cli(*quick, "--trainer.max_epochs", "4", "--ckpt_path", last, "--model.optimizer.lr", "0.05") == 0
+    )
+    lrs = lrs_logged(Path("runs/digits/version_1"))
+    assert sorted(lrs) == list(range(8, 16))
+    for step, lr in lrs.items():  # the digits plan over 16 steps (was: 0.0 at every new step, at lr 0.1)
+        want = 0.05 * min(1.0, step / 4) * 0.5 * (1 + math.cos(math.pi * step / 16))
+        assert lr == pytest.approx(want, rel=1e-6), step
+    assert "Resumed with the command line's optimizer settings: lr 0.1 → 0.05" in caplog.text
+    assert (
+        "The lr schedule is re-planned over the run's new length, 16 optimizer steps (4/epoch; the checkpoint's "
+        "run had 8): at step 8 the lr is 0.5× the base lr (0× in the checkpoint's plan)"
+    ) in caplog.text
+
+
+def test_a_resume_with_another_optimizer_is_refused(zoo_cli, capsys):
+    quick = (
+        "fit",
+        "--recipe",
+        "digits",
+        "--trainer.limit_train_batches",
+        "2",
+        "--trainer.limit_val_batches",
+        "1",
+    )
+    quick = (*quick, "--test_after_fit", "false", *FAST_TRAINER)
+    assert zoo_cli(*quick, "--trainer.max_epochs", "1") == 0
+    last = "runs/digits/version_0/checkpoints/last.ckpt"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        zoo_cli(*quick, "--trainer.max_epochs", "2", "--ckpt_path", "last", "--model.optimizer.name", "adam")
+    assert done.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: --model.optimizer.name adam: {last} holds the state of a sgd optimizer, which another optimizer "
+        f"cannot continue; to switch, start a new run from its weights: --model.pretrained_path {last} instead of "
+        "--ckpt_path"
+    )
+
+
+def test_a_run_resumed_with_its_own_length_keeps_its_plan(zoo_cli, caplog):
+    quick = (
+        "fit",
+        "--recipe",
+        "digits",
+        "--trainer.limit_train_batches",
+        "4",
+        "--trainer.limit_val_batches",
+        "2",
+    )
+    quick = (
+        *quick,
+        "--trainer.log_every_n_steps",
+        "1",
+        "--test_after_fit",
+        "false",
+        "--trainer.max_epochs",
+        "3",
+    )
+    assert zoo_cli(*quick, *STOP_AFTER_EPOCH, *FAST_TRAINER) == 0  # stopped after epoch 0 of 3
+    last = "runs/digits/version_0/checkpoints/last.ckpt"
+    assert zoo_cli(*quick, *FAST_TRAINER, "--ckpt_path", last) == 0
+    lrs = lrs_logged(Path("runs/digits/version_1"))
+    assert sorted(lrs) == list(range(4, 12))
+    for step, lr in lrs.items():  # the plan of 12 steps the run started with
+        assert lr == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * step / 12)), rel=1e-6), step
+    assert "re-planned" not in caplog.text and "command line's optimizer settings" not in caplog.text
+
+
+def schedules_resumed_longer(*schedules, old=(10, 100), new=(10, 200), step=100):
+    """Each schedule as restored from a run of ``old`` (steps per epoch, total steps), then re-planned for
+    ``new`` at ``step`` (what ``--trainer.max_epochs`` raised on a resume does)."""
+    for s in schedules:
+        s.resolve(*old)
+        s.load_state_dict(s.state_dict())
+        s.replan(*new, step)
+    return schedules
+
+
+def test_each_schedule_continued_longer_goes_on_sensibly():
+    from callbacks import ExponentialDecay, InverseTimeDecay, MultiStepDecay, StepDecay
+
+    step_decay, multi, exp, inv, warm = schedules_resumed_longer(
+        StepDecay(3), MultiStepDecay([4, 8]), ExponentialDecay(0.1), InverseTimeDecay(0.5), LinearWarmup(1)
+    )
+    t = 12.0  # epoch 12 of the 20 the run now has: functions of t alone carry on as they were
+    assert step_decay.factor(t) == pytest.approx(0.1**4) and multi.factor(t) == pytest.approx(0.01)
+    assert exp.factor(t) == pytest.approx(math.exp(-1.2)) and inv.factor(t) == pytest.approx(1 / 7)
+    assert warm.factor(t) == 1.0
+    (cosine,) = schedules_resumed_longer(CosineDecay())
+    assert cosine.factor(10) == pytest.approx(0.5) and cosine.total == 20  # was 0 at epoch 10 of 10
+
+
+def test_a_cosine_of_fixed_length_that_ends_before_the_run_says_the_lr_is_0():
+    with pytest.warns(UserWarning, match="so the lr is 0 for the last 5 epochs of the run"):
+        CosineDecay(T=5).resolve(10, 100)
+
+
+def test_a_snapshot_ensemble_continued_longer_spreads_its_remaining_cycles_or_refuses_when_done():
+    from callbacks import SnapshotEnsemble
+
+    (snapshots,) = schedules_resumed_longer(SnapshotEnsemble(cycles=5, evaluate=False), step=40)
+    assert snapshots.cycle_ends() == [40, 80, 120, 160, 200]  # 2 of 5 snapshots at steps 20 and 40 before
+    done = SnapshotEnsemble(cycles=2, evaluate=False)
+    done.resolve(10, 100)
+    done.snapshots = ["a.ckpt", "b.ckpt"]
+    with pytest.raises(ValueError, match="took all its 2 snapshots, so a longer run would take none"):
+        done.replan(10, 200, 100)
+
+
+def test_a_run_with_no_end_is_refused_by_the_schedules_that_need_its_length(zoo_cli, capsys):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:  # was an OverflowError traceback, reported as a bug
+        zoo_cli("fit", "--recipe", "digits", "--trainer.max_epochs", "-1", *FAST_TRAINER)
+    assert done.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: CosineDecay spreads its curve over the run's length, but the run has no end (trainer.max_epochs -1 "
+        "and trainer.max_steps -1): give --trainer.max_epochs N or --trainer.max_steps N"
+    )
+    assert not list(Path("runs/digits").glob("version_*"))  # no empty run folder is left

@@ -198,7 +198,15 @@ def error_of(zoo_cli, capsys, *args) -> str:
     return line
 
 
-DIGITS = ("--recipe", "digits", "--trainer.limit_test_batches", "1", *FAST_TRAINER)
+DIGITS = (
+    "--recipe",
+    "digits",
+    "--trainer.limit_test_batches",
+    "1",
+    "--allow_untrained",
+    "true",
+    *FAST_TRAINER,
+)
 
 
 def test_flip_on_digits_is_refused_with_the_reason(zoo_cli, capsys):

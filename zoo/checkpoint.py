@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -56,7 +57,9 @@ def load(
         with open(path, "rb") as f:
             mmap = f.read(4) == b"PK\x03\x04"  # torch maps only its zip format; older files load whole
     try:
-        return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=mmap)
+        with warnings.catch_warnings():  # torch's notes on odd files: the errors below say what is wrong
+            warnings.filterwarnings("ignore", module=r"torch\.")
+            return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=mmap)
     except PermissionError as err:
         raise CheckpointError(f"cannot read checkpoint {name}: permission denied ({err.strerror})") from err
     except pickle.UnpicklingError as err:

@@ -4,7 +4,9 @@ Lightning's ``TorchCheckpointIO`` opens the target for writing and writes into i
 of a save (pre-emption, out of memory, the time limit) leaves a truncated ``last.ckpt`` and nothing to resume
 from. Here the bytes go to a temporary file in the same folder, are flushed to disk (``fsync``), and the file is
 renamed over the target (``os.replace``, atomic on POSIX file systems): a reader sees the old file or the new
-one, never a part. Remote paths (``s3://`` ...) keep Lightning's own writer.
+one, never a part. A save the machine refuses (disk full, a file-size limit, a quota, a permission) is one
+:class:`~zoo.errors.MachineFault` naming the file and the cause, and the file before it is left as it was.
+Remote paths (``s3://`` ...) keep Lightning's own writer.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from typing_extensions import override
+
+from zoo.errors import MACHINE_FAULTS, fault_error, machine_fault
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -52,9 +56,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, target)
-        except BaseException:
+        except BaseException as err:
             tmp.unlink(missing_ok=True)
-            raise
+            fault = machine_fault(err)
+            if fault is None:
+                raise
+            kept = f"{target.name} is as it was" if target.exists() else "nothing was written"
+            raise fault_error(
+                target, fault, "cannot save checkpoint", f"{MACHINE_FAULTS[fault.errno][1]} ({kept})"
+            ) from err
         _fsync_dir(target.parent)  # the rename itself reaches the disk
 
 

@@ -14,6 +14,7 @@ that command. Nothing here imports ``wandb`` until a run is created.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -182,3 +183,18 @@ def finish_wandb(trainer) -> None:
             logger.finish()
         elif isinstance(logger, _LightningWandbLogger) and wandb_run(logger) is not None:
             wandb_run(logger).finish()
+
+
+SETUP_FILES = {"config.yaml", "hparams.yaml"}  # what a run writes into its folder before it trains
+
+
+def remove_unused_run_dir(trainer) -> None:
+    """Delete the ``version_N`` folder of the trainer's CSV or TensorBoard logger when it holds nothing but the
+    files written at set-up (a run that failed before its first step): it records no run."""
+    loggers = [lg for lg in trainer.loggers if isinstance(lg, (CSVLogger, TensorBoardLogger))]
+    folder = Path(loggers[0].log_dir) if loggers else None
+    if folder is None or not folder.name.startswith("version_") or not folder.is_dir():
+        return
+    files = [p for p in folder.rglob("*") if not p.is_dir()]
+    if all(p.name in SETUP_FILES for p in files):
+        shutil.rmtree(folder, ignore_errors=True)

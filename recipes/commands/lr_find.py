@@ -13,7 +13,7 @@ import csv
 import math
 from pathlib import Path
 
-from zoo.errors import ZooError
+from zoo.errors import ZooError, ensure_writable
 
 EPILOG = """examples:
   zoo lr-find --recipe digits
@@ -109,6 +109,7 @@ def main(argv: list[str]) -> int:
     trainer, model = cli.trainer, cli.model
     label = args.recipe or Path(rest[rest.index("--config") + 1]).stem
     out = Path(args.output) if args.output else run_folder(Path(trainer.default_root_dir) / "lr_find")
+    ensure_writable(out, "--output")  # before the sweep, not after it
     prepare(trainer, test)
     trainer.fit(model, datamodule=cli.datamodule)
     if not test.results or not test.results["lr"]:

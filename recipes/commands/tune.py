@@ -12,7 +12,7 @@ import argparse
 import math
 from pathlib import Path
 
-from zoo.errors import ZooError
+from zoo.errors import ZooError, ensure_writable
 
 EPILOG = """examples:
   zoo tune --recipe digits --trials 30
@@ -204,6 +204,7 @@ def main(argv: list[str]) -> int:
     space = space_from(config, settings, args, settings.coarse_epochs)
     study = args.study or label
     out = Path(args.output or Path("runs") / "tune" / study)
+    ensure_writable(out, "--output")  # before the first trial, not after the search
     storage = args.storage or str(out / "study.db")
 
     import optuna

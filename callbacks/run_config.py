@@ -27,11 +27,16 @@ class RunConfig(SaveConfigCallback):
     expanded them: ``--recipe NAME`` reads ``--config .../NAME.yaml``), plus, for W&B: the config as the run's
     config and a copy of both in the run's own directory (``<save_dir>/<project>/<run id>/``)."""
 
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        # read on every process: ``trainer.log_dir`` is a collective (a broadcast), and save_config runs on rank 0 only
+        self.log_dir = trainer.log_dir if self.save_to_log_dir and not self.already_saved else None
+        super().setup(trainer, pl_module, stage)
+
     def save_config(self, trainer, pl_module, stage: str) -> None:
         given = len(sys.argv) > 2  # a command, not a tuning trial (whose options come from a file)
         command = shlex.join(["zoo", *sys.argv[1:]]) + "\n" if given else None
-        if command and self.save_to_log_dir and trainer.log_dir:
-            Path(trainer.log_dir, COMMAND).write_text(command)
+        if command and self.log_dir:
+            Path(self.log_dir, COMMAND).write_text(command)
         loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
         if not loggers:
             return

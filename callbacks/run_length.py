@@ -80,7 +80,9 @@ def _val_batches(trainer) -> int:
 
 
 def _span(seconds: float) -> str:
-    """``0.4 s``, ``45 s``, ``3 min 20 s``, ``2 h 05 min``."""
+    """``<0.1 s``, ``0.4 s``, ``45 s``, ``3 min 20 s``, ``2 h 05 min``."""
+    if seconds < 0.05:
+        return "<0.1 s"
     if seconds < 9.95:
         return f"{seconds:.1f} s"
     seconds = round(seconds)

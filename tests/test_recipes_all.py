@@ -12,6 +12,7 @@ import torch
 import yaml
 from conftest import FAST_TRAINER
 
+from callbacks.finetune_strategies import budget
 from recipes.catalog import recipe_names, recipe_path
 from zoo.backbones import efficientnet_lite0_pypi_path
 
@@ -125,8 +126,7 @@ def test_recipe_trains_on_synthetic_data_of_its_shape(name, zoo_cli, tmp_path):
     trainer = recipe(name)["trainer"]
     epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps", -1)
     if epochs == -1 and max_steps == -1:  # no limit of its own: the fine-tuning budget sizes the run
-        budget = recipe(name)["finetune"]
-        epochs = max(budget["epochs"], math.ceil(budget["min_steps"] / STEPS))
+        epochs = budget(BATCH * STEPS, batch_size=BATCH).epochs
     total = max_steps if epochs == -1 else epochs * STEPS  # a run in iterations (He et al.): max_steps
     schedules = {k: v for k, v in ckpt["callbacks"].items() if isinstance(v, dict) and "total_steps" in v}
     for key, state in schedules.items():

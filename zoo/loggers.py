@@ -185,7 +185,11 @@ def finish_wandb(trainer) -> None:
             wandb_run(logger).finish()
 
 
-SETUP_FILES = {"config.yaml", "hparams.yaml"}  # what a run writes into its folder before it trains
+SETUP_FILES = {
+    "config.yaml",
+    "hparams.yaml",
+    "command.txt",
+}  # what a run writes into its folder before it trains
 
 
 def remove_unused_run_dir(trainer) -> None:

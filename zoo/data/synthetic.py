@@ -111,6 +111,16 @@ class SyntheticDataModule(LightningDataModule):
             return train_loader(data, self.batch_size, workers, trainer=self.trainer, pin_memory=pin)
         return eval_loader(data, self.batch_size, workers, pin_memory=pin)
 
+    def has_split(self, name: str) -> bool:
+        """Whether the split ``name`` holds images (``--data.<name>_size`` above 0)."""
+        self.setup()
+        return name in self.splits
+
+    def split_targets(self, name: str) -> list[int]:
+        """The labels of the split ``name``, in order."""
+        self.setup()
+        return list(self.splits[name].targets)
+
     def train_dataloader(self):
         return self._loader("train", shuffle=True)
 

@@ -18,6 +18,7 @@ from zoo import ImageClassifier
 from zoo.data import ImageFolderDataModule, ImageNetDataModule
 from zoo.data.base import MissingSplitError
 from zoo.data.files import header_error
+from zoo.data.transforms import fitted_input_size
 
 COLOURS = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40)]
 TINY = {"widths": [8, 16], "depth": 1}
@@ -198,8 +199,8 @@ def test_auto_takes_the_pretrained_backbones_preprocessing_else_dataset_statisti
     dm = ImageFolderDataModule(str(root), num_workers=0, batch_size=2, val_fraction=0.5, test_fraction=0)
     dm.set_model_config(pretrained.pretrained_data_config())  # what the CLI hands over
     trainer.validate(pretrained, datamodule=dm)
-    # 3×224×224, bicubic, crop 0.875, ImageNet mean/std
-    assert dm.config == pretrained.pretrained_data_config()
+    # 3×224×224, bicubic, crop 0.875, ImageNet mean/std (and the stride of the last feature map: 32)
+    assert {**dm.config, "reduction": 32} == pretrained.pretrained_data_config()
     assert dm.config["input_size"] == (3, 224, 224) and dm.stats is None
     assert "Preprocessing (model)" in capsys.readouterr().out
 
@@ -212,6 +213,27 @@ def test_auto_takes_the_pretrained_backbones_preprocessing_else_dataset_statisti
         trainer.validate(
             scratch, datamodule=module(root, val_fraction=0.5, test_fraction=0, preprocess="model")
         )
+
+
+def test_the_backbones_input_size_is_fitted_to_images_far_smaller_than_it(tmp_path, capsys):
+    assert [fitted_input_size(224, n) for n in (8, 10, 13, 25, 32, None)] == [128, 160, 224, 224, 224, 224]
+    assert fitted_input_size(384, 8, reduction=16) == 64  # a stride-16 network: a cell per 2×2 pixels at 8×
+    tiny = make_folder(tmp_path / "tiny", {"a": 4, "b": 4}, size=8)  # 8×8 photos, as sklearn's digits
+    model = ImageClassifier(
+        "timm/efficientnet_lite0", num_classes=2, pretrained_path="efficientnet-lite0-pypi"
+    )
+    dm = ImageFolderDataModule(str(tiny), num_workers=0, val_fraction=0.5, test_fraction=0)
+    dm.set_model_config(model.pretrained_data_config())
+    assert dm.native_size() == 8 and dm.preprocess_config()["input_size"] == (3, 128, 128)
+    assert "input 3×128×128 (the backbone's 224 fitted to images of 8 px" in capsys.readouterr().out
+    given = ImageFolderDataModule(str(tiny), num_workers=0, val_fraction=0.5, test_fraction=0, image_size=224)
+    given.set_model_config(model.pretrained_data_config())
+    assert given.preprocess_config()["input_size"] == (3, 224, 224)  # the user's size is kept
+    large = ImageFolderDataModule(
+        str(make_folder(tmp_path / "large", {"a": 2, "b": 2}, size=40)), num_workers=0
+    )
+    large.set_model_config(model.pretrained_data_config())
+    assert large.preprocess_config()["input_size"] == (3, 224, 224)  # 40 px: 16× is past 224
 
 
 def test_grey_images_give_one_channel(tmp_path):

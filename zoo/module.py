@@ -214,7 +214,13 @@ class ImageClassifier(LightningModule):
         if not (self.hparams.pretrained or self.hparams.pretrained_path):
             return None
         owner = next((m for m in self.model.modules() if getattr(m, "pretrained_cfg", None)), None)
-        return None if owner is None else model_data_config(owner)
+        if owner is None:
+            return None
+        cfg = model_data_config(owner)
+        info = getattr(owner, "feature_info", None)
+        if info:  # the stride of the last feature map: what fits the input size to small images
+            cfg["reduction"] = int(info[-1]["reduction"])
+        return cfg
 
     def param_groups(self) -> list[dict]:
         """Parameter groups as ``[{"name", "params" (module or tensors), "lr_scale"}]``; each group's lr is

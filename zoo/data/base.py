@@ -10,13 +10,16 @@ split's own per-channel mean and std (``dataset``) or ImageNet's (``imagenet``).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
+from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.data.random_erasing import RandomErasing
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -31,6 +34,7 @@ from zoo.data.transforms import (
     check_auto_augment,
     check_crop,
     eval_transform,
+    fitted_input_size,
     merge_data_config,
     train_transform,
     view_transform,
@@ -66,7 +70,8 @@ class ImageDataModule(LightningDataModule):
         preprocess: ``auto`` (pretrained backbone's config, else ``fallback``), ``model`` (the backbone's,
             an error without one), ``dataset`` (training-split mean/std), ``imagenet`` or ``none`` (0 and 1).
         fallback: statistics of ``auto`` for a model without pretrained weights: ``dataset`` or ``imagenet``.
-        image_size: input size (int or [H, W]); None: the backbone's, else the data set's default.
+        image_size: input size (int or [H, W]); None: the backbone's (less for images far smaller than it:
+            :func:`~zoo.data.transforms.fitted_input_size`), else the data set's default.
         mean: per-channel mean; given, it overrides every source. Likewise ``std``.
         std: per-channel standard deviation.
         interpolation: resize interpolation (``bilinear``, ``bicubic``, ...); None: the backbone's.
@@ -129,6 +134,7 @@ class ImageDataModule(LightningDataModule):
         self.trained_config: dict | None = None  # the preprocessing a loaded checkpoint was trained with
         self.model_config: dict | None = None  # a pretrained backbone's preprocessing (set_model_config)
         self.config: dict | None = None  # the preprocessing in use
+        self._native: float | None = None  # the training images' median shorter side (native_size)
         self._shown: dict | None = None
 
     @property
@@ -187,6 +193,15 @@ class ImageDataModule(LightningDataModule):
         c = self.num_channels
         base = model_cfg or self.default_config()
         cfg = merge_data_config(base, c, hp.image_size, hp.interpolation, hp.crop_pct)
+        note = ""
+        if source == "model" and hp.image_size is None:  # a backbone's size, fitted to images much smaller
+            side, native = cfg["input_size"][-1], self.native_size()
+            fitted = fitted_input_size(side, native, int(model_cfg.get("reduction") or 32))
+            if fitted < min(cfg["input_size"][1:]):
+                cfg = merge_data_config(cfg, c, fitted)
+                note = (
+                    f" (the backbone's {side} fitted to images of {native:g} px; --data.image_size sets it)"
+                )
         if source == "imagenet":
             cfg = merge_data_config(cfg, c, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)
         elif source == "none":
@@ -196,9 +211,24 @@ class ImageDataModule(LightningDataModule):
             cfg = merge_data_config(cfg, c, mean=mean, std=std)
         if hp.mean is not None or hp.std is not None:
             cfg = merge_data_config(cfg, c, mean=hp.mean, std=hp.std)
-        self._show(cfg, source)
+        self._show(cfg, source, note)
         self.config = cfg
         return cfg
+
+    def native_size(self, limit: int = 500) -> float | None:
+        """The median shorter side, in pixels, of up to ``limit`` training images (their headers only), or None
+        when the training split lists no image files."""
+        if self._native is None:
+            self.setup("fit")
+            samples = getattr(self.splits.get("train"), "samples", None)
+            if not samples:
+                return None
+            sides = []
+            for path, _ in samples[:: max(1, len(samples) // limit)]:
+                with contextlib.suppress(OSError), Image.open(path) as img:
+                    sides.append(min(img.size))
+            self._native = float(np.median(sides)) if sides else 0.0
+        return self._native or None
 
     def dataset_stats(self, cfg: dict) -> tuple[list[float], list[float]]:
         """Per-channel mean/std of the training split at the eval size, computed once (kept in checkpoints)."""
@@ -216,13 +246,13 @@ class ImageDataModule(LightningDataModule):
         return self.stats["mean"], self.stats["std"]
 
     @rank_zero_only
-    def _show(self, cfg: dict, source: str) -> None:
+    def _show(self, cfg: dict, source: str, note: str = "") -> None:
         if cfg != self._shown:
             self._shown = cfg
             fmt = ", ".join(f"{v:.4f}" for v in cfg["mean"]), ", ".join(f"{v:.4f}" for v in cfg["std"])
             size = "×".join(str(s) for s in cfg["input_size"])
             print(
-                f"Preprocessing ({source}): input {size}, {cfg['interpolation']}, crop_pct {cfg['crop_pct']}, "
+                f"Preprocessing ({source}): input {size}{note}, {cfg['interpolation']}, crop_pct {cfg['crop_pct']}, "
                 f"mean ({fmt[0]}), std ({fmt[1]})"
             )
 

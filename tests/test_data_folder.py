@@ -229,9 +229,8 @@ def test_the_backbones_input_size_is_fitted_to_images_far_smaller_than_it(tmp_pa
     given = ImageFolderDataModule(str(tiny), num_workers=0, val_fraction=0.5, test_fraction=0, image_size=224)
     given.set_model_config(model.pretrained_data_config())
     assert given.preprocess_config()["input_size"] == (3, 224, 224)  # the user's size is kept
-    large = ImageFolderDataModule(
-        str(make_folder(tmp_path / "large", {"a": 2, "b": 2}, size=40)), num_workers=0
-    )
+    large = make_folder(tmp_path / "large", {"a": 4, "b": 4}, size=40)
+    large = ImageFolderDataModule(str(large), num_workers=0, val_fraction=0.5, test_fraction=0)
     large.set_model_config(model.pretrained_data_config())
     assert large.preprocess_config()["input_size"] == (3, 224, 224)  # 40 px: 16× is past 224
 

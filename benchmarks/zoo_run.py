@@ -29,7 +29,7 @@ def run_zoo(
     command_line = [str(Path(sys.executable).with_name("zoo")), command, *args]
     command_line += ["--trainer.enable_progress_bar", "false"]
     cwd.mkdir(parents=True, exist_ok=True)
-    paths = [str(tree)] if tree else []
+    paths = [str(tree)] if tree else [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([*paths, str(HERE)])}
     start = time.perf_counter()
     done = subprocess.run(command_line, cwd=cwd, capture_output=True, text=True, env=env)

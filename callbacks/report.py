@@ -203,7 +203,7 @@ class ClassificationReport(Callback):
         try:
             pred, true = (torch.tensor([m[k] for m in mistakes]) for k in (2, 1))
             return torch.stack([heat_maps(pl_module, x, pred), heat_maps(pl_module, x, true)], 1)
-        except (ImportError, NoFeatureMap) as err:
+        except (ImportError, NoFeatureMap, RuntimeError) as err:  # an extra: the report is written without it
             rank_zero_info(f"Report: the misclassified images without heat maps: {err}")
             return None
 

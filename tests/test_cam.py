@@ -106,3 +106,14 @@ def test_the_feature_layer_is_the_last_spatial_map_and_a_network_without_one_is_
     assert feature_layer(model, torch.randn(1, 3, 64, 64)) is model.layer4
     with pytest.raises(NoFeatureMap, match="no spatial feature map"):
         heat_maps(nn.Sequential(nn.Flatten(), nn.Linear(12, 2)), torch.randn(2, 3, 2, 2), 0)
+
+
+@pytest.mark.parametrize("stages", [["blocks.6"], ["blocks.4", "blocks.6"], ["top", "blocks.4"]])
+def test_heat_maps_of_a_stage_probes_network(stages):
+    """A classifier on lower stages (zoo.stage_head): the layers after them do not run, so the last feature map
+    is one the classes depend on."""
+    net = create_model("timm/efficientnet_lite0", num_classes=3, head_stages=stages).eval()
+    maps = heat_maps(
+        net, torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 2])
+    )
+    assert maps.shape == (2, 64, 64) and torch.isfinite(maps).all()

@@ -33,7 +33,13 @@ def stage_features(body: nn.Module, x: torch.Tensor, stages: list[str]) -> list[
     name: its output, average-pooled), in one pass (timm's ``forward_intermediates``, indexed as ``feature_info``)."""
     names = [e["module"] for e in body.feature_info]
     indices = sorted(names.index(s) for s in stages if s != TOP)
-    final, caught = body.forward_intermediates(x, indices=indices)
+    if TOP in stages:
+        final, caught = body.forward_intermediates(x, indices=indices)
+    else:  # the layers after the deepest stage read would run for nothing (and leave a heat map no gradient)
+        final, caught = (
+            None,
+            body.forward_intermediates(x, indices=indices, intermediates_only=True, stop_early=True),
+        )
     blocks = {names[i]: out.mean((2, 3)) for i, out in zip(indices, caught)}
     if TOP in stages:
         blocks[TOP] = body.forward_head(final, pre_logits=True)

@@ -29,8 +29,8 @@ DESCRIPTIONS = {
     "freeze_unfreeze": "linear probe, then the whole backbone joins at the reduced lr from unfreeze_epoch",
     "full": "linear probe, then every layer trains, the backbone at the reduced lr",
     "gradual": "linear probe, then backbone stages join one by one from the top, one every `every` epochs",
-    "auto": "picks linear, freeze_unfreeze (probe, then fine-tune) or full from the data, then checks on "
-    "validation that fine-tuning beats the probe",
+    "auto": "picks linear or full (probe, then fine-tune) from the data, then checks on validation that "
+    "fine-tuning beats the probe",
 }
 
 
@@ -94,13 +94,13 @@ def images_per_class(targets) -> float:
     return float(statistics.median(counts.values()))
 
 
-def choose(
-    per_class: float, pretrained: bool, validated: bool = True, full_from: int = 1000
-) -> tuple[str, str]:
+def choose(per_class: float, pretrained: bool, validated: bool = True) -> tuple[str, str]:
     """``auto``: (strategy, why), after the lectures' table (very little data → linear; more → fine-tune more).
 
     ``validated``: the data has a validation split. Without one there is nothing to tell a fine-tune from the
-    probe with, so the probe (its C chosen by cross-validation) is the whole training.
+    probe with, so the probe (its C chosen by cross-validation) is the whole training. With one, every layer
+    fine-tunes from the probe's head (LP-FT, Kumar et al. 2022: after a linear probe, holding layers back has
+    nothing left to protect), and the probe phase may still end the run there (:func:`trial_verdict`).
     """
     if not pretrained:
         return "full", "the model has no pretrained weights, so every layer has to be trained"
@@ -110,14 +110,9 @@ def choose(
             "could show a fine-tune beating the probe: with very little data, a linear classifier on the "
             "frozen pretrained features"
         )
-    if per_class < full_from:
-        return "freeze_unfreeze", (
-            f"{per_class:g} training images per class (median), under {full_from}: the linear probe first, then "
-            "the whole network at the reduced backbone lr, kept only if it beats the probe on validation"
-        )
     return "full", (
-        f"{per_class:g} training images per class (median) is {full_from} or more: the linear probe, then every "
-        "layer at the reduced backbone lr"
+        f"{per_class:g} training images per class (median) and a validation split: the linear probe first, then "
+        "every layer at the reduced backbone lr, kept only if it beats the probe on validation"
     )
 
 

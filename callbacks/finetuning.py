@@ -71,7 +71,6 @@ class FineTuning(StageFinetuning):
         probe_max_images: at most this many training images (a stratified sample) feed the probe.
         probe_stages: a run that ends with the probe also tries classifiers on lower stages' pooled features
             (each alone and beside the top features) and keeps the best by the same validation.
-        auto_full_from: ``auto`` picks ``full`` from this many training images per class (median).
         patience: stop fine-tuning after this many validations in a row with neither a lower val/loss (by 1 %) nor
             a higher val/top1 than the best so far, the probe's included (0: never).
     """
@@ -90,7 +89,6 @@ class FineTuning(StageFinetuning):
         probe_folds: int = 5,
         probe_max_images: int = 20000,
         probe_stages: bool = True,
-        auto_full_from: int = 1000,
         patience: int = 3,
     ):
         super().__init__(warmup, keep_bn_eval)
@@ -103,7 +101,6 @@ class FineTuning(StageFinetuning):
             ("probe_views", probe_views, 1),
             ("probe_folds", probe_folds, 2),
             ("probe_max_images", probe_max_images, 1),
-            ("auto_full_from", auto_full_from, 1),
             ("patience", patience, 0),
         ):
             if value < low:
@@ -120,7 +117,7 @@ class FineTuning(StageFinetuning):
             probe_max_images,
             probe_stages,
         )
-        self.auto_full_from, self.patience = auto_full_from, patience
+        self.patience = patience
         self.resolved: str | None = None  # the strategy in use (``auto`` resolved)
         self.probing = False  # this run starts with the probe phase
         self.probed: dict | None = None  # the probe's result, once fitted (kept in checkpoints)
@@ -170,7 +167,7 @@ class FineTuning(StageFinetuning):
                 )
             return self.strategy
         per_class = images_per_class(targets)
-        strategy, why = choose(per_class, pretrained, validated, self.auto_full_from)
+        strategy, why = choose(per_class, pretrained, validated)
         rank_zero_info(f"Fine-tuning strategy auto → {strategy}: {why}.")
         return strategy
 

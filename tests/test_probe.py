@@ -255,7 +255,7 @@ def test_auto_stops_a_fine_tune_on_patience_and_keeps_the_probe_as_best(tmp_path
     best = BestCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/top1", mode="max")
     with caplog.at_level("INFO"):
         trainer = fit(model, dm, ft, seen, best, max_epochs=6)
-    assert ft.resolved == "freeze_unfreeze" and ft.probed["val_top1"] < 0.85  # room for a gain to show
+    assert ft.resolved == "full" and ft.probed["val_top1"] < 0.85  # room for a gain to show
     assert sorted(seen.by_epoch) == [0, 1] and trainer.current_epoch == 2  # stopped after 2 validations
     assert "Fine-tuning stopped at step" in caplog.text and "than the probe" in caplog.text
     assert Path(best.best_model_path).name == "probe.ckpt"  # the probe's checkpoint stays the best

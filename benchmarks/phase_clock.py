@@ -1,5 +1,6 @@
-"""Where a ``zoo fit`` run's time goes, by phase: set-up before the fit, the fit's start (the linear probe's
-feature pass and fit), the sanity check, training, validation, the end of fit (report, plots) and the final test.
+"""Where a ``zoo fit`` run's time goes, by phase: the set-up (from the callbacks' creation: listing the data, the
+label check's feature pass), the fit's start (the linear probe's feature pass and fit), the sanity check,
+training, validation, the end of fit (report, plots) and the final test.
 
 Added to a run by the benchmarks as ``--trainer.callbacks+=phase_clock.PhaseClock --trainer.callbacks.path FILE``
 with ``benchmarks/`` on PYTHONPATH; writes FILE (JSON, seconds per phase) at the end of the test, or of the fit
@@ -20,12 +21,12 @@ class PhaseClock(Callback):
     """Seconds spent in each phase of ``fit`` and ``test``, written as JSON to ``path``: each hook closes the
     phase in progress and opens the next."""
 
-    PHASES = ("fit_start", "sanity", "training", "validation", "fit_end", "test")
+    PHASES = ("setup", "fit_start", "sanity", "training", "validation", "fit_end", "test")
 
     def __init__(self, path: str):
         self.path = Path(path)
         self.seconds = dict.fromkeys((*self.PHASES, "done"), 0.0)
-        self._phase, self._mark = "fit_start", time.perf_counter()
+        self._phase, self._mark = "setup", time.perf_counter()
 
     def _to(self, phase: str) -> None:
         now = time.perf_counter()
@@ -33,7 +34,7 @@ class PhaseClock(Callback):
         self._phase, self._mark = phase, now
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        self._phase, self._mark = "fit_start", time.perf_counter()
+        self._to("fit_start")
 
     def on_sanity_check_start(self, trainer, pl_module) -> None:
         self._to("sanity")

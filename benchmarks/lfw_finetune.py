@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
 import statistics
 import tempfile
 from pathlib import Path
@@ -31,7 +30,7 @@ from zoo_run import machine, write_results, zoo_fit
 HERE = Path(__file__).parent
 CLASSES = ("face", "non_face")
 PER_CLASS = 10
-SAID = ("Fine-tuning strategy auto", "Budget:", "Linear probe:")
+SAID = ("Fine-tuning strategy auto", "Budget:", "Linear probe:", "Stage probe:")
 
 
 def write_folder(root: Path, seed: int) -> None:
@@ -93,39 +92,32 @@ def main() -> None:
 
 
 def markdown(s: dict) -> str:
-    ft = s["finetune"]
-    scratch = s.get("scratch") or {
-        "command": "(not run)",
-        "runs": [],
-        "mean_test_top1": math.nan,
-        "max_wall_s": math.nan,
-    }
+    ft, scratch = s["finetune"], s.get("scratch")
     lines = [
         "# Fine-tuning on 10 photos per class with the recipe's defaults (lfw_subset, faces vs non-faces)",
         "",
         f"{s['data']}; {s['machine']}. Wall time: process start to the end of the final test.",
         "",
         f"- fine-tune: `{ft['command']}`",
-        f"- scratch: `{scratch['command']}`",
+        *([f"- scratch: `{scratch['command']}`"] if scratch else []),
         "",
-        "| seed | fine-tune: test top-1 | wall | what it chose | scratch: test top-1 | wall |",
-        "|---:|---:|---:|---|---:|---:|",
+        "| seed | fine-tune: test top-1 | wall | what it chose |"
+        + (" scratch: test top-1 | wall |" if scratch else ""),
+        "|---:|---:|---:|---|" + ("---:|---:|" if scratch else ""),
     ]
-    for f, r in itertools.zip_longest(
-        ft["runs"], scratch["runs"], fillvalue={"test_top1": math.nan, "wall_s": math.nan}
-    ):
+    others = scratch["runs"] if scratch else []
+    for f, r in itertools.zip_longest(ft["runs"], others, fillvalue=None):
         chose = f["said"]["Fine-tuning strategy auto"].split(":")[0].replace("Fine-tuning strategy ", "")
         probe = f["said"]["Linear probe:"]
         c = probe.split("C = ")[1].split(" chosen")[0] if "C = " in probe else "?"
-        lines.append(
-            f"| {f['seed']} | {f['test_top1']:.4f} | {f['wall_s']:.1f} s | {chose}, C = {c} | "
-            f"{r['test_top1']:.4f} | {r['wall_s']:.1f} s |"
-        )
-    lines.append(
-        f"| mean | **{ft['mean_test_top1']:.4f}** (min {ft['min_test_top1']:.4f}) | max {ft['max_wall_s']:.1f} s | | "
-        f"**{scratch['mean_test_top1']:.4f}** | max {scratch['max_wall_s']:.1f} s |"
-    )
-    return "\n".join(lines) + "\n"
+        stages = f["said"].get("Stage probe:", "").removeprefix("Stage probe: ").split(":")[0]
+        row = f"| {f['seed']} | {f['test_top1']:.4f} | {f['wall_s']:.1f} s | {chose}, C = {c}"
+        row += f", stages {stages} |" if stages else " |"
+        lines.append(row + (f" {r['test_top1']:.4f} | {r['wall_s']:.1f} s |" if r else ""))
+    mean = f"| mean | **{ft['mean_test_top1']:.4f}** (min {ft['min_test_top1']:.4f}) | max {ft['max_wall_s']:.1f} s | |"
+    if scratch:
+        mean += f" **{scratch['mean_test_top1']:.4f}** | max {scratch['max_wall_s']:.1f} s |"
+    return "\n".join([*lines, mean]) + "\n"
 
 
 if __name__ == "__main__":

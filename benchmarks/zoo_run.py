@@ -67,6 +67,13 @@ def machine() -> str:
     )
 
 
+def page(title: str, intro: str, columns: list[str], right: int = 0) -> list[str]:
+    """The first lines of a results page: the title, a paragraph, and the head of a table of ``columns`` (the
+    last ``right`` of them right-aligned: the figures)."""
+    align = ["---"] * (len(columns) - right) + ["---:"] * right
+    return [f"# {title}", "", intro, "", "| " + " | ".join(columns) + " |", "|" + "|".join(align) + "|"]
+
+
 def write_results(name: str, summary: dict, text: str) -> None:
     """benchmarks/results/NAME.json (``summary``) and NAME.md (``text``), and ``text`` on the terminal."""
     out = Path(__file__).parent / "results"

@@ -7,7 +7,6 @@ attributes one by one, and a module or data module of a user's own takes part by
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -33,15 +32,9 @@ class FeatureData(SplitData, Protocol):
     """A :class:`SplitData` that can hand every image of a split over once, in order: what a features-once
     method (the linear probe) runs the backbone over."""
 
-    def feature_dataloader(
-        self,
-        split: str,
-        augment: bool = False,
-        rank: int = 0,
-        world_size: int = 1,
-        indices: Sequence[int] | None = None,
-    ) -> DataLoader:
-        """``(x, y)`` batches of ``split`` (or of the images at ``indices``), this process's share in order;
+    def feature_dataloader(self, split: str, **options) -> DataLoader:
+        """``(x, y)`` batches of ``split``, this process's share in order; ``options``: ``augment`` (the training
+        transform), ``rank`` and ``world_size`` (the share), ``indices`` (those images of the split only).
         ``loader.dataset.indices`` are the images' positions in the split."""
 
 

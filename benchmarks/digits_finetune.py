@@ -50,6 +50,51 @@ def write_folder(root: Path, per_class: int, seed: int) -> None:
             Image.fromarray(images[i]).save(folder / f"{i:04d}.png")
 
 
+def markdown(s: dict) -> str:
+    lines = page(
+        "Fine-tuning strategies on a medium set (sklearn digits as an image folder)",
+        f"{s['data']}; {s['machine']}. `zoo fit --recipe finetune --data.root DIR --model.pretrained_path "
+        "efficientnet-lite0-pypi --finetune.strategy S`, nothing else. Wall time: process start to the end of "
+        "the final test; phases in seconds (set-up: listing the images and the label check's feature pass, which "
+        "the probe reuses; fit start: the probe's fit).",
+        [
+            "run",
+            "test top-1",
+            "wall",
+            "set-up",
+            "fit start",
+            "training",
+            "validation",
+            "end of fit",
+            "test",
+            "budget",
+        ],
+    )
+    lines[-1] = "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    for name, r in s["runs"].items():
+        budget = r["said"]["Budget:"].replace("Budget: ", "")
+        p = r.get("phases") or {}
+        cells = " | ".join(
+            f"{p[k]:.0f}" if k in p else ""
+            for k in ("setup", "fit_start", "training", "validation", "fit_end", "test")
+        )
+        lines.append(f"| {name} | {r['test_top1']:.4f} | {r['wall_s']:.0f} s | {cells} | {budget} |")
+    auto = s["runs"].get("auto")
+    if auto:
+        lines += ["", "`auto` said:", ""]
+        lines += [
+            f"- {line}"
+            for key in SAID
+            if key.startswith(("Fine-tuning", "Run")) and (line := auto["said"][key])
+        ]
+    base = s["runs"].get("auto, baseline commit")
+    if auto and base:
+        lines += ["", f"`auto` against the baseline commit ({s['baseline']}), one after the other: wall "
+                  f"{auto['wall_s']:.0f} s against {base['wall_s']:.0f} s ({auto['wall_s'] / base['wall_s']:.2f}×), "
+                  f"test top-1 {auto['test_top1']:.4f} against {base['test_top1']:.4f}."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -95,51 +140,6 @@ def main() -> None:
         "runs": runs,
     }
     write_results("digits_finetune", summary, markdown(summary))
-
-
-def markdown(s: dict) -> str:
-    lines = page(
-        "Fine-tuning strategies on a medium set (sklearn digits as an image folder)",
-        f"{s['data']}; {s['machine']}. `zoo fit --recipe finetune --data.root DIR --model.pretrained_path "
-        "efficientnet-lite0-pypi --finetune.strategy S`, nothing else. Wall time: process start to the end of "
-        "the final test; phases in seconds (set-up: listing the images and the label check's feature pass, which "
-        "the probe reuses; fit start: the probe's fit).",
-        [
-            "run",
-            "test top-1",
-            "wall",
-            "set-up",
-            "fit start",
-            "training",
-            "validation",
-            "end of fit",
-            "test",
-            "budget",
-        ],
-    )
-    lines[-1] = "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-    for name, r in s["runs"].items():
-        budget = r["said"]["Budget:"].replace("Budget: ", "")
-        p = r.get("phases") or {}
-        cells = " | ".join(
-            f"{p[k]:.0f}" if k in p else ""
-            for k in ("setup", "fit_start", "training", "validation", "fit_end", "test")
-        )
-        lines.append(f"| {name} | {r['test_top1']:.4f} | {r['wall_s']:.0f} s | {cells} | {budget} |")
-    auto = s["runs"].get("auto")
-    if auto:
-        lines += ["", "`auto` said:", ""]
-        lines += [
-            f"- {line}"
-            for key in SAID
-            if key.startswith(("Fine-tuning", "Run")) and (line := auto["said"][key])
-        ]
-    base = s["runs"].get("auto, baseline commit")
-    if auto and base:
-        lines += ["", f"`auto` against the baseline commit ({s['baseline']}), one after the other: wall "
-                  f"{auto['wall_s']:.0f} s against {base['wall_s']:.0f} s ({auto['wall_s'] / base['wall_s']:.2f}×), "
-                  f"test top-1 {auto['test_top1']:.4f} against {base['test_top1']:.4f}."]  # fmt: skip
-    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

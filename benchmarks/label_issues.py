@@ -109,6 +109,31 @@ def score(flagged: list[str], wrong: set[str]) -> dict:
     }
 
 
+def markdown(s: dict) -> str:
+    lines = page(
+        "Flipped labels among real photos: `zoo check-data DIR --labels`",
+        f"`{s['command']}` (EfficientNet-Lite0, ImageNet weights, the finetune recipe's preprocessing: 224×224); "
+        f"{s['machine']}. Wall time: process start to exit (listing, decoding and hashing every file too).",
+        ["set", "images", "flipped", "seeds", "top-k precision = recall (mean, min)", "flagged",
+         "precision of flagged", "recall of flagged", "wall (mean, max)", "CPU", "features", "ranking"],
+        right=11,
+    )  # fmt: skip
+    groups: dict[tuple, list] = {}
+    for r in s["runs"]:
+        groups.setdefault((r["set"], r["rate"]), []).append(r)
+    for (name, rate), rs in groups.items():
+        mean = lambda key, rs=rs: statistics.mean(r[key] for r in rs)  # noqa: E731
+        lines.append(
+            f"| {name} | {rs[0]['images']} | {rs[0]['flipped']} ({rate:.0%}) | {len(rs)} | "
+            f"{mean('top_k_precision'):.2f} (min {min(r['top_k_precision'] for r in rs):.2f}) | "
+            f"{mean('flagged'):.1f} | {mean('flagged_precision'):.2f} | {mean('flagged_recall'):.2f} | "
+            f"{mean('wall_s'):.1f} s ({max(r['wall_s'] for r in rs):.1f} s) | {mean('cpu_s'):.1f} s | "
+            f"{mean('features_s'):.1f} s | "
+            f"{mean('ranking_s'):.1f} s |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -152,31 +177,6 @@ def main() -> None:
         "runs": runs,
     }
     write_results("label_issues", summary, markdown(summary))
-
-
-def markdown(s: dict) -> str:
-    lines = page(
-        "Flipped labels among real photos: `zoo check-data DIR --labels`",
-        f"`{s['command']}` (EfficientNet-Lite0, ImageNet weights, the finetune recipe's preprocessing: 224×224); "
-        f"{s['machine']}. Wall time: process start to exit (listing, decoding and hashing every file too).",
-        ["set", "images", "flipped", "seeds", "top-k precision = recall (mean, min)", "flagged",
-         "precision of flagged", "recall of flagged", "wall (mean, max)", "CPU", "features", "ranking"],
-        right=11,
-    )  # fmt: skip
-    groups: dict[tuple, list] = {}
-    for r in s["runs"]:
-        groups.setdefault((r["set"], r["rate"]), []).append(r)
-    for (name, rate), rs in groups.items():
-        mean = lambda key, rs=rs: statistics.mean(r[key] for r in rs)  # noqa: E731
-        lines.append(
-            f"| {name} | {rs[0]['images']} | {rs[0]['flipped']} ({rate:.0%}) | {len(rs)} | "
-            f"{mean('top_k_precision'):.2f} (min {min(r['top_k_precision'] for r in rs):.2f}) | "
-            f"{mean('flagged'):.1f} | {mean('flagged_precision'):.2f} | {mean('flagged_recall'):.2f} | "
-            f"{mean('wall_s'):.1f} s ({max(r['wall_s'] for r in rs):.1f} s) | {mean('cpu_s'):.1f} s | "
-            f"{mean('features_s'):.1f} s | "
-            f"{mean('ranking_s'):.1f} s |"
-        )
-    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

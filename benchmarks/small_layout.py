@@ -101,30 +101,6 @@ def fit(root: Path, cwd: Path, *extra: str) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    args = parser.parse_args()
-    runs = []
-    for name in args.sets:
-        for seed in args.seeds:
-            with tempfile.TemporaryDirectory() as tmp:
-                root = Path(tmp)
-                write_folders(root, SETS[name](np.random.default_rng(seed)))
-                auto = fit(root, root / "auto")
-                linear = fit(root, root / "linear", "--finetune.strategy", "linear")
-                run = {"set": name, "seed": seed, "auto": auto, "linear": linear}
-                run["ratio"] = round(auto["wall_s"] / linear["wall_s"], 2)
-                runs.append(run)
-                print(json.dumps(run), flush=True)
-    summary = {"machine": machine(), "runs": runs, "max_ratio": max(r["ratio"] for r in runs)}
-    summary["min_heldout_top1"] = min(r["auto"]["heldout_top1"] for r in runs)
-    write_results("small_layout", summary, markdown(summary))
-
-
 def markdown(s: dict) -> str:
     lines = page(
         "Small photo folders laid out as train/ + val/ (10 and 5 per class)",
@@ -154,6 +130,30 @@ def markdown(s: dict) -> str:
     for r in s["runs"]:
         lines += [f"- {r['set']}, seed {r['seed']}: " + " / ".join(r["auto"]["said"])]
     return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    args = parser.parse_args()
+    runs = []
+    for name in args.sets:
+        for seed in args.seeds:
+            with tempfile.TemporaryDirectory() as tmp:
+                root = Path(tmp)
+                write_folders(root, SETS[name](np.random.default_rng(seed)))
+                auto = fit(root, root / "auto")
+                linear = fit(root, root / "linear", "--finetune.strategy", "linear")
+                run = {"set": name, "seed": seed, "auto": auto, "linear": linear}
+                run["ratio"] = round(auto["wall_s"] / linear["wall_s"], 2)
+                runs.append(run)
+                print(json.dumps(run), flush=True)
+    summary = {"machine": machine(), "runs": runs, "max_ratio": max(r["ratio"] for r in runs)}
+    summary["min_heldout_top1"] = min(r["auto"]["heldout_top1"] for r in runs)
+    write_results("small_layout", summary, markdown(summary))
 
 
 if __name__ == "__main__":

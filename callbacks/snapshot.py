@@ -16,6 +16,7 @@ from lightning.pytorch.trainer.states import RunningStage
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from callbacks.device_batches import device_batches
+from callbacks.eval_once import whole_split
 from callbacks.lr_schedule import LRSchedule, schedules_of
 from callbacks.precise_bn import PreciseBN
 from callbacks.warmup import LinearWarmup
@@ -148,7 +149,9 @@ class SnapshotEnsemble(LRSchedule):
         from zoo.ensemble import report_snapshots, score_snapshots
 
         dm = trainer.datamodule
-        loader = dm.val_dataloader() if dm is not None else trainer.val_dataloaders
+        loader = (
+            whole_split(dm.val_dataloader)() if dm is not None else trainer.val_dataloaders
+        )  # rank 0 alone
         if not loader:
             rank_zero_info("SnapshotEnsemble: no validation data, so the snapshots are not scored")
             return

@@ -50,7 +50,7 @@ from callbacks.wandb_run import WandbRunId, wandb_run_id
 from recipes.catalog import recipe_names, recipe_path
 from recipes.config_edits import check_values, cpu_fallbacks, fill_class_names
 from recipes.options import option_hint, shown, typed_model_keys
-from recipes.rendezvous import hold_rendezvous_port
+from recipes.rendezvous import hold_rendezvous_port, stop_started_ranks
 from recipes.resume import resolve_last
 from recipes.scored_weights import refuse_diverged, refuse_untrained
 from zoo import compat, tta
@@ -323,7 +323,8 @@ class ZooCLI(LightningCLI):
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()  # a kill during a save keeps the last file
         skip_empty_hooks(trainer.callbacks)  # ~80 calls of empty methods less at every training step
-        hold_rendezvous_port(trainer)  # a DDP run's MASTER_PORT, bound until its processes meet there
+        if self.subcommand:  # a run that will launch; a recipe only built (zoo schedule, tests) binds nothing
+            hold_rendezvous_port(trainer)  # a DDP run's MASTER_PORT, bound until its processes meet there
         return trainer
 
     def after_fit(self):
@@ -539,6 +540,9 @@ def run_lightning(argv: list[str]) -> ZooCLI:
     try:
         cli = make_cli(save_config_callback=RunConfig, save_config_kwargs={"overwrite": True})
         return cli
+    except BaseException:
+        stop_started_ranks()  # a DDP run's other ranks would wait for this one until their timeout
+        raise
     finally:
         sys.argv = saved
         finish_wandb(getattr(cli, "trainer", None))  # close the W&B run; offline runs print `wandb sync`

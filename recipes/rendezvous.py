@@ -11,16 +11,23 @@ and sets ``MASTER_PORT`` to its port: no other job can be given a port that is b
 ``multi_tenant=True`` (as ``init_process_group`` makes it) reuses a server this process already holds on that
 port, so rank 0 serves the rendezvous from the socket bound here. A ``MASTER_PORT`` set by the user or a
 cluster (SLURM, torchelastic) is left alone, and so are launchers whose rank 0 is another process.
+
+The processes this one starts are also its to end: when it fails, they would wait for it in their next
+collective until its timeout (30 minutes), holding the terminal or a test's pipes. :func:`stop_started_ranks`
+gives them a few seconds to end on their own, then kills them, as Lightning does after a Ctrl+C.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+import subprocess
+import time
 
 from lightning.fabric.plugins.environments import LightningEnvironment
 
 _held: dict[int, object] = {}  # port → the TCPStore server holding it, for the life of the process
+_launchers: list = []  # the launchers of the runs this process started, whose other ranks it owns
 
 
 def rank_zero_is_launcher(strategy) -> bool:
@@ -39,6 +46,8 @@ def hold_rendezvous_port(trainer) -> int | None:
     ``MASTER_PORT`` at it (see the module docstring); the port, or None where nothing was done."""
     strategy = trainer.strategy
     environment = getattr(strategy, "cluster_environment", None)
+    if trainer.world_size > 1 and rank_zero_is_launcher(strategy):
+        _launchers.append(strategy.launcher)
     if (
         "MASTER_PORT" in os.environ
         or type(environment) is not LightningEnvironment
@@ -62,3 +71,17 @@ def hold_rendezvous_port(trainer) -> int | None:
     _held[store.port] = store
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = address, str(store.port)
     return store.port
+
+
+def stop_started_ranks(grace: float = 5.0) -> None:
+    """End the processes the runs of this one started (its DDP ranks but 0): each gets until ``grace`` seconds
+    from now to exit, then is killed. Called when this process fails; a rank that ended already is skipped."""
+    deadline = time.monotonic() + grace
+    for launcher in _launchers:
+        for proc in getattr(launcher, "procs", []):
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    _launchers.clear()

@@ -166,3 +166,36 @@ def test_two_ddp_jobs_started_together_never_share_a_rendezvous_port(fitted, tmp
             proc.returncode, out
         )  # one failed with EADDRINUSE, or joined the other's rendezvous
         assert re.search(r"val/top1\s*│\s*0\.\d+", out), out[-3000:]
+
+
+FAIL_ON_RANK_ZERO = """
+from lightning.pytorch.callbacks import Callback
+
+
+class FailOnRankZero(Callback):
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.global_rank == 0:
+            raise RuntimeError("rank zero failed here")
+"""
+
+
+def test_a_failure_of_rank_zero_ends_the_other_rank_too(tmp_path):
+    """Rank 1 would wait in its next collective for 30 minutes, holding the terminal (or these pipes)."""
+    (tmp_path / "fail_on_rank_zero.py").write_text(FAIL_ON_RANK_ZERO)
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    command = [ZOO, "fit", "--recipe", "digits", *DDP, "--trainer.max_epochs", "2"]
+    command += [
+        "--trainer.callbacks+=fail_on_rank_zero.FailOnRankZero",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
+    proc = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        out, _ = proc.communicate(timeout=180)  # both ranks gone: the pipe closed
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0 and "rank zero failed here" in out, out[-3000:]

@@ -150,7 +150,7 @@ from lightning.pytorch import Callback
 
 
 class TrainSize(Callback):
-    def on_train_start(self, trainer, pl_module):
+    def on_fit_end(self, trainer, pl_module):  # the linear probe alone runs no training loop
         samples = trainer.datamodule.splits["train"].samples
         json.dump(sorted(p for p, _ in samples), open(f"train{trainer.global_rank}.json", "w"))
 """

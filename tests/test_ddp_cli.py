@@ -199,3 +199,32 @@ def test_a_failure_of_rank_zero_ends_the_other_rank_too(tmp_path):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode != 0 and "rank zero failed here" in out, out[-3000:]
+
+
+def test_a_ddp_recipe_only_built_binds_no_port_and_sets_no_master_port(monkeypatch):
+    """``zoo schedule`` and the tests build recipes without running them: a port bound and ``MASTER_PORT`` set
+    then would send every later DDP run of this process's children to a rendezvous no one serves."""
+    from recipes.lightning_cli import build_recipe, expand_recipe
+    from recipes.rendezvous import _held
+
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    held = dict(_held)
+    cli = build_recipe(expand_recipe(["--recipe", "digits", *DDP]))
+    assert cli.trainer.world_size == 2
+    assert "MASTER_PORT" not in os.environ and _held == held
+
+
+def test_the_ranks_a_failed_launcher_started_end_within_the_grace_time():
+    """A rank blocked where its dead rank 0 cannot wake it (a store it keeps retrying) is killed, not waited for."""
+    import time
+    from types import SimpleNamespace
+
+    from recipes import rendezvous
+
+    quick = subprocess.Popen([sys.executable, "-c", "pass"])
+    stuck = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    rendezvous._launchers.append(SimpleNamespace(procs=[quick, stuck]))
+    start = time.monotonic()
+    rendezvous.stop_started_ranks(grace=2.0)
+    assert time.monotonic() - start < 30
+    assert quick.returncode == 0 and stuck.returncode == -signal.SIGKILL and not rendezvous._launchers

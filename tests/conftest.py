@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -43,3 +46,24 @@ def zoo_cli():
 
 
 FAST_TRAINER = ("--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false")
+
+
+@pytest.fixture
+def read_only_folder():
+    """A folder nobody may write to (in /tmp, so that another user can reach it)."""
+    work = Path(tempfile.mkdtemp(prefix="zoo-ro-"))
+    work.chmod(0o555)
+    yield work
+    work.chmod(0o755)
+    shutil.rmtree(work)
+
+
+@pytest.fixture
+def unprivileged() -> tuple[str, ...]:
+    """The command prefix that runs a process without root's right to write anywhere (``()`` for a user)."""
+    if os.geteuid() != 0:
+        return ()
+    if not shutil.which("setpriv"):
+        pytest.skip("running as root without setpriv: a read-only folder cannot be made")
+    caps = "-dac_override,-dac_read_search"
+    return ("setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}")

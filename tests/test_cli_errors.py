@@ -4,10 +4,8 @@ do, and exit code 2, before anything trains; a bug ends in a traceback, exit 1; 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -299,24 +297,9 @@ def run_zoo(*args: str, cwd: Path, env: dict | None = None, prefix=()) -> subpro
     )
 
 
-@pytest.fixture
-def read_only_folder():
-    """A folder nobody may write to (in /tmp, so that another user can reach it)."""
-    work = Path(tempfile.mkdtemp(prefix="zoo-ro-"))
-    work.chmod(0o555)
-    yield work
-    work.chmod(0o755)
-    shutil.rmtree(work)
-
-
-def test_read_only_working_folder(read_only_folder):
+def test_read_only_working_folder(read_only_folder, unprivileged):
     work = read_only_folder
-    prefix = ()
-    if os.geteuid() == 0:  # root writes anywhere: take away the capability that lets it, as a user lacks it
-        if not shutil.which("setpriv"):
-            pytest.skip("running as root without setpriv: a read-only folder cannot be made")
-        caps = "-dac_override,-dac_read_search"
-        prefix = ("setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}")
+    prefix = unprivileged
     done = run_zoo("fit", "--recipe", "digits", *TINY, cwd=work, prefix=prefix)
     assert done.returncode == 5, done.stderr  # the machine refused the write
     assert "Traceback" not in done.stderr
@@ -358,13 +341,10 @@ def test_debug_shows_the_traceback_of_a_mistake_too(zoo_cli, capsys, monkeypatch
 
 
 @pytest.mark.parametrize("command", ["lr-find", "tune"])
-def test_lr_find_and_tune_check_their_output_can_be_written_before_any_work(read_only_folder, command):
-    prefix = ()
-    if os.geteuid() == 0:
-        if not shutil.which("setpriv"):
-            pytest.skip("running as root without setpriv: a read-only folder cannot be made")
-        caps = "-dac_override,-dac_read_search"
-        prefix = ("setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}")
+def test_lr_find_and_tune_check_their_output_can_be_written_before_any_work(
+    read_only_folder, unprivileged, command
+):
+    prefix = unprivileged
     extra = ("--trials", "1") if command == "tune" else ()
     done = run_zoo(command, "--recipe", "digits", *extra, cwd=read_only_folder, prefix=prefix)
     assert done.returncode == 5, done.stderr  # was: exit 2 after the whole sweep, "No such file or directory"

@@ -42,6 +42,13 @@ def with_faults() -> dict:
     return {"PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
 
 
+def run_with_faults(*args: str) -> subprocess.CompletedProcess:
+    """``zoo fit --recipe digits ARGS`` to its end, able to load ``tests/faults.py`` callbacks."""
+    command = [ZOO, "fit", "--recipe", "digits", *args]
+    env = {**os.environ, **with_faults()}
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+
+
 def wait_for(paths, proc: subprocess.Popen, timeout: float = 180) -> None:
     """Until every path in ``paths`` (a callable giving a list of paths, or one glob) exists."""
     end = time.monotonic() + timeout
@@ -191,13 +198,7 @@ def test_a_run_that_trains_nothing_says_so_and_exits_4(zoo_cli, capsys):
 
 def test_ctrl_c_twice_while_the_stop_is_being_saved_still_saves_and_exits_130():
     fault = ("--trainer.callbacks+=faults.CtrlC", "--trainer.callbacks.step", "5")
-    done = subprocess.run(
-        [ZOO, "fit", "--recipe", "digits", *LONG, *fault],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **with_faults()},
-    )
+    done = run_with_faults(*LONG, *fault)
     assert done.returncode == 130, done.stderr[-3000:]  # was 1, or 130 with nothing saved
     epoch, step, saved = stopped_at(done.stderr, "SIGINT")
     assert (epoch, step) == (0, 6) and saved == RUN / "checkpoints" / "last.ckpt"
@@ -213,13 +214,7 @@ def test_ctrl_c_again_after_the_grace_stops_at_once_and_exits_130():
         "20",
         "--trainer.callbacks.second",
     )
-    done = subprocess.run(
-        [ZOO, "fit", "--recipe", "digits", *LONG, *fault, "at_once"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **with_faults()},
-    )
+    done = run_with_faults(*LONG, *fault, "at_once")
     assert done.returncode == 130, done.stderr[-3000:]  # Lightning's own handling exits 1
     kept = RUN / "checkpoints" / "last.ckpt"
     lines = done.stderr.strip().splitlines()
@@ -241,13 +236,7 @@ def test_ctrl_c_as_training_ends_skips_the_test_after_fit_and_exits_130():
         "--trainer.limit_val_batches",
         "2",
     )
-    done = subprocess.run(
-        [ZOO, "fit", "--recipe", "digits", *tiny, *FAST_TRAINER, "--trainer.callbacks+=faults.CtrlCAtTheEnd"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **with_faults()},
-    )
+    done = run_with_faults(*tiny, *FAST_TRAINER, "--trainer.callbacks+=faults.CtrlCAtTheEnd")
     assert done.returncode == 130, done.stderr[-3000:]  # was 0, after testing as if nothing was pressed
     assert stopped_at(done.stderr, "SIGINT") == (1, 3, RUN / "checkpoints" / "last.ckpt")  # after epoch 0
     assert "best checkpoint" in done.stdout and "test/top1" not in done.stdout  # results, and no test

@@ -17,7 +17,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -516,24 +515,15 @@ def test_a_network_nothing_can_rebuild_is_refused_in_one_line(bare_run, zoo_cli,
     assert not (tmp_path / "bare").exists()
 
 
-def test_an_output_that_cannot_be_written_is_one_line_before_anything_is_loaded(zoo_run):
+def test_an_output_that_cannot_be_written_is_one_line_before_anything_is_loaded(
+    zoo_run, read_only_folder, unprivileged
+):
     run, _ = zoo_run
-    work = Path(tempfile.mkdtemp(prefix="zoo-ro-"))  # in /tmp, so that a user without privileges reaches it
-    work.chmod(0o555)
-    prefix = ()
-    if os.geteuid() == 0:  # root writes anywhere: take away the capability that lets it, as a user lacks it
-        if not shutil.which("setpriv"):
-            pytest.skip("running as root without setpriv: a read-only folder cannot be made")
-        caps = "-dac_override,-dac_read_search"
-        prefix = ("setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}")
-    try:
-        for fmt, output in (("timm", work / "model"), ("onnx", work / "sub" / "model.onnx")):
-            args = ("export", "--ckpt_path", best(run), "--format", fmt, "--output", output)
-            done = subprocess.run(
-                [*prefix, ZOO, *map(str, args)], capture_output=True, text=True, timeout=300
-            )
-            assert done.returncode == 2, done.stderr
-            assert done.stderr == f"error: cannot write --output '{output}': Permission denied ('{work}')\n"
-    finally:
-        work.chmod(0o755)
-        shutil.rmtree(work)
+    work = read_only_folder
+    for fmt, output in (("timm", work / "model"), ("onnx", work / "sub" / "model.onnx")):
+        args = ("export", "--ckpt_path", best(run), "--format", fmt, "--output", output)
+        done = subprocess.run(
+            [*unprivileged, ZOO, *map(str, args)], capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 2, done.stderr
+        assert done.stderr == f"error: cannot write --output '{output}': Permission denied ('{work}')\n"

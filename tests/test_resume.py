@@ -399,6 +399,17 @@ def test_overfit_batches_replaces_the_sampler_and_still_trains():
     assert trainer.global_step == 4
 
 
+def digits_run(train_batches: int, val_batches: int) -> tuple[str, ...]:
+    """``fit --recipe digits`` limited to so many training and validation batches an epoch."""
+    limits = (
+        "--trainer.limit_train_batches",
+        str(train_batches),
+        "--trainer.limit_val_batches",
+        str(val_batches),
+    )
+    return ("fit", "--recipe", "digits", *limits)
+
+
 def lrs_logged(run: Path) -> dict[int, float]:
     """{optimizer step: the head group's lr} from a run's metrics.csv (Lightning's lr monitor)."""
     with (run / "metrics.csv").open() as f:
@@ -406,15 +417,7 @@ def lrs_logged(run: Path) -> dict[int, float]:
 
 
 def test_a_finished_run_continued_longer_replans_its_schedule_and_takes_the_new_lr(zoo_cli, caplog):
-    quick = (
-        "fit",
-        "--recipe",
-        "digits",
-        "--trainer.limit_train_batches",
-        "4",
-        "--trainer.limit_val_batches",
-        "2",
-    )
+    quick = digits_run(4, 2)
     quick = (*quick, "--trainer.log_every_n_steps", "1", "--test_after_fit", "false", *FAST_TRAINER)
     assert zoo_cli(*quick, "--trainer.max_epochs", "2") == 0  # 8 steps: warmup over 4, cosine to 0 at 8
     last = "runs/digits/version_0/checkpoints/last.ckpt"
@@ -434,15 +437,7 @@ def test_a_finished_run_continued_longer_replans_its_schedule_and_takes_the_new_
 
 
 def test_a_resume_with_another_optimizer_is_refused(zoo_cli, capsys):
-    quick = (
-        "fit",
-        "--recipe",
-        "digits",
-        "--trainer.limit_train_batches",
-        "2",
-        "--trainer.limit_val_batches",
-        "1",
-    )
+    quick = digits_run(2, 1)
     quick = (*quick, "--test_after_fit", "false", *FAST_TRAINER)
     assert zoo_cli(*quick, "--trainer.max_epochs", "1") == 0
     last = "runs/digits/version_0/checkpoints/last.ckpt"
@@ -458,15 +453,7 @@ def test_a_resume_with_another_optimizer_is_refused(zoo_cli, capsys):
 
 
 def test_a_run_resumed_with_its_own_length_keeps_its_plan(zoo_cli, caplog):
-    quick = (
-        "fit",
-        "--recipe",
-        "digits",
-        "--trainer.limit_train_batches",
-        "4",
-        "--trainer.limit_val_batches",
-        "2",
-    )
+    quick = digits_run(4, 2)
     quick = (
         *quick,
         "--trainer.log_every_n_steps",

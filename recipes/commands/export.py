@@ -150,10 +150,15 @@ def run(args: argparse.Namespace, rest: list[str]) -> int:
     if fmt == "pt2":
         print(f"  metadata: {export.metadata_path(path)}")
     print(f"  checked on {where}: largest |logit difference| from the checkpoint {worst:.2e}")
-    if not worst <= args.atol:
-        print(f"error: the exported model differs from the checkpoint by {worst:.2e} > --atol {args.atol}")
-        return 1
-    return 0
+    return _within(worst, args.atol)
+
+
+def _within(worst: float, atol: float) -> int:
+    """The exit code of a check whose largest logit difference is ``worst``: 0 within ``atol``, else 1, said."""
+    if worst <= atol:
+        return 0
+    print(f"error: the exported model differs from the checkpoint by {worst:.2e} > --atol {atol}")
+    return 1
 
 
 def run_command(run: Path | None) -> tuple[str | None, list[str] | None]:
@@ -223,7 +228,4 @@ def write_hub_folder(args, ckpt: dict, net, output: Path, meta: dict, x, where: 
     if not plain_timm:
         print(f"  a lightning-zoo network: plain timm cannot build it; load it with {loader}")
     print(f"  checked on {where}: {loader} gives logits within {worst:.2e} of the checkpoint's")
-    if not worst <= args.atol:
-        print(f"error: the exported model differs from the checkpoint by {worst:.2e} > --atol {args.atol}")
-        return 1
-    return 0
+    return _within(worst, args.atol)

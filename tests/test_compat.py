@@ -54,7 +54,7 @@ def test_callback_state_keys_are_lightnings():
     class Mine(Callback):
         pass
 
-    assert compat.state_key(Mine(), a=1) == "Mine{'a': 1}"
+    assert compat.state_key(Mine(), a=1) == Mine.__qualname__ + "{'a': 1}"
     checkpoint = ModelCheckpoint(monitor="val/loss")
     assert checkpoint.state_key == compat.state_key(
         checkpoint,
@@ -126,3 +126,40 @@ def test_litdata_filesystem_client():
     from litdata.streaming import fs_provider
 
     assert parameters(fs_provider._get_fs_provider)[:2] == ["remote_filepath", "storage_options"]
+
+
+def test_lightning_passes_over_a_hook_that_is_not_callable():
+    """``skip_empty_hooks`` sets empty hooks to None: Lightning's dispatch must skip them, not call them."""
+    from lightning.pytorch.trainer import call
+
+    assert "if callable(fn):" in inspect.getsource(call._call_callback_hooks)
+
+    class Empty(Callback):
+        pass
+
+    empty = Empty()
+    assert compat.skip_empty_hooks([empty]) == 6  # every hook of a training step
+    assert empty.on_train_batch_end is None and callable(empty.on_train_epoch_end)
+
+
+def test_every_entry_names_the_versions_it_was_checked_on():
+    """Each function and class of zoo/compat.py has a row in its table, whose last column gives versions, the
+    installed Lightning's among those of the rows that rely on Lightning."""
+    import ast
+    import re
+    from pathlib import Path
+
+    import lightning
+
+    rows = [line for line in compat.__doc__.splitlines() if line.startswith("| :")]
+    named = {name for row in rows for name in re.findall(r":(?:func|class):`(\w+)`", row)}
+    tree = ast.parse(Path(compat.__file__).read_text())
+    public = [n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef)]
+    helpers = {"cli_model_hparams"}  # CheckpointHparams's row: the same private hook's keys
+    missing = [name for name in public if not name.startswith("_") and name not in named | helpers]
+    assert not missing, f"zoo/compat.py: no row in the table for {missing}"
+    for row in rows:
+        checked = row.rstrip(" |").rsplit("|", 1)[-1]
+        assert re.search(r"\d+\.\d+", checked), row
+        if "lightning" in checked:
+            assert lightning.__version__ in checked, f"not checked on the installed lightning: {row}"

@@ -70,21 +70,23 @@ def expected(config: dict) -> list[type]:
     switched = {
         "progress_bar": trainer.get("enable_progress_bar") is False,
         "model_summary": trainer.get("enable_model_summary") is False,
+        "wandb_run_id": "Wandb" not in str((trainer.get("logger") or {}).get("class_path")),
     }
     entries = {}
     for name, value in run.items():
         if isinstance(value, dict) and value.get("class_path") and not switched.get(name):
             cls = load(value["class_path"])
-            kind = kinds.get(name, cls)
-            if not any(issubclass(c, kind) for c in recipe):
+            if not any(issubclass(c, kinds.get(name, cls)) for c in recipe):
                 entries[name] = cls
     first = [entries.pop("resume_optimizer")] if "resume_optimizer" in entries else []
+    defaults = [entries.pop(name) for name in kinds if name in entries]
+    before = [entries.pop("resume_validation")] if "resume_validation" in entries else []
     own = {
         key: cls for key, cls in sections().items() if key != "finetune" or config[key]["strategy"] != "none"
     }
     checkpoints = [cls for cls in own.values() if issubclass(cls, ModelCheckpoint)]
     others = [cls for cls in own.values() if not issubclass(cls, ModelCheckpoint)]
-    return [*first, *recipe, *others, RunConfig, *entries.values(), *checkpoints]
+    return [*first, *recipe, *others, RunConfig, *defaults, *before, *checkpoints, *entries.values()]
 
 
 class Started(ZooCLI):
@@ -140,7 +142,7 @@ def test_the_finetune_runs_callbacks_are_its_printed_config_in_order(zoo_cli, ca
     names = [k.__name__ for k in kinds]
     assert names[0] == "ResumeOptimizer" and names.index("LabelCheck") < names.index("FineTuning")
     assert names.index("ResumeValidation") < names.index("BestCheckpoint") < names.index("LastCheckpoint")
-    assert names.index("ExactResume") == max(i for i, n in enumerate(names) if "Checkpoint" not in n)
+    assert names[-1] == "ExactResume" and names.index("RunLength") < names.index("EvaluateOnce")
 
 
 def test_each_run_entry_switches_off_and_a_recipes_own_kind_takes_its_place():

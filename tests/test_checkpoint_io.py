@@ -116,24 +116,3 @@ def test_atomic_link_replaces_the_target_and_declines_remote_paths(tmp_path):
     assert target.read_bytes() == b"new" and os.path.samefile(source, target)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt", "last.ckpt"]
     assert not atomic_link(source, "memory://bucket/last.ckpt")
-
-
-def test_monitor_candidates_are_lightnings_without_the_deepcopy(tmp_path):
-    from lightning.pytorch import Callback
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    from callbacks.best_checkpoint import monitor_candidates
-
-    compared = []
-
-    class Compare(Callback):
-        def on_train_epoch_end(self, trainer, pl_module):
-            ours, theirs = monitor_candidates(trainer), ModelCheckpoint._monitor_candidates(None, trainer)
-            assert ours.keys() == theirs.keys() and {"val/score", "epoch", "step"} <= set(ours)
-            for key, value in theirs.items():
-                assert torch.equal(ours[key], value) and ours[key].dtype == value.dtype, key
-            assert ours["val/score"] is not trainer.callback_metrics["val/score"]  # a copy
-            compared.append(trainer.current_epoch)
-
-    fit_scored(tmp_path, [0.0, 1.0], [Compare()])
-    assert compared == [0, 1]

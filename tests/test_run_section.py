@@ -58,7 +58,7 @@ def printed(zoo_cli, capsys, *args: str) -> dict:
 def sections() -> dict[str, type]:
     """The CLI's callback sections (``checkpoint``, ``predictions``, ...) in the order it declares them, and the
     class each builds."""
-    parser = make_cli([], run=False).parser
+    parser = make_cli(expand_recipe(["--recipe", "digits"]), run=False).parser
     return {key: parser.groups[key].group_class for key in parser.callback_keys}
 
 

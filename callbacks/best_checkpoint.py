@@ -5,21 +5,20 @@ so a run at lr 1000 keeps weights of 1e30 as its best checkpoint. Here an epoch 
 its monitored value is finite and every weight is finite with |w| ≤ ``max_abs_weight``; a refused epoch is
 said once. ``last.ckpt`` is written at the end of every epoch: Lightning 2.6 writes it only when a top-k
 checkpoint was written at the same step, so after the best epoch it stopped moving and a resume from "last"
-would train the epochs since then again. In an epoch that is a new best, ``last.ckpt`` is a hard link to the
-best file (the same bytes: one write per epoch, not two); the next epoch's ``last.ckpt`` replaces the name.
-Every full checkpoint of a diverged run carries the reason (``checkpoint["diverged"]``).
+would train the epochs since then again. Every full checkpoint of a diverged run carries the reason
+(``checkpoint["diverged"]``).
 """
 
 from __future__ import annotations
 
 import math
-from weakref import proxy
 
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from zoo.checkpoint_io import atomic_link
+from zoo.compat import CheckpointSaves
 from zoo.protocols import SplitData
 
 
@@ -50,33 +49,7 @@ def guard_stopped(pl_module) -> str | None:
     return None
 
 
-def cached_state_key(checkpoint: ModelCheckpoint) -> str:
-    """``ModelCheckpoint.state_key``, built again only when a setting it names changed. Lightning reads the key
-    at every hook it calls on the callback (~10 per training step), and builds it each time from the repr of a
-    dict of five settings (~3 µs)."""
-    settings = (
-        checkpoint.monitor,
-        checkpoint.mode,
-        checkpoint._every_n_train_steps,
-        checkpoint._every_n_epochs,
-        checkpoint._train_time_interval,
-    )
-    if checkpoint.__dict__.get("_key_settings") != settings:
-        checkpoint._key_settings, checkpoint._key = settings, ModelCheckpoint.state_key.fget(checkpoint)
-    return checkpoint._key
-
-
-def monitor_candidates(trainer) -> dict[str, torch.Tensor]:
-    """``ModelCheckpoint._monitor_candidates``: the logged metrics with integer ``epoch`` and ``step``, copied by
-    a ``clone`` of each tensor instead of Lightning's ``deepcopy`` of the dict (~0.3 ms at every epoch's end)."""
-    out = {k: v.detach().clone() if torch.is_tensor(v) else v for k, v in trainer.callback_metrics.items()}
-    for key, now in (("epoch", trainer.current_epoch), ("step", trainer.global_step)):
-        value = out.get(key)
-        out[key] = value.int() if torch.is_tensor(value) else torch.tensor(now)
-    return out
-
-
-class BestCheckpoint(ModelCheckpoint):
+class BestCheckpoint(CheckpointSaves, ModelCheckpoint):
     """``ModelCheckpoint`` whose top-k only takes epochs with a finite score and finite, bounded weights.
 
     Args:
@@ -96,7 +69,7 @@ class BestCheckpoint(ModelCheckpoint):
     @property
     def state_key(self) -> str:
         """Lightning's own key, so runs saved before this class existed still restore their best paths."""
-        return cached_state_key(self).replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         """Data with no validation split (too few images to hold one out, or ``val_fraction 0``): there is no
@@ -121,27 +94,20 @@ class BestCheckpoint(ModelCheckpoint):
         if why:
             checkpoint["diverged"] = why
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self._every_n_train_steps < 1 and self._train_time_interval is None:
-            return  # no writes by step or time: what Lightning's hook decides after ~7 µs of checks
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-
     def on_validation_end(self, trainer, pl_module) -> None:
+        """Lightning's save, then ``last.ckpt`` of this epoch (unless a new best wrote it at this step already)."""
         before = self.best_model_path
         super().on_validation_end(trainer, pl_module)
         self._note_best(trainer, before)
-        if not self._should_save_on_train_epoch_end(trainer):
-            self._last_every_epoch(trainer)
+        if not self.saves_at_train_epoch_end(trainer):
+            self.save_last_now(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         before = self.best_model_path
         super().on_train_epoch_end(trainer, pl_module)
         self._note_best(trainer, before)
-        if self._should_save_on_train_epoch_end(trainer):
-            self._last_every_epoch(trainer)
-
-    def _monitor_candidates(self, trainer) -> dict[str, torch.Tensor]:
-        return monitor_candidates(trainer)
+        if self.saves_at_train_epoch_end(trainer):
+            self.save_last_now(trainer)
 
     def _note_best(self, trainer, before: str) -> None:
         """Keep the validation metrics of a new best epoch: the results table quotes them without validating
@@ -149,31 +115,6 @@ class BestCheckpoint(ModelCheckpoint):
         if self.best_model_path and self.best_model_path != before:
             metrics = trainer.callback_metrics.items()
             self.best_metrics = {k: float(v) for k, v in metrics if k.startswith("val/") and v.numel() == 1}
-
-    def _last_every_epoch(self, trainer) -> None:
-        """``last.ckpt`` of this step, unless this callback wrote a checkpoint at this step already (a new best
-        and its last.ckpt: Lightning's skip rule compares the step of the last write)."""
-        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-
-    def _save_checkpoint(self, trainer, filepath: str) -> None:
-        """Lightning's save, except that ``last.ckpt`` of the step a best checkpoint was just written at is a
-        hard link to that file (:func:`zoo.checkpoint_io.atomic_link`): the same bytes, one write less."""
-        source = self._last_checkpoint_saved
-        if (
-            filepath == self.last_model_path
-            and source
-            and source != filepath
-            and self._last_global_step_saved == trainer.global_step
-        ):
-            linked = atomic_link(source, filepath) if trainer.is_global_zero else False
-            if trainer.strategy.broadcast(linked):  # every rank saves (a collective) or none does
-                self._last_checkpoint_saved = filepath
-                if trainer.is_global_zero:
-                    for logger in trainer.loggers:
-                        logger.after_save_checkpoint(proxy(self))
-                return
-        super()._save_checkpoint(trainer, filepath)
 
     def add_candidate(self, trainer, filepath: str, metrics: dict[str, float | None]) -> None:
         """Count ``filepath``, a checkpoint written outside the loops (the linear probe's, before the first epoch),

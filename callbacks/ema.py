@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from lightning.pytorch.callbacks import EMAWeightAveraging
 
+from zoo import compat
+
 
 class EMA(EMAWeightAveraging):
     """θ̄_1 = θ_1, θ̄_k = β·θ̄_{k−1} + (1 − β)·θ_k after every optimizer step k; validation and checkpoints use θ̄.
@@ -49,11 +51,12 @@ class EMA(EMAWeightAveraging):
         self.decay = decay
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "latest_update_epoch": self._latest_update_epoch}
+        return {**super().state_dict(), "latest_update_epoch": compat.ema_latest_update_epoch(self)}
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
-        self._latest_update_epoch = state_dict.get("latest_update_epoch", self._latest_update_epoch)
+        epoch = state_dict.get("latest_update_epoch", compat.ema_latest_update_epoch(self))
+        compat.set_ema_latest_update_epoch(self, epoch)
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         if trainer.state.fn == "fit":  # resuming: restore both the raw weights and the average

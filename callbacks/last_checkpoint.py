@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from callbacks.best_checkpoint import cached_state_key, monitor_candidates
+from zoo.compat import CheckpointSaves
 
 
-class LastCheckpoint(ModelCheckpoint):
+class LastCheckpoint(CheckpointSaves, ModelCheckpoint):
     """Writes ``<dirpath>/last.ckpt`` whenever global_step mod N = 0 (N = ``every_n_train_steps``; 0: never).
 
     It keeps no best checkpoints (``save_top_k=0``); the zoo's main checkpoint, which monitors ``val/top1``,
@@ -38,17 +38,11 @@ class LastCheckpoint(ModelCheckpoint):
             every_n_train_steps=every_n_train_steps,
             enable_version_counter=False,  # overwrite the main checkpoint's last.ckpt, not write last-v1.ckpt
         )
+        self.every_n_train_steps = every_n_train_steps
         self._at_epoch_end = False
 
-    @property
-    def state_key(self) -> str:
-        return cached_state_key(self)
-
-    def _monitor_candidates(self, trainer):
-        return monitor_candidates(trainer)
-
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        n = self._every_n_train_steps
+        n = self.every_n_train_steps
         if n < 1 or trainer.global_step % n:
             return  # not a step to write at: what Lightning's hook decides after ~7 µs of checks
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
@@ -58,8 +52,8 @@ class LastCheckpoint(ModelCheckpoint):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         super().on_train_epoch_end(trainer, pl_module)
-        if self._at_epoch_end and not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if self._at_epoch_end:
+            self.save_last_now(trainer)
         self._at_epoch_end = False
 
     def on_train_end(self, trainer, pl_module) -> None:

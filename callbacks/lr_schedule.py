@@ -32,6 +32,8 @@ from typing import Literal, get_args
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from zoo import compat
+
 Unit = Literal["epoch", "step"]
 UNITS = get_args(Unit)
 
@@ -165,7 +167,7 @@ class LRSchedule(Callback):
     def state_key(self) -> str:
         # Lightning reads it at every hook it calls (~10 a step) and the key is fixed at construction: built once
         if "_state_key" not in self.__dict__:
-            self._state_key = self._generate_state_key(**self._key())
+            self._state_key = compat.state_key(self, **self._key())
         return self._state_key
 
     def _key(self) -> dict:

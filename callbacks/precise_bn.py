@@ -11,10 +11,10 @@ from __future__ import annotations
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import RunningStage
-from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim.swa_utils import update_bn
 
 from callbacks.device_batches import device_batches
+from zoo.compat import batch_norm_base
 
 
 class PreciseBN(Callback):
@@ -45,7 +45,7 @@ class PreciseBN(Callback):
 
     def recompute(self, trainer, pl_module) -> None:
         """Replace every BN layer's running statistics by those of the training data."""
-        norms = [m for m in pl_module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+        norms = [m for m in pl_module.modules() if isinstance(m, batch_norm_base()) and m.track_running_stats]
         if not norms:
             return
         dm = trainer.datamodule  # a fresh loader: iterating the fit loop's own would disturb its epoch

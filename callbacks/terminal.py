@@ -9,15 +9,15 @@
 - :class:`ZooModelSummary`: Lightning's ``RichModelSummary`` without its FLOPs column and total when they are 0
   (Lightning counts FLOPs only for a module with an ``example_input_array``; with one, the column is shown).
 
-The CLI puts them in place of Lightning's defaults (:func:`replace_defaults`); a bar or summary that a recipe
-configures itself is kept as it is.
+Every run gets them in place of Lightning's defaults (``run.progress_bar`` and ``run.model_summary`` in
+``recipes/base.yaml``; null: Lightning's own); a bar or summary that a recipe configures itself is kept as it is.
 """
 
 from __future__ import annotations
 
 import time
 
-from lightning.pytorch.callbacks import Callback, RichModelSummary, RichProgressBar
+from lightning.pytorch.callbacks import RichModelSummary, RichProgressBar
 from lightning.pytorch.callbacks.progress.rich_progress import ProcessingSpeedColumn
 from lightning.pytorch.utilities.model_summary import get_formatted_model_size, get_human_readable_count
 from rich.text import Text
@@ -41,17 +41,6 @@ class ZooProgressBar(RichProgressBar):
             return False
         self._shown = now
         return True
-
-    def _stop_progress(self) -> None:
-        """Lightning's, without joining the bar's refresh thread, which sleeps 1/``refresh_rate`` s between two
-        looks at its stop flag (a stop waited up to 0.1 s, at the end of each of fit, validation and test). The
-        thread is told to stop and ends on its own when it wakes; the bar is drawn one last time here."""
-        live = getattr(self.progress, "live", None)
-        thread = getattr(live, "_refresh_thread", None)
-        if thread is not None:
-            thread.done.set()
-            live._refresh_thread = None
-        super()._stop_progress()
 
     def configure_columns(self, trainer) -> list:
         columns = super().configure_columns(trainer)
@@ -121,11 +110,3 @@ class ZooModelSummary(RichModelSummary):
         if total_flops:
             totals["FLOPs (one forward pass of the example input)"] = get_human_readable_count(total_flops)
         print_table("", ("what", "value"), totals.items(), header=False)
-
-
-def replace_defaults(callbacks: list[Callback], configured: list[Callback]) -> list[Callback]:
-    """``callbacks`` with Lightning's default Rich progress bar and model summary (those not in ``configured``)
-    replaced by the zoo's."""
-    kept = {id(c) for c in (configured if isinstance(configured, (list, tuple)) else [configured])}
-    swap = {RichProgressBar: ZooProgressBar, RichModelSummary: ZooModelSummary}
-    return [swap[type(c)]() if type(c) in swap and id(c) not in kept else c for c in callbacks]

@@ -16,20 +16,14 @@ from importlib import import_module
 from pathlib import Path
 from typing import Literal
 
-import torch
 import yaml
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
-from lightning.pytorch.plugins.io import TorchCheckpointIO
-from lightning.pytorch.profilers import PassThroughProfiler
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from callbacks.best_checkpoint import BestCheckpoint, guard_stopped
 from callbacks.denormals import FlushDenormals, flush_denormals
-from callbacks.eval_once import EvaluateOnce
-from callbacks.exact_resume import ExactResume
 from callbacks.explain import ExplainPredictions
 from callbacks.finetuning import FineTuning
 from callbacks.interrupt import Interrupt
@@ -40,28 +34,23 @@ from callbacks.lr_monitor import LRMonitor
 from callbacks.lr_plot import LRPlot
 from callbacks.predictions import PredictionWriter
 from callbacks.report import ClassificationReport
-from callbacks.resume_optimizer import ResumeOptimizer
-from callbacks.resume_validation import ResumeValidation
 from callbacks.run_config import RunConfig
-from callbacks.run_length import RunLength
-from callbacks.terminal import replace_defaults
+from callbacks.run_phase import RunPhase
 from callbacks.throughput import EpochThroughput
-from callbacks.wandb_run import WandbRunId, wandb_run_id
+from callbacks.wandb_run import wandb_run_id
+from recipes import run_section
 from recipes.catalog import recipe_names, recipe_path
 from recipes.config_edits import check_values, cpu_fallbacks, fill_class_names
 from recipes.options import option_hint, shown, typed_model_keys
-from recipes.rendezvous import hold_rendezvous_port, stop_started_ranks
+from recipes.rendezvous import stop_started_ranks
 from recipes.resume import resolve_last
 from recipes.scored_weights import refuse_diverged, refuse_untrained
 from zoo import compat, tta
-from zoo.checkpoint import check_fits, read_checkpoint, to_plain
-from zoo.checkpoint_io import AtomicCheckpointIO
+from zoo.checkpoint import check_fits, read_checkpoint
 from zoo.console import print_table
 from zoo.errors import NothingTrained, RunDiverged, ZooError
-from zoo.hooks import skip_empty_hooks
-from zoo.loggers import finish_wandb, remove_unused_run_dir, run_dir
+from zoo.loggers import finish_wandb, run_dir
 from zoo.module import ImageClassifier
-from zoo.profiler import NoProfiler
 from zoo.protocols import SplitData
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
@@ -69,44 +58,10 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 LOGGERS = {"wandb": "zoo.loggers.WandbLogger", "csv": "lightning.pytorch.loggers.CSVLogger"}
 
 
-class RunPhase(Callback):
-    """Marks, on any exception Lightning sees, whether a batch had started (``zoo_during_run``): errors before
-    the first batch come from the set-up (the user's values, data or checkpoint), errors after it are bugs.
-    Also keeps checkpoints to tensors and plain types (paths become strings), so they load weights-only."""
-
-    def __init__(self) -> None:
-        self.started = False
-        self.train_batches = 0  # training batches run by this process (not counting a resumed run's)
-        self.epochs_ended = 0  # a resumed run may only end (and validate) the epoch its checkpoint was in
-
-    def _start(self, *args) -> None:
-        self.started = True
-
-    on_validation_batch_start = on_test_batch_start = on_predict_batch_start = _start
-
-    def on_train_batch_start(self, *args) -> None:
-        self.started = True
-        self.train_batches += 1
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.epochs_ended += 1
-
-    def on_sanity_check_end(self, trainer, pl_module) -> None:
-        self.started = False  # the training loader is built after the sanity check: still set-up
-
-    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        exception.zoo_during_run = self.started
-        if trainer.is_global_zero and self.train_batches == 0 and self.epochs_ended == 0:
-            remove_unused_run_dir(trainer)  # failed at its start: no empty runs/<recipe>/version_N is left
-
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        to_plain(checkpoint)
-
-
-class ZooCLI(LightningCLI):
-    """LightningCLI with the zoo's defaults: best/last checkpoints on ``val/top1``, a CSV of predictions,
-    num_classes/in_chans linked from the data, the model's pretrained preprocessing handed to the data, a Rich
-    progress bar, and a results table after ``fit``.
+class ZooCLI(compat.CheckpointHparams, LightningCLI):
+    """LightningCLI with the zoo's sections (best/last checkpoints, a CSV of predictions, ...), what every run adds
+    (``recipes/base.yaml``: read before the recipe, shown by ``--print_config``), num_classes/in_chans linked from
+    the data, the model's pretrained preprocessing handed to the data, and a results table after ``fit``.
 
     ``only``: build the parser of that subcommand alone (each one costs ~0.2 s of signature and docstring
     reading, and a run needs one); None: all of Lightning's."""
@@ -130,16 +85,8 @@ class ZooCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser):
         self.option_parsers.append(parser)
-        parser.add_lightning_class_args(BestCheckpoint, "checkpoint")
-        parser.set_defaults(
-            {
-                "checkpoint.monitor": "val/top1",
-                "checkpoint.mode": "max",
-                "checkpoint.save_last": True,
-                "checkpoint.auto_insert_metric_name": False,
-                "checkpoint.enable_version_counter": False,  # one last.ckpt, shared with last_checkpoint
-            }
-        )
+        # the sections' callbacks, in the trainer's order (recipes/base.yaml says where the others go)
+        parser.add_lightning_class_args(BestCheckpoint, "checkpoint")  # defaults: recipes/base.yaml
         parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")  # last.ckpt every N steps too
         parser.link_arguments("checkpoint.dirpath", "last_checkpoint.dirpath")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
@@ -151,6 +98,7 @@ class ZooCLI(LightningCLI):
         parser.add_lightning_class_args(LabelCheck, "label_check")  # before finetune: its budget counts after
         parser.add_lightning_class_args(FineTuning, "finetune")  # strategy none (the default): left out
         parser.add_lightning_class_args(FlushDenormals, "denormals")  # --denormals.flush false: no flush
+        run_section.add_arguments(parser)  # run.*: what every run adds (recipes/base.yaml)
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.num_channels", "model.in_chans", apply_on="instantiate")
         parser.add_argument(
@@ -188,9 +136,9 @@ class ZooCLI(LightningCLI):
             "written to <log dir>/explain/ (docs/data.md).",
         )
 
-    def _parse_ckpt_path(self) -> None:
-        """LightningCLI's private hook (see ``zoo.compat``) that reads ``--ckpt_path``'s hyper-parameters into
-        the config. Lightning's loads the file with ``weights_only=True`` whatever ``--weights_only`` says and
+    def read_ckpt_hparams(self) -> None:
+        """``--ckpt_path``'s hyper-parameters into the config (what LightningCLI does itself: see
+        ``zoo.compat.CheckpointHparams``). Lightning's loads the file with ``weights_only=True`` whatever ``--weights_only`` says and
         lets torch's error through; here the zoo's checkpoint reader names the file and what to do, ``last`` is
         the file it names, and the ``--model.*`` options typed on the command line win over the checkpoint's
         (each change said); a resume with another optimizer is refused (its state would not fit)."""
@@ -203,12 +151,9 @@ class ZooCLI(LightningCLI):
         if not ckpt_path or ckpt_path in ("best", "hpc", "registry"):
             return
         ckpt = read_checkpoint(ckpt_path, config.get("weights_only") is not False, mmap=True)
-        hparams = dict(ckpt.get("hyper_parameters") or {})
-        hparams.pop("_instantiator", None)
+        hparams = compat.cli_model_hparams(ckpt)
         if not hparams:
             return
-        if "_class_path" in hparams:
-            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
         typed = {key: config.get(key) for key in typed_model_keys(sys.argv[2:]) if key in config}
         self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
         config = self.config[subcommand]
@@ -290,41 +235,25 @@ class ZooCLI(LightningCLI):
                 refuse_diverged(self.subcommand, ckpt_path, ckpt["diverged"])
 
     def instantiate_trainer(self, **kwargs):
-        configured = list(self._get(self.config_init, "trainer").get("callbacks") or [])  # before Lightning's
+        """Lightning's trainer with the ``run`` section's callbacks and settings, in the order ``recipes/base.yaml``
+        states (``run_section.arrange``); the ``finetune`` section's callback is left out when its strategy is
+        none."""
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        trainer_config, run = config.get("trainer") or {}, config.get("run")
+        recipe = trainer_config.get("callbacks") or []
+        recipe = list(recipe) if isinstance(recipe, list) else [recipe]
+        explain = config.get("explain") if self.subcommand == "predict" else None
+        run_callbacks = run_section.chosen(
+            run, recipe, explain=ExplainPredictions(explain) if explain else None
+        )
         try:
             trainer = super().instantiate_trainer(**kwargs)
         except TypeError as err:  # Lightning checks the trainer's values with TypeErrors too (devices, ...)
             raise ZooError(f"--trainer: {err}") from err
-        trainer.callbacks = [
-            c for c in trainer.callbacks if not (isinstance(c, FineTuning) and c.strategy == "none")
-        ]
-        # Lightning's default Rich bar and summary, without v_num, FLOPs of 0 or a redraw every batch
-        trainer.callbacks = replace_defaults(trainer.callbacks, configured)
-        if any(isinstance(lg, LightningWandbLogger) for lg in trainer.loggers):
-            trainer.callbacks.append(WandbRunId())  # the run id goes into every checkpoint
-        trainer.callbacks += [RunPhase(), Interrupt()]  # set-up errors vs bugs; SIGTERM/SIGINT save last.ckpt
-        trainer.callbacks.append(RunLength())  # a few steps in: how long the whole run will take
-        explain = self.config[self.subcommand].get("explain") if self.subcommand == "predict" else None
-        if explain:
-            trainer.callbacks.append(ExplainPredictions(explain))
-        trainer.callbacks.append(EvaluateOnce())  # DDP: each validation and test image scored once
-        trainer.callbacks.insert(0, ResumeOptimizer())  # a resume's --model.optimizer.*, before the schedules
-        if not any(isinstance(c, ExactResume) for c in trainer.callbacks):
-            trainer.callbacks.append(ExactResume())  # generators' states: --ckpt_path resumes bit for bit
-        # an epoch stopped before its validation validates on resume, before the checkpoint callbacks read it
-        ckpts = [i for i, c in enumerate(trainer.callbacks) if isinstance(c, ModelCheckpoint)]
-        trainer.callbacks.insert(ckpts[0] if ckpts else len(trainer.callbacks), ResumeValidation())
-        if torch.are_deterministic_algorithms_enabled():  # --trainer.deterministic true (the digits recipes)
-            # PyTorch fills every new tensor with NaN first, in case an op reads memory it never wrote (~5 % of a
-            # CPU step); its docs advise turning that off for valid programs, which stay deterministic
-            torch.utils.deterministic.fill_uninitialized_memory = False
-        if type(trainer.profiler) is PassThroughProfiler:  # none asked for (--trainer.profiler keeps its own)
-            trainer.profiler = NoProfiler()
-        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
-            trainer.strategy.checkpoint_io = AtomicCheckpointIO()  # a kill during a save keeps the last file
-        skip_empty_hooks(trainer.callbacks)  # ~80 calls of empty methods less at every training step
-        if self.subcommand:  # a run that will launch; a recipe only built (zoo schedule, tests) binds nothing
-            hold_rendezvous_port(trainer)  # a DDP run's MASTER_PORT, bound until its processes meet there
+        unused = [c for c in trainer.callbacks if isinstance(c, FineTuning) and c.strategy == "none"]
+        callbacks = [c for c in trainer.callbacks if c not in unused]
+        trainer.callbacks = run_section.arrange(callbacks, recipe, run_callbacks, trainer.loggers)
+        run_section.apply_settings(trainer, run, launching=bool(self.subcommand))
         return trainer
 
     def after_fit(self):
@@ -553,14 +482,16 @@ def make_cli(
 ) -> ZooCLI:
     """The zoo's CLI over ``ImageClassifier`` and any data module (``args`` None: read ``sys.argv``).
 
+    Every command's parser reads ``recipes/base.yaml`` before the recipe (what every run adds to the trainer).
     Parse errors are raised (jsonargparse's ``exit_on_error=False``), so the ``zoo`` command prints them as
     one ``error:`` line instead of a page of usage."""
     compat.quiet_known_warnings()
     quiet = {"exit_on_error": False}
+    command = {**quiet, "default_config_files": [str(run_section.BASE_RECIPE)]}
     given = sys.argv[1:] if args is None else args
     only = given[0] if run and given and given[0] in LIGHTNING_COMMANDS else None  # the one parser it needs
     names = [only] if only else LIGHTNING_COMMANDS
-    parser_kwargs = {**quiet, **{name: dict(quiet) for name in names}} if run else dict(quiet)
+    parser_kwargs = {**quiet, **{name: dict(command) for name in names}} if run else dict(command)
     return (cli_class or ZooCLI)(
         ImageClassifier,
         LightningDataModule,

@@ -94,29 +94,6 @@ def fit_scored(tmp_path, scores, callbacks=()):
     return checkpoint
 
 
-def test_last_ckpt_of_a_new_best_epoch_is_a_hard_link_to_it_and_moves_on_alone(tmp_path):
-    """A new best and last.ckpt at the same step are one file under two names (one write); the next epoch's
-    last.ckpt replaces the name only, and the best file stays as it was."""
-    from pathlib import Path
-
-    from lightning.pytorch import Callback
-
-    seen = []
-
-    class Look(Callback):  # at each epoch's start: were last.ckpt and the best one file?
-        def on_train_epoch_start(self, trainer, pl_module):
-            best = trainer.checkpoint_callback.best_model_path
-            seen.append(bool(best) and os.path.samefile(Path(best).parent / "last.ckpt", best))
-
-    checkpoint = fit_scored(tmp_path, [0.0, 1.0, 0.5], [Look()])
-    assert seen == [False, True, True]  # after epoch 0 (best) and epoch 1 (best)
-    best, last = Path(checkpoint.best_model_path), tmp_path / "last.ckpt"
-    assert best.name == "epoch=1-step=4.ckpt" and not os.path.samefile(best, last)
-    assert torch.load(best, weights_only=True)["epoch"] == 1
-    assert torch.load(last, weights_only=True)["epoch"] == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch=1-step=4.ckpt", "last.ckpt"]
-
-
 def test_where_hard_links_fail_last_ckpt_is_written_as_a_file(tmp_path, monkeypatch):
     def no_links(*args, **kwargs):
         raise OSError("this file system has no hard links")
@@ -139,24 +116,3 @@ def test_atomic_link_replaces_the_target_and_declines_remote_paths(tmp_path):
     assert target.read_bytes() == b"new" and os.path.samefile(source, target)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt", "last.ckpt"]
     assert not atomic_link(source, "memory://bucket/last.ckpt")
-
-
-def test_monitor_candidates_are_lightnings_without_the_deepcopy(tmp_path):
-    from lightning.pytorch import Callback
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    from callbacks.best_checkpoint import monitor_candidates
-
-    compared = []
-
-    class Compare(Callback):
-        def on_train_epoch_end(self, trainer, pl_module):
-            ours, theirs = monitor_candidates(trainer), ModelCheckpoint._monitor_candidates(None, trainer)
-            assert ours.keys() == theirs.keys() and {"val/score", "epoch", "step"} <= set(ours)
-            for key, value in theirs.items():
-                assert torch.equal(ours[key], value) and ours[key].dtype == value.dtype, key
-            assert ours["val/score"] is not trainer.callback_metrics["val/score"]  # a copy
-            compared.append(trainer.current_epoch)
-
-    fit_scored(tmp_path, [0.0, 1.0], [Compare()])
-    assert compared == [0, 1]

@@ -14,7 +14,7 @@ from lightning.pytorch import Callback, Trainer, seed_everything
 from lightning.pytorch.loggers import CSVLogger
 
 from callbacks.report import ClassificationReport
-from callbacks.terminal import ZooModelSummary, ZooProgressBar, replace_defaults
+from callbacks.terminal import ZooModelSummary, ZooProgressBar
 from zoo.data import DigitsDataModule
 from zoo.guard import NonFiniteGuard
 from zoo.module import ImageClassifier
@@ -179,23 +179,6 @@ def _task(progress_type, speed):
     return next(t for t in progress.tasks if t.id == task_id)
 
 
-def test_stopping_the_bar_does_not_wait_for_its_refresh_threads_sleep(tmp_path):
-    """The refresh thread sleeps 1/refresh_rate s between looks at its stop flag (20 s here; 1 s where the output
-    is not a terminal): a stop that joined it would return with the thread ended; this one returns with the
-    thread still asleep, told to stop, and detached from the bar."""
-    from lightning.pytorch import Trainer
-
-    bar = ZooProgressBar(refresh_rate=0.05)
-    trainer = Trainer(callbacks=[bar], logger=False, enable_checkpointing=False)
-    bar._init_progress(trainer)
-    live = bar.progress.live
-    thread = live._refresh_thread
-    assert thread is not None and thread.is_alive()
-    bar._stop_progress()
-    assert thread.is_alive() and thread.done.is_set() and live._refresh_thread is None
-    assert bar._progress_stopped
-
-
 def test_summary_has_no_flops_column_of_zeros(capsys):
     data = [("Name", ["model"]), ("Type", ["ConvNet"]), ("Params", ["65.8 K"]), ("Mode", ["train"])]
     ZooModelSummary.summarize([*data, ("FLOPs", ["0"])], 65800, 65800, 0.26, {"train": 3, "eval": 0}, 0)
@@ -210,7 +193,10 @@ def test_summary_has_no_flops_column_of_zeros(capsys):
 def test_only_lightnings_default_bar_and_summary_are_replaced():
     from lightning.pytorch.callbacks import RichModelSummary, RichProgressBar
 
+    from recipes.run_section import arrange
+
+    run = {"progress_bar": ZooProgressBar(), "model_summary": ZooModelSummary()}
     mine = RichProgressBar(refresh_rate=3)
-    out = replace_defaults([mine, RichModelSummary()], configured=[mine])
-    assert out[0] is mine and type(out[1]) is ZooModelSummary
-    assert type(replace_defaults([RichProgressBar()], [])[0]) is ZooProgressBar
+    out = arrange([mine, RichModelSummary()], [mine], run, loggers=[])
+    assert out[0] is mine and out[1] is run["model_summary"]
+    assert arrange([RichProgressBar()], [], run, loggers=[]) == [run["progress_bar"]]

@@ -61,7 +61,7 @@ def test_a_deterministic_run_does_not_fill_new_tensors_first(monkeypatch):
 def test_only_the_batch_hooks_a_callback_fills_are_called():
     from lightning.pytorch.callbacks import Callback
 
-    from zoo.hooks import BATCH_HOOKS, skip_empty_hooks
+    from zoo.compat import BATCH_HOOKS, skip_empty_hooks
 
     class Counts(Callback):
         def on_train_batch_end(self, *args):
@@ -84,7 +84,7 @@ def test_only_the_batch_hooks_a_callback_fills_are_called():
 def test_a_run_without_the_empty_hooks_is_the_same_run():
     import torch
 
-    from zoo.hooks import BATCH_HOOKS
+    from zoo.compat import BATCH_HOOKS
 
     def fit(skip: bool):
         cli = build("--trainer.limit_train_batches", "4", "--trainer.max_epochs", "2")

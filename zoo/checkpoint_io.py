@@ -18,7 +18,6 @@ from typing import Any
 import torch
 from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.utilities.cloud_io import get_filesystem
-from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from typing_extensions import override
 
@@ -33,14 +32,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     @override
-    def load_checkpoint(self, path: _PATH, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    def load_checkpoint(self, path: str | os.PathLike, *args: Any, **kwargs: Any) -> dict[str, Any]:
         if isinstance(get_filesystem(path), LocalFileSystem):
             _remove_stale(Path(path))
         return super().load_checkpoint(path, *args, **kwargs)
 
     @override
     def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None
+        self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any | None = None
     ) -> None:
         if not isinstance(get_filesystem(path), LocalFileSystem):
             return super().save_checkpoint(checkpoint, path, storage_options)
@@ -68,7 +67,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         _fsync_dir(target.parent)  # the rename itself reaches the disk
 
 
-def atomic_link(source: _PATH, target: _PATH) -> bool:
+def atomic_link(source: str | os.PathLike, target: str | os.PathLike) -> bool:
     """Make ``target`` a hard link of ``source`` (the same file under a second name: no bytes written), as
     atomically as a save: link to ``.<name>.<pid>.tmp``, then rename it over ``target``. False, with nothing
     changed, where that cannot be done (remote paths, a file system without hard links): the caller saves."""

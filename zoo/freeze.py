@@ -20,7 +20,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
+
+from zoo.compat import batch_norm_base
 
 FROZEN = "_zoo_frozen"  # attribute set on modules kept in eval mode
 
@@ -38,7 +39,7 @@ def freeze(module: nn.Module) -> nn.Module:
 def freeze_norm_stats(module: nn.Module) -> nn.Module:
     """Keep the BatchNorm layers of ``module`` in eval mode (running statistics fixed); their affine weights train."""
     for m in module.modules():
-        if isinstance(m, _BatchNorm):
+        if isinstance(m, batch_norm_base()):
             m.training = False
             setattr(m, FROZEN, True)
     return module

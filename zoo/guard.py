@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
-from torch.nn.modules.batchnorm import _NormBase
+
+from zoo.compat import norm_base
 
 
 class NonFiniteGuard:
@@ -35,11 +36,11 @@ class NonFiniteGuard:
         flat = [torch.cat([b.reshape(-1) for b in stats])] + ([torch.stack(counts)] if counts else [])
         return Saved(stats, counts, flat, flat=True)
 
-    def _norms(self, model: nn.Module) -> list[_NormBase]:
+    def _norms(self, model: nn.Module) -> list[nn.Module]:
         """The norm layers of ``model`` that keep running statistics (looked up once per model)."""
         if getattr(self, "_model", None) is not model:
             self._model = model
-            self._found = [m for m in model.modules() if isinstance(m, _NormBase) and m.track_running_stats]
+            self._found = [m for m in model.modules() if isinstance(m, norm_base()) and m.track_running_stats]
         return self._found
 
     def ok(self, module, loss: torch.Tensor, saved) -> bool:

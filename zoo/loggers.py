@@ -23,7 +23,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only, rank_zero_warn
 
-from zoo.compat import wandb_run
+from zoo.compat import wandb_init_settings, wandb_run
 from zoo.network import reachable
 
 DEFAULT_HOST = "https://api.wandb.ai"
@@ -138,8 +138,9 @@ class WandbLogger(_LightningWandbLogger):
             mode=self.mode,
             **extra,
         )
-        if self._wandb_init.get("anonymous") is None:
-            self._wandb_init.pop("anonymous", None)  # wandb warns about the unused setting
+        settings = wandb_init_settings(self)
+        if settings.get("anonymous") is None:
+            settings.pop("anonymous", None)  # wandb warns about the unused setting
 
     @property
     def run_path(self) -> str | None:

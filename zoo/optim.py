@@ -16,6 +16,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from timm.optim import param_groups_weight_decay
 from torch import nn
 
+from zoo.compat import dropout_base
 from zoo.errors import did_you_mean
 from zoo.rmsprop_nesterov import RMSpropNesterov
 
@@ -254,7 +255,7 @@ def warn_lbfgs_noise(model: nn.Module, trainer) -> None:
     drops = [
         name or "model"
         for name, m in model.named_modules()
-        if (isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0) or getattr(m, "drop_prob", 0) > 0
+        if (isinstance(m, dropout_base()) and m.p > 0) or getattr(m, "drop_prob", 0) > 0
     ]
     if drops:
         issues.append(f"dropout in {', '.join(drops[:3])} (set model.drop_rate: 0)")

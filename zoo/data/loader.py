@@ -27,10 +27,12 @@ from torch.utils.data import DataLoader, Dataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 from torchdata.stateful_dataloader.sampler import StatefulDistributedSampler
 
+from zoo import compat
 from zoo.data.tensor import collate
 from zoo.rng import kept_states, sample_seed, seed_all, seeded
 
 MARK = "zoo.EpochSampler"  # names the sampler's state inside the loader's
+YIELDED = compat.sampler_position_key()  # torchdata's key of the samples yielded so far in the epoch
 
 
 def run_seed() -> int:
@@ -69,7 +71,7 @@ class EpochSampler(StatefulDistributedSampler):
             yield (position if draws is None else draws[position]), epoch, seed
 
     def state_dict(self) -> dict:
-        return {MARK: True, "seed": self.seed, "epoch": self.epoch, self._YIELDED: self.yielded}
+        return {MARK: True, "seed": self.seed, "epoch": self.epoch, YIELDED: self.yielded}
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
@@ -81,7 +83,7 @@ def next_epoch(state):
     of the next epoch: a checkpoint written after the epoch's last batch resumes with a whole new epoch."""
     if isinstance(state, dict):
         if state.get(MARK):
-            return {**state, "epoch": state["epoch"] + 1, StatefulDistributedSampler._YIELDED: 0}
+            return {**state, "epoch": state["epoch"] + 1, YIELDED: 0}
         return {key: next_epoch(value) for key, value in state.items()}
     if isinstance(state, (list, tuple)):
         return type(state)(next_epoch(value) for value in state)
@@ -149,12 +151,12 @@ class ResumableLoader(StatefulDataLoader):
             super().__init__(*args, **kwargs)
 
     def load_state_dict(self, state_dict: dict) -> None:
-        saved = state_dict.get("_snapshot", {}).get("_main_snapshot", {}).get("_num_workers", 0)
+        saved = compat.loader_state_workers(state_dict)
         position = _sampler_state(state_dict)
         if saved != self.num_workers and position is not None and isinstance(self.sampler, EpochSampler):
             rank_zero_info(
                 f"Resuming the training data with {self.num_workers} loader workers (the checkpoint had {saved}): "
-                f"epoch {position['epoch']}, from sample {position[StatefulDistributedSampler._YIELDED]}"
+                f"epoch {position['epoch']}, from sample {position[YIELDED]}"
             )
             self.sampler.load_state_dict(position)
             state_dict = {}

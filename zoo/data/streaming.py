@@ -59,9 +59,9 @@ def join(root: str, *parts: str) -> str:
 
 def _filesystem(path: str, storage_options: dict | None):
     # litdata's own client for s3:// and gs:// (the user's credentials, as its StreamingDataset uses them)
-    from litdata.streaming.fs_provider import _get_fs_provider
+    from zoo.compat import remote_filesystem
 
-    return _get_fs_provider(path, storage_options)
+    return remote_filesystem(path, storage_options)
 
 
 def read_meta(root: str, storage_options: dict | None = None) -> dict:

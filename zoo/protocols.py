@@ -1,7 +1,8 @@
 """What the fine-tuning callbacks and the CLI ask of a model and of a data module, as ``Protocol`` classes.
 
 ``ImageClassifier`` is a :class:`FineTunable`; the image data modules (``zoo.data.ImageDataModule`` and its
-subclasses) are :class:`FeatureData`. A callback checks ``isinstance(x, FeatureData)`` once instead of probing
+subclasses) are :class:`FeatureData` and :class:`SplitDatasets`, and every data module that names its classes is a
+:class:`ClassNames`. A callback checks ``isinstance(x, FeatureData)`` once instead of probing
 attributes one by one, and a module or data module of a user's own takes part by providing these methods.
 """
 
@@ -11,7 +12,23 @@ from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
+
+
+@runtime_checkable
+class ClassNames(Protocol):
+    """A data module that names its classes: ``class_names[k]`` is label k's name (what prediction CSVs and exports
+    write in place of the number)."""
+
+    class_names: list[str]
+
+
+@runtime_checkable
+class SplitDatasets(Protocol):
+    """A data module that keeps each split it has set up as a dataset in ``splits`` (``train``, ``val``, ``test``);
+    an image data module's datasets read their images through the ``transform`` it sets before each loader."""
+
+    splits: dict[str, Dataset]
 
 
 @runtime_checkable

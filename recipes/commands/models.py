@@ -8,9 +8,9 @@ zoo models resnet20             # an exact zoo name also lists its options and d
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 
+from recipes.command_args import CommandParser, parse
 from recipes.model_index import MODELS
 from zoo.console import print_line, print_table
 
@@ -18,13 +18,11 @@ TIMM_PREFIX = "timm/"  # as in zoo.registry, which imports torch
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="zoo models", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = CommandParser("models", __doc__)
     parser.add_argument("pattern", nargs="?", help="shell-style pattern, e.g. 'resnet*' or '*efficientnet*'")
-    parser.add_argument("--pretrained", action="store_true", help="timm models with pretrained weights only")
+    parser.add_switch("--pretrained", "timm models with pretrained weights only")
     parser.add_argument("--limit", type=int, default=50, help="most timm models to list (default 50)")
-    args = parser.parse_args(argv)
+    args, _ = parse(parser, argv, recipe=False)
     pattern = args.pattern.removeprefix(TIMM_PREFIX) if args.pattern else None
 
     names = [n for n in MODELS if fnmatch.fnmatch(n, pattern)] if pattern else list(MODELS)

@@ -1,0 +1,100 @@
+"""The zoo's own commands spell their options as LightningCLI does (snake_case; a switch takes true or false or
+stands alone), an old spelling ends in one line naming the new one, and one module reads every command line."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from recipes.cli import COMMANDS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def help_of(zoo_cli, capsys, *argv: str) -> str:
+    with pytest.raises(SystemExit) as done:
+        zoo_cli(*argv, "--help")
+    assert done.value.code == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", sorted(set(COMMANDS) - {"data"}))
+def test_every_option_of_the_zoos_commands_is_snake_case(zoo_cli, capsys, command):
+    usage = help_of(zoo_cli, capsys, command).split("\n\n")[0]  # the usage lines
+    options = re.findall(r"--[\w.-]+", usage)
+    assert options, usage
+    assert [o for o in options if "-" in o[2:]] == [], usage
+
+
+def test_zoo_data_optimize_is_snake_case_too(zoo_cli, capsys):
+    out = help_of(zoo_cli, capsys, "data", "optimize")
+    assert "--num_workers" in out and "--chunk_bytes" in out
+    assert not [o for o in re.findall(r"--[\w.-]+", out) if "-" in o[2:]]
+
+
+@pytest.mark.parametrize(
+    "argv, new",
+    [
+        (("lr-find", "--recipe", "digits", "--min-lr", "1e-5"), "--min_lr"),
+        (("lr-find", "--recipe", "digits", "--max-lr=1"), "--max_lr"),
+        (("tune", "--recipe", "digits", "--coarse-epochs", "1"), "--coarse_epochs"),
+        (("ensemble", "--recipe", "digits", "--ckpt", "a.ckpt", "--own-arch"), "--own_arch"),
+        (("ensemble", "--recipe", "digits", "--ckpt", "a.ckpt", "--no-weights-only"), "--weights_only false"),
+        (("check-data", "photos", "--val-fraction", "0.1"), "--val_fraction"),
+        (("check-data", "photos", "--no-hash"), "--hash false"),
+        (("check-data", "photos", "--labels", "--image-size", "64"), "--image_size"),
+        (("summary", "resnet20", "--input-size", "3", "32", "32"), "--input_size"),
+    ],
+)
+def test_an_old_spelling_is_one_line_naming_the_new_one(zoo_cli, capsys, argv, new):
+    with pytest.raises(SystemExit) as done:
+        zoo_cli(*argv)
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    first, *rest = err.strip().splitlines()
+    assert first.startswith("error: unrecognized arguments: --") and f"(did you mean {new!r}?)" in first, err
+    assert rest == [f"`zoo {argv[0]} --help` lists every option"], err
+
+
+def test_a_mistyped_option_of_a_command_without_a_recipe_gets_a_did_you_mean(zoo_cli, capsys):
+    with pytest.raises(SystemExit) as done:
+        zoo_cli("summary", "resnet20", "--dept", "1")
+    assert done.value.code == 2
+    assert "unrecognized arguments: --dept (did you mean '--depth'?)" in capsys.readouterr().err
+
+
+def test_a_switch_alone_means_true_and_never_takes_the_word_after_it(zoo_cli, capsys):
+    assert zoo_cli("models", "--pretrained", "resnet1*") == 0  # the pattern is not --pretrained's value
+    alone = capsys.readouterr().out
+    assert zoo_cli("models", "resnet1*", "--pretrained", "true") == 0
+    assert capsys.readouterr().out == alone and "timm models with pretrained weights match" in alone
+    with pytest.raises(SystemExit) as done:
+        zoo_cli("models", "resnet1*", "--pretrained", "maybe")  # not a boolean: the pattern's second word
+    assert done.value.code == 2
+    assert "unrecognized arguments: maybe" in capsys.readouterr().err
+
+
+def test_no_command_parses_its_line_or_expands_a_recipe_by_itself():
+    """The parse → expand → build glue lives in recipes/command_args.py alone."""
+    for path in sorted((REPO / "recipes" / "commands").glob("*.py")):
+        if path.name == "data.py":  # `zoo data optimize` builds a data module alone, with jsonargparse
+            continue
+        tree = ast.parse(path.read_text())
+        called = {
+            node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call)
+        }
+        glue = {"ArgumentParser", "parse_args", "parse_known_args", "expand_recipe", "build_recipe"}
+        assert not called & glue, path.name
+
+
+def test_lightning_commands_are_listed_once():
+    import recipes.cli
+    import recipes.lightning_cli
+
+    assert recipes.cli.LIGHTNING_COMMANDS is recipes.lightning_cli.LIGHTNING_COMMANDS
+    assert "LIGHTNING_COMMANDS =" not in (REPO / "recipes" / "cli.py").read_text()

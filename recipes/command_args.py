@@ -111,13 +111,21 @@ class RecipeArgs:
 
     options: list[str]
     label: str
+    own: tuple[str, ...] = ()  # the command's own options, for the "did you mean" of one the recipe refuses
 
     def build(self, *extra: str, cli_class=None):
         """The recipe's trainer, model and data module, instantiated as ``zoo fit`` would and not run
         (:func:`recipes.lightning_cli.build_recipe`), with ``extra`` options after the command line's."""
         from recipes.lightning_cli import build_recipe
 
-        return build_recipe([*self.options, *extra], cli_class=cli_class)
+        try:
+            return build_recipe([*self.options, *extra], cli_class=cli_class)
+        except argparse.ArgumentError as err:  # an option neither the command nor the recipe knows
+            unknown = re.search(r"unrecognized arguments: (--[\w-]+)", str(err))
+            hint = did_you_mean(unknown.group(1), self.own) if unknown else ""
+            if hint:  # a close option of the command's own comes before the recipe's
+                err.zoo_hint = hint
+            raise
 
 
 def parse(
@@ -137,4 +145,4 @@ def parse(
             raise ZooError(f"{parser.prog} needs --recipe NAME or --config FILE")
         return args, None
     label = args.recipe or Path(options[options.index("--config") + 1]).stem
-    return args, RecipeArgs(options, label)
+    return args, RecipeArgs(options, label, tuple(parser.options()))

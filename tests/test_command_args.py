@@ -24,9 +24,8 @@ def help_of(zoo_cli, capsys, *argv: str) -> str:
 @pytest.mark.parametrize("command", sorted(set(COMMANDS) - {"data"}))
 def test_every_option_of_the_zoos_commands_is_snake_case(zoo_cli, capsys, command):
     usage = help_of(zoo_cli, capsys, command).split("\n\n")[0]  # the usage lines
-    options = re.findall(r"--[\w.-]+", usage)
-    assert options, usage
-    assert [o for o in options if "-" in o[2:]] == [], usage
+    assert usage.startswith(f"usage: zoo {command} ")
+    assert [o for o in re.findall(r"--[\w.-]+", usage) if "-" in o[2:]] == [], usage
 
 
 def test_zoo_data_optimize_is_snake_case_too(zoo_cli, capsys):
@@ -66,6 +65,13 @@ def test_a_mistyped_option_of_a_command_without_a_recipe_gets_a_did_you_mean(zoo
     assert "unrecognized arguments: --dept (did you mean '--depth'?)" in capsys.readouterr().err
 
 
+def test_an_option_neither_the_command_nor_the_recipe_knows_gets_the_commands_did_you_mean(zoo_cli, capsys):
+    with pytest.raises(SystemExit) as done:
+        zoo_cli("lr-find", "--recipe", "digits", "--stepz", "20")
+    assert done.value.code == 2
+    assert "unrecognized arguments: --stepz 20 (did you mean '--steps'?)" in capsys.readouterr().err
+
+
 def test_a_switch_alone_means_true_and_never_takes_the_word_after_it(zoo_cli, capsys):
     assert zoo_cli("models", "--pretrained", "resnet1*") == 0  # the pattern is not --pretrained's value
     alone = capsys.readouterr().out
@@ -98,3 +104,29 @@ def test_lightning_commands_are_listed_once():
 
     assert recipes.cli.LIGHTNING_COMMANDS is recipes.lightning_cli.LIGHTNING_COMMANDS
     assert "LIGHTNING_COMMANDS =" not in (REPO / "recipes" / "cli.py").read_text()
+
+
+# options a command passes on to the recipe it builds, as `zoo fit` reads them
+RECIPE_OPTIONS = {
+    "--config",
+    "--logger",
+    "--data",
+    "--model",
+    "--trainer",
+    "--seed_everything",
+    "--print_config",
+}
+
+
+def test_the_docs_and_readme_type_only_options_the_commands_take(zoo_cli, capsys):
+    """Every ``--option`` after ``zoo COMMAND`` on a line of the docs or README (up to a comment or the end of a
+    code span) is one the command takes: no page types an old spelling."""
+    taken = {c: set(re.findall(r"--[\w.]+", help_of(zoo_cli, capsys, c))) for c in COMMANDS if c != "data"}
+    wrong = []
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for line in page.read_text().splitlines():
+            for command, rest in re.findall(r"zoo ([\w-]+)([^`#|]*)", line):
+                for option in re.findall(r"(?<![\w-])--[\w-]+(?![\w.-])", rest):  # no --section.key
+                    if command in taken and option not in taken[command] | RECIPE_OPTIONS:
+                        wrong.append(f"{page.name}: zoo {command} {option}")
+    assert not wrong, wrong

@@ -89,9 +89,14 @@ def test_timm_backbone_gets_its_drop_path_modules_set():
         assert torch.equal(model.eval()(x), model(x))
         assert not torch.equal(model.train()(x), model(x))
 
-    built = zoo.create_model("timm/test_resnet", num_classes=10, drop_path_rate=0.1)  # timm's own modules
-    sd = _attached(built, 0.45)
-    assert [b[0].drop_prob for b in sd.blocks] == pytest.approx([0.15, 0.3, 0.45])
+    # built at rate 0: drop_path None in each block (and each branch's last BN not zeroed, so a drop shows)
+    plain = zoo.create_model("timm/test_resnet", num_classes=10, zero_init_last=False)
+    sd = _attached(plain, 0.45)
+    rates = [0.1125, 0.225, 0.3375, 0.45]  # (l/L)·r, L = 4
+    assert [b[0].drop_prob for b in sd.blocks] == pytest.approx(rates)
+    with torch.no_grad():
+        assert torch.equal(plain.eval()(x), plain(x))
+        assert not torch.equal(plain.train()(x), plain(x))
 
 
 def test_model_without_residual_branches_is_a_clear_error():

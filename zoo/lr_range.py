@@ -25,6 +25,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from zoo.errors import ZooError
 from zoo.optim import global_batch_size, scale_lr
+from zoo.protocols import Optimized
 
 MIN_DROP = 0.1  # the loss must fall by this fraction of its highest value before a suggestion means anything
 MAX_NOISE = 0.5  # rises before the minimum, summed, over the fall: above this the curve is noise
@@ -120,7 +121,7 @@ class RangeTest(Callback):
         self._average = 0.0
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        config = getattr(pl_module, "optimizer_config", None)
+        config = pl_module.optimizer_config if isinstance(pl_module, Optimized) else None
         if config is not None and config.name == "lbfgs":
             raise ZooError(
                 "L-BFGS chooses its step by line search: an lr range test does not apply (use another optimizer)"
@@ -133,7 +134,7 @@ class RangeTest(Callback):
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         if self.results is not None:
             return  # started already
-        config = getattr(pl_module, "optimizer_config", None)
+        config = pl_module.optimizer_config if isinstance(pl_module, Optimized) else None
         if config is not None and config.reference_batch_size:
             self.factor = scale_lr(1.0, global_batch_size(trainer), config.reference_batch_size)
         trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, self.schedules)]

@@ -1,8 +1,8 @@
 """What the fine-tuning callbacks and the CLI ask of a model and of a data module, as ``Protocol`` classes.
 
-``ImageClassifier`` is a :class:`FineTunable`; the image data modules (``zoo.data.ImageDataModule`` and its
-subclasses) are :class:`FeatureData` and :class:`SplitDatasets`, and every data module that names its classes is a
-:class:`ClassNames`. A callback checks ``isinstance(x, FeatureData)`` once instead of probing
+``ImageClassifier`` is a :class:`FineTunable`, :class:`Guarded` and :class:`Optimized`; the image data modules (``zoo.data.ImageDataModule`` and its
+subclasses) are :class:`FeatureData`, :class:`SplitDatasets`, :class:`Batched`, :class:`ModelPreprocessing` and
+:class:`EvalViews`, and every data module that names its classes is a :class:`ClassNames`. A callback checks ``isinstance(x, FeatureData)`` once instead of probing
 attributes one by one, and a module or data module of a user's own takes part by providing these methods.
 """
 
@@ -32,6 +32,39 @@ class SplitDatasets(Protocol):
 
 
 @runtime_checkable
+class ImageList(Protocol):
+    """A dataset that lists its image files: ``samples[i]`` is image i's ``(path, label)``."""
+
+    samples: list[tuple[str, int]]
+
+
+@runtime_checkable
+class Batched(Protocol):
+    """A data module that loads ``batch_size`` images per device and step (0: the whole training split)."""
+
+    batch_size: int
+
+
+@runtime_checkable
+class ModelPreprocessing(Protocol):
+    """A data module that takes its preprocessing from the model: :meth:`set_model_config` is handed the model's
+    pretrained data config (mean, std, input size) before the run; ``config`` is the preprocessing in use."""
+
+    config: dict | None
+
+    def set_model_config(self, config: dict | None) -> None:
+        """Preprocess as ``config`` says (None: the data module's own)."""
+
+
+@runtime_checkable
+class EvalViews(Protocol):
+    """A data module whose test and predict loaders can show several views of each image (``--tta crops`` or
+    ``scales``): ``eval_views`` is the kind in use, None for one view."""
+
+    eval_views: str | None
+
+
+@runtime_checkable
 class SplitData(Protocol):
     """A data module that says which splits it has and what the training labels are."""
 
@@ -53,6 +86,21 @@ class FeatureData(SplitData, Protocol):
         """``(x, y)`` batches of ``split``, this process's share in order; ``options``: ``augment`` (the training
         transform), ``rank`` and ``world_size`` (the share), ``indices`` (those images of the split only).
         ``loader.dataset.indices`` are the images' positions in the split."""
+
+
+@runtime_checkable
+class Guarded(Protocol):
+    """A LightningModule whose non-finite guard (``zoo.guard.NonFiniteGuard``) skips steps with a NaN or inf loss
+    and stops training after ``guard.max_in_row`` of them in a row."""
+
+    guard: object
+
+
+@runtime_checkable
+class Optimized(Protocol):
+    """A LightningModule that builds its optimizer from ``optimizer_config`` (``zoo.optim.OptimizerConfig``)."""
+
+    optimizer_config: object
 
 
 @runtime_checkable

@@ -40,6 +40,12 @@ def main(argv: list[str]) -> int:
         options = [(key, repr(default)) for key, default in model_options(pattern).items()]
         print_table(f"Options of {pattern}", ("option", "default"), options, width=160)
         print_line("Set them with --model.model_kwargs '{KEY: VALUE}'.", width=160)
+        if "drop_path_rate" in dict(options):  # zoo.create_model's; in a run, the callback's
+            print_line(
+                "In a run, stochastic depth is --trainer.callbacks+=callbacks.StochasticDepth "
+                "--trainer.callbacks.drop_path_rate R, not drop_path_rate (docs/regularisation.md).",
+                width=160,
+            )
 
     if pattern:
         import timm

@@ -50,15 +50,8 @@ class CommandParser(argparse.ArgumentParser):
         self.switches.add(name)
 
     def parse_known_args(self, args=None, namespace=None):
-        """argparse's, with ``true`` after a switch that stands alone (so that it never takes the word after it,
-        ``zoo models --pretrained 'convnext*'``, for its value)."""
-        args = list(sys.argv[1:] if args is None else args)
-        given = []
-        for i, arg in enumerate(args):
-            given.append(arg)
-            if arg in self.switches and (i + 1 == len(args) or args[i + 1].lower() not in BOOLEAN):
-                given.append("true")
-        return super().parse_known_args(given, namespace)
+        """argparse's, with ``true`` after a switch that stands alone (:func:`switch_values`)."""
+        return super().parse_known_args(switch_values(sys.argv[1:] if args is None else args, self.switches))
 
     def error(self, message: str):
         raise argparse.ArgumentError(None, message)
@@ -66,6 +59,17 @@ class CommandParser(argparse.ArgumentParser):
     def options(self) -> list[str]:
         """The options the parser takes (``--min_lr``, ...), as its usage line lists them."""
         return list(dict.fromkeys(re.findall(r"--[\w.]+", self.format_usage())))
+
+
+def switch_values(args: list[str], switches: set[str]) -> list[str]:
+    """``args`` with ``true`` after each of the ``switches`` that stands alone (not followed by true or false), so
+    that a switch never takes the word after it (``zoo models --pretrained 'convnext*'``) for its value."""
+    given = []
+    for i, arg in enumerate(args):
+        given.append(arg)
+        if arg in switches and (i + 1 == len(args) or args[i + 1].lower() not in BOOLEAN):
+            given.append("true")
+    return given
 
 
 def boolean(text: str) -> bool:

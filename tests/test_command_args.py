@@ -34,6 +34,24 @@ def test_zoo_data_optimize_is_snake_case_too(zoo_cli, capsys):
     assert not [o for o in re.findall(r"--[\w.-]+", out) if "-" in o[2:]]
 
 
+def test_zoo_data_optimize_takes_a_switch_alone_and_no_abbreviation(zoo_cli, capsys, tmp_path):
+    def refused(*argv: str) -> str:
+        try:
+            code = zoo_cli("data", "optimize", "--output", str(tmp_path), *argv)
+        except SystemExit as done:
+            code = done.code
+        assert code == 2
+        return capsys.readouterr().err
+
+    (tmp_path / "dataset.json").write_text("{}")  # a streaming data set already there
+    assert "already holds a streaming data set" in refused()
+    assert refused("--overwrite").splitlines()[0] == "error: give --data.root, the image folder to convert"
+    err = refused("--outpt", "x")
+    assert err.splitlines()[0] == "error: unrecognized arguments: --outpt x (did you mean '--output'?)"
+    assert "usage:" not in err
+    assert "did you mean '--output'" in refused("--out", "x")  # no abbreviation
+
+
 @pytest.mark.parametrize(
     "argv, new",
     [

@@ -25,6 +25,8 @@ from zoo.errors import ZooError, did_you_mean
 BOOLEAN = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
 # options of the zoo's commands spelt another way before; any other `--a-b` is found by its `--a_b`
 RENAMED = {
+    **{f"--{k}": f"--data.{k}" for k in ("val_fraction", "test_fraction", "seed", "channels", "image_size")},
+    **{f"--{k.replace('_', '-')}": f"--data.{k}" for k in ("val_fraction", "test_fraction", "image_size")},
     "--no-decode": "--decode false",
     "--no-hash": "--hash false",
     "--no-weights-only": "--weights_only false",

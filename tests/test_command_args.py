@@ -60,9 +60,11 @@ def test_zoo_data_optimize_takes_a_switch_alone_and_no_abbreviation(zoo_cli, cap
         (("tune", "--recipe", "digits", "--coarse-epochs", "1"), "--coarse_epochs"),
         (("ensemble", "--recipe", "digits", "--ckpt", "a.ckpt", "--own-arch"), "--own_arch"),
         (("ensemble", "--recipe", "digits", "--ckpt", "a.ckpt", "--no-weights-only"), "--weights_only false"),
-        (("check-data", "photos", "--val-fraction", "0.1"), "--val_fraction"),
+        (("check-data", "photos", "--val-fraction", "0.1"), "--data.val_fraction"),
+        (("check-data", "photos", "--val_fraction", "0.1"), "--data.val_fraction"),
+        (("check-data", "photos", "--seed=3"), "--data.seed"),
         (("check-data", "photos", "--no-hash"), "--hash false"),
-        (("check-data", "photos", "--labels", "--image-size", "64"), "--image_size"),
+        (("check-data", "photos", "--labels", "--image-size", "64"), "--data.image_size"),
         (("summary", "resnet20", "--input-size", "3", "32", "32"), "--input_size"),
     ],
 )

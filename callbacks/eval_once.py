@@ -12,6 +12,7 @@ and the metrics synchronise once, at the epoch's end. Written by hand because Li
 from __future__ import annotations
 
 import functools
+from collections.abc import Sized
 
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
@@ -25,7 +26,7 @@ def unrepeated(loader, num_replicas: int, rank: int):
         type(loader) is not DataLoader
         or isinstance(loader.sampler, DistributedSampler)
         or loader.batch_size is None
-        or not hasattr(loader.dataset, "__len__")
+        or not isinstance(loader.dataset, Sized)
         or len(loader.dataset) < num_replicas  # every process needs an image
     ):
         return loader

@@ -16,6 +16,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from zoo.cam import heat_maps, overlay
 from zoo.loggers import run_dir
+from zoo.protocols import ClassNames, EvalViews
 from zoo.sheet import contact_sheet, pixels, save
 
 
@@ -34,7 +35,8 @@ class ExplainPredictions(Callback):
         self.written: list[Path] = []
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        if stage == "predict" and getattr(trainer.datamodule, "eval_views", None) is not None:
+        dm = trainer.datamodule
+        if stage == "predict" and isinstance(dm, EvalViews) and dm.eval_views is not None:
             raise ValueError(
                 "--explain draws heat maps on the image as given, not on several views: leave out --tta "
                 "crops/scales (--tta flip works)"
@@ -56,7 +58,7 @@ class ExplainPredictions(Callback):
         )
         images = x[chosen]
         maps = [heat_maps(pl_module, images, top[:, k]) for k in range(top.shape[1])]
-        classes = getattr(trainer.datamodule, "class_names", None)
+        classes = trainer.datamodule.class_names if isinstance(trainer.datamodule, ClassNames) else None
         self.folder.mkdir(parents=True, exist_ok=True)
         for row, i in enumerate(chosen):
             cells = [pixels(images[row])] + [overlay(images[row], m[row]) for m in maps]

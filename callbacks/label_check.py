@@ -25,6 +25,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from callbacks.probe_phase import split_features
 from zoo.label_issues import COLUMNS, check_labels, issue_rows, require_cleanlab, write_csv, write_sheet
 from zoo.loggers import run_dir
+from zoo.protocols import FeatureData, ImageList, SplitDatasets
 from zoo.stage_head import TOP
 
 SPLITS = ("train", "val")
@@ -62,12 +63,8 @@ class LabelCheck(Callback):
             rank_zero_info(f"Label check: skipped, {err}.")
             return
         dm = trainer.datamodule
-        splits = getattr(dm, "splits", None) or {}
-        if (
-            not splits
-            or not hasattr(dm, "feature_dataloader")
-            or not all(hasattr(s, "samples") for s in splits.values())
-        ):
+        splits = dm.splits if isinstance(dm, SplitDatasets) and isinstance(dm, FeatureData) else {}
+        if not splits or not all(isinstance(s, ImageList) for s in splits.values()):
             rank_zero_info(f"Label check: skipped, {type(dm).__name__} lists no image files to look at.")
             return
         suspects = self._look(trainer, pl_module, dm) if trainer.is_global_zero else None

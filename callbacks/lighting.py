@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from zoo.protocols import ModelPreprocessing
+
 # ImageNet's RGB covariance on [0, 1] pixels (AlexNet; fb.resnet.torch and GluonCV use the same values):
 # eigenvalues λ_i and the eigenvectors v_i as the columns of EIGVEC
 EIGVAL = (0.2175, 0.0188, 0.0045)
@@ -66,5 +68,6 @@ class PCALighting(Callback):
                 f"PCALighting: needs RGB image batches (N×3×H×W), got {tuple(x.shape)}: remove it from "
                 "trainer.callbacks for this data"
             )
-        config = getattr(trainer.datamodule, "config", None)  # what on_after_batch_transfer normalised with
+        dm = trainer.datamodule  # its config: what on_after_batch_transfer normalised with
+        config = dm.config if isinstance(dm, ModelPreprocessing) else None
         x.copy_(pca_lighting(x, self.alpha_std, config["std"] if config else None))

@@ -13,6 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from callbacks.report import FAST_PNG
 from zoo.diagnose import Finding, History, diagnose
 from zoo.loggers import run_dir
+from zoo.protocols import Guarded
 
 
 class LossCurveDiagnostics(Callback):
@@ -71,7 +72,7 @@ class LossCurveDiagnostics(Callback):
             self.history.val_acc.append(float(metrics["val/top1"]))
 
     def on_fit_end(self, trainer, pl_module):
-        self.history.skipped_nonfinite = pl_module.guard.skipped if hasattr(pl_module, "guard") else 0
+        self.history.skipped_nonfinite = pl_module.guard.skipped if isinstance(pl_module, Guarded) else 0
         self.findings = diagnose(self.history)
         if not self.history.train_loss and trainer.global_step == 0:
             self.findings = [

@@ -10,6 +10,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
 from zoo.loggers import run_dir
+from zoo.protocols import ClassNames
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -28,7 +29,7 @@ class PredictionWriter(BasePredictionWriter):
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices):
         rows = []  # (index of the image in the data set, row)
-        names = getattr(trainer.datamodule, "class_names", None)
+        names = trainer.datamodule.class_names if isinstance(trainer.datamodule, ClassNames) else None
         # Lightning's batch indices: one list per loader, then one per batch (the images' places in the data)
         single = batch_indices[0] if batch_indices and len(batch_indices) == 1 else None
         indices_of = single if single is not None and len(single) == len(predictions) else None

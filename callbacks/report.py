@@ -21,7 +21,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from callbacks.device_batches import device_batches
 from zoo.cam import NoFeatureMap, heat_maps, overlay
 from zoo.loggers import run_dir
-from zoo.protocols import SplitData
+from zoo.protocols import ClassNames, SplitData
 from zoo.sheet import FAST_PNG, contact_sheet, pixels, save
 
 # W&B tables hold 10,000 rows; a confusion chart has one row per (true, predicted) pair
@@ -113,7 +113,8 @@ class ClassificationReport(Callback):
             return
         self.confusion = metric.compute().cpu()  # collective under DDP: every rank calls it
         if trainer.is_global_zero:
-            names = getattr(trainer.datamodule, "class_names", None) or [
+            dm = trainer.datamodule
+            names = (dm.class_names if isinstance(dm, ClassNames) else None) or [
                 str(c) for c in range(len(self.confusion))
             ]
             self._write(trainer, pl_module, metric, names, mistakes)

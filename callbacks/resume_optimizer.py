@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from zoo.optim import OptimizerConfig
+from zoo.protocols import Optimized
 
 
 class ResumeOptimizer(Callback):
@@ -32,7 +33,7 @@ class ResumeOptimizer(Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         saved, self.saved = self.saved, None
-        config = getattr(pl_module, "optimizer_config", None)
+        config = pl_module.optimizer_config if isinstance(pl_module, Optimized) else None
         if not isinstance(saved, dict) or not isinstance(config, OptimizerConfig) or not trainer.optimizers:
             return
         with warnings.catch_warnings():  # its unused options were said when the checkpoint's run started

@@ -2,12 +2,15 @@
 
 The dropping itself is timm's ``DropPath`` (the zoo ResNets' blocks and timm's residual families hold one per
 branch); this callback only sets each module's ``drop_prob`` by the block's depth, ramps the rates over the
-run if asked, and logs them. timm's own ``drop_path_rate`` fixes the rates at construction, with no ramp.
+run if asked, and logs them. It is the one way to train with stochastic depth from a recipe: its ``rule`` gives the
+rates a model's own ``drop_path_rate`` would fix at construction (``huang``: the zoo's ResNets; ``timm``: timm's
+ViT, ConvNeXt and ResNet; ``efficientnet``: timm's EfficientNet and MobileNet builder), and more (a ramp, a start).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from typing import Literal
 
 from lightning.pytorch.callbacks import Callback
@@ -17,31 +20,41 @@ from torch import nn
 
 from zoo.blocks import drop_path_rates
 
-Rule = Literal["huang", "timm"]
+Rule = Literal["huang", "timm", "efficientnet"]
+STAND_IN = re.compile(r"drop_path\d*")  # a block's DropPath in timm: drop_path, drop_path1, drop_path2
 
 
 def depth_rates(p_last: float, num_blocks: int, rule: Rule = "huang") -> list[float]:
-    """Drop rates of blocks l = 1..L for a last-block rate r: ``huang`` (l/L)·r (:func:`zoo.blocks.drop_path_rates`);
-    ``timm`` (l − 1)/(L − 1)·r (0 at the first block)."""
+    """Drop rates of blocks l = 1..L for a rate r: ``huang`` (l/L)·r (:func:`zoo.blocks.drop_path_rates`);
+    ``timm`` (l − 1)/(L − 1)·r (timm's linspace, 0 at the first block); ``efficientnet`` (l − 1)/L·r (timm's
+    EfficientNet builder: r is never reached)."""
     if rule == "huang":
         return drop_path_rates(p_last, num_blocks)
     if rule == "timm":
         return [p_last * i / max(num_blocks - 1, 1) for i in range(num_blocks)]
-    raise ValueError(f"StochasticDepth: unknown rule {rule!r}; choose 'huang' or 'timm'")
+    if rule == "efficientnet":
+        return [p_last * i / num_blocks for i in range(num_blocks)]
+    raise ValueError(f"StochasticDepth: unknown rule {rule!r}; choose 'huang', 'timm' or 'efficientnet'")
 
 
 def drop_path_blocks(model: nn.Module, replace_identity: bool = True) -> list[list[DropPath]]:
     """The model's DropPath modules grouped by the block that holds them, in depth order.
 
     A block is the module whose direct children include the DropPath (a ViT block has two, ``drop_path1``
-    and ``drop_path2``, which share the block's rate). timm builds ``nn.Identity`` in place of a DropPath
-    when its ``drop_path_rate`` is 0; with ``replace_identity`` such children named ``drop_path*`` become
-    DropPath modules (no parameters, so weights and checkpoints are unchanged).
+    and ``drop_path2``, which share the block's rate). timm builds a stand-in when its ``drop_path_rate`` is 0:
+    an ``nn.Identity`` (ViT, ConvNeXt, EfficientNet) or ``None`` (ResNet, whose blocks skip a ``drop_path`` of
+    None); with ``replace_identity`` such stand-ins named ``drop_path``, ``drop_path1``, ... become DropPath modules (no parameters,
+    so weights and checkpoints are unchanged).
     """
     blocks: dict[str, list[DropPath]] = {}
-    for parent_name, parent in model.named_modules():
+    for parent_name, parent in list(model.named_modules()):
+        if replace_identity:
+            for name, value in list(vars(parent).items()):
+                if value is None and STAND_IN.fullmatch(name):  # a plain attribute, not a child module
+                    delattr(parent, name)
+                    setattr(parent, name, DropPath(0.0))
         for name, child in list(parent.named_children()):
-            if replace_identity and isinstance(child, nn.Identity) and name.startswith("drop_path"):
+            if replace_identity and isinstance(child, nn.Identity) and STAND_IN.fullmatch(name):
                 child = DropPath(0.0)
                 setattr(parent, name, child)
             if isinstance(child, DropPath):
@@ -65,10 +78,12 @@ class StochasticDepth(Callback):
     Args:
         drop_path_rate: r = 1 − p_L, the drop rate of the deepest block (Huang et al.: 0.5 for 110-layer CIFAR
             ResNets).
-        rule: ``huang`` (l/L, as the zoo ResNets' ``drop_path_rate``) or ``timm`` (linspace from 0 to r).
+        rule: ``huang`` (l/L, as the zoo ResNets' ``drop_path_rate``), ``timm`` (linspace from 0 to r, as timm's
+            ViT, ConvNeXt and ResNet) or ``efficientnet`` ((l − 1)/L, as timm's EfficientNet and MobileNet).
         start_epoch: s, epochs trained without dropping.
         ramp_epochs: R, epochs over which p_L rises from 0 (0 or 1: at once).
-        replace_identity: turn timm's ``nn.Identity`` stand-ins named ``drop_path*`` into DropPath modules.
+        replace_identity: turn timm's stand-ins named ``drop_path``, ``drop_path1``, ... (``nn.Identity`` or ``None``) into DropPath
+            modules.
     """
 
     def __init__(
@@ -103,9 +118,8 @@ class StochasticDepth(Callback):
         if not self.blocks:
             raise ValueError(
                 f"StochasticDepth: {type(model).__name__} has no residual branches with drop-path modules "
-                "(timm's DropPath, or children named drop_path*); use a residual model (zoo resnet*, timm "
-                "ConvNeXt/EfficientNet/ViT), or for a timm ResNet, which keeps no module at rate 0, set "
-                "model.drop_path_rate to any value > 0 so that its DropPath modules exist"
+                "(timm's DropPath, or stand-ins named drop_path*); use a residual model (zoo resnet*, timm "
+                "ResNet/ConvNeXt/EfficientNet/ViT)"
             )
         return self.blocks
 

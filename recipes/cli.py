@@ -33,7 +33,6 @@ from zoo.errors import (
     machine_fault,
 )
 
-LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 # zoo's own commands: name -> module with main(argv) -> exit code
 COMMANDS = {
     "recipes": "recipes.commands.recipes",
@@ -86,6 +85,7 @@ def __getattr__(name: str):
         "build_recipe",
         "expand_logger",
         "expand_recipe",
+        "LIGHTNING_COMMANDS",
         "make_cli",
         "run_lightning",
         "LOGGERS",
@@ -312,11 +312,14 @@ def run(argv: list[str]) -> int:
         return 0
     if argv[0] in COMMANDS:
         return load(COMMANDS[argv[0]]).main(argv[1:]) or 0
-    if argv[0] in LIGHTNING_COMMANDS:
-        load("recipes.lightning_cli").run_lightning(argv)
+    lightning = load("recipes.lightning_cli")  # Lightning's commands, and the list of them
+    if argv[0] in lightning.LIGHTNING_COMMANDS:
+        lightning.run_lightning(argv)
         return 0
+    commands = [*lightning.LIGHTNING_COMMANDS, *COMMANDS]
     raise ZooError(
-        f"unknown command {argv[0]!r}; the commands: {', '.join([*LIGHTNING_COMMANDS, *COMMANDS])} (zoo --help)"
+        f"unknown command {argv[0]!r}{did_you_mean(argv[0], commands)}; the commands: {', '.join(commands)} "
+        "(zoo --help)"
     )
 
 

@@ -51,7 +51,7 @@ from zoo.console import print_table
 from zoo.errors import NothingTrained, RunDiverged, ZooError
 from zoo.loggers import finish_wandb, run_dir
 from zoo.module import ImageClassifier
-from zoo.protocols import SplitData
+from zoo.protocols import ModelPreprocessing, SplitData
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 # `--logger NAME` shorthands for trainer.logger
@@ -212,9 +212,8 @@ class ZooCLI(compat.CheckpointHparams, LightningCLI):
         auto``). A link would not do: ``link_arguments("model", "data...", apply_on="instantiate")`` closes a
         cycle with the links of num_classes and in_chans from the data to the model, which jsonargparse refuses."""
         super().instantiate_classes()
-        hand_over = getattr(self.datamodule, "set_model_config", None)
-        if hand_over is not None and isinstance(self.model, ImageClassifier):
-            hand_over(self.model.pretrained_data_config())
+        if isinstance(self.datamodule, ModelPreprocessing) and isinstance(self.model, ImageClassifier):
+            self.datamodule.set_model_config(self.model.pretrained_data_config())
 
     def after_instantiate_classes(self):
         super().after_instantiate_classes()
@@ -336,9 +335,10 @@ def _divergence(trainer) -> str | None:
     if stopped:
         return stopped
     for callback in trainer.callbacks:
-        for finding in getattr(callback, "findings", None) or []:
-            if isinstance(callback, LossCurveDiagnostics) and finding.kind == "diverged":
-                return finding.message
+        if isinstance(callback, LossCurveDiagnostics):
+            for finding in callback.findings:
+                if finding.kind == "diverged":
+                    return finding.message
     return None
 
 

@@ -73,11 +73,11 @@ class TuneSettings:
         if self.trials < 1:
             raise ZooError(f"--trials {self.trials}: run at least 1 trial")
         if self.fine_trials is not None and not 0 <= self.fine_trials <= self.trials:
-            raise ZooError(f"--fine-trials {self.fine_trials}: between 0 and --trials ({self.trials})")
+            raise ZooError(f"--fine_trials {self.fine_trials}: between 0 and --trials ({self.trials})")
         for name in ("coarse_epochs", "fine_epochs"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise ZooError(f"--{name.replace('_', '-')} {value}: at least 1 epoch")
+                raise ZooError(f"--{name} {value}: at least 1 epoch")
         if self.mode not in (None, "min", "max"):
             raise ZooError(f"--mode {self.mode!r}: min or max")
         if self.timeout is not None and self.timeout <= 0:

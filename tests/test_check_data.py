@@ -15,7 +15,7 @@ from messy import CLASSES, make_messy_folder, photos
 
 from zoo.data import ImageFolderDataModule
 
-SPLIT = ("--val-fraction", "0.25", "--test-fraction", "0.25")
+SPLIT = ("--data.val_fraction", "0.25", "--data.test_fraction", "0.25")
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -122,7 +122,7 @@ def test_links_into_another_split_and_copies_across_splits_are_reported(tmp_path
                 img.save(root / split / name / f"{name}{i}.png")
     os.symlink("../../val/a/a0.png", root / "train" / "a" / "from_val.png")  # the same file in two splits
     (root / "val" / "b" / "copy.png").write_bytes((root / "train" / "b" / "b1.png").read_bytes())
-    code, out, _ = check_data(zoo_cli, capsys, root, "--test-fraction", "0")
+    code, out, _ = check_data(zoo_cli, capsys, root, "--data.test_fraction", "0")
     assert code == 0
     assert counted(out, "skipped") == {"link into another split's folder": 1}
     assert "Duplicates across splits: 1 link(s)" in out
@@ -161,7 +161,7 @@ def test_check_data_does_not_import_lightning(tmp_path):
     make_messy_folder(root)
     code = (
         "import sys; from recipes.commands.check_data import main; "
-        f"assert main([{str(root)!r}, '--no-hash']) == 0; "
+        f"assert main([{str(root)!r}, '--hash', 'false']) == 0; "
         "assert 'lightning' not in sys.modules and 'timm' not in sys.modules, 'imported'"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)

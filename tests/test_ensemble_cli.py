@@ -89,6 +89,14 @@ def test_last_k_is_the_ensemble_of_the_last_checkpoints(two_runs, zoo_cli, capsy
     assert "--last 3 must be between 1 and the 2 checkpoints" in error
 
 
+def test_a_split_the_data_does_not_hold_is_left_out(two_runs, zoo_cli):
+    """The data module says which splits it has (``SplitData.has_split``): no validation split, the test alone."""
+    args = ["ensemble", "--recipe", "digits", "--ckpt", *two_runs, "--data.val_fraction", "0"]
+    assert zoo_cli(*args, "--json", "test_only.json") == 0
+    scores = json.loads(Path("test_only.json").read_text())
+    assert {split for row in scores.values() for split in row} == {"test"}
+
+
 def test_writes_the_ensembles_predictions(two_runs, zoo_cli):
     assert zoo_cli("ensemble", "--recipe", "digits", "--ckpt", *two_runs, "--predictions", "ens.csv") == 0
     with open("ens.csv") as f:
@@ -120,13 +128,13 @@ def test_checkpoint_of_another_architecture_names_the_file_and_keys(two_runs, zo
         "[16,32]",
     )
     assert re.search(
-        r"last.ckpt: the checkpoint does not fit.*shape mismatches model\.features.*--own-arch", error
+        r"last.ckpt: the checkpoint does not fit.*shape mismatches model\.features.*--own_arch", error
     )
     other_arch = ["--model.arch", "resnet20", "--model.model_kwargs", "{}"]
     error = _error(zoo_cli, capsys, "ensemble", "--recipe", "digits", "--ckpt", two_runs[0], *other_arch)
     assert re.search(r"checkpoint arch 'convnet', model arch 'resnet20'.*missing keys model\.conv1", error)
     # each member built from its own checkpoint instead
-    assert zoo_cli("ensemble", "--recipe", "digits", "--ckpt", two_runs[0], "--own-arch", *other_arch) == 0
+    assert zoo_cli("ensemble", "--recipe", "digits", "--ckpt", two_runs[0], "--own_arch", *other_arch) == 0
     error = _error(zoo_cli, capsys, "ensemble", "--recipe", "digits", "--ckpt", "nowhere.ckpt")
     assert "checkpoint(s) not found: nowhere.ckpt" in error
 
@@ -141,8 +149,9 @@ def test_checkpoint_with_pickled_objects_needs_an_explicit_opt_out(two_runs, zoo
     assert re.search(
         r"cannot load checkpoint 'pickled.ckpt' .*pickled Python objects \(argparse.Namespace\)", error
     )
-    assert "--no-weights-only" in error
-    assert zoo_cli("ensemble", "--recipe", "digits", "--ckpt", "pickled.ckpt", "--no-weights-only") == 0
+    assert "--weights_only false" in error
+    args = ("ensemble", "--recipe", "digits", "--ckpt", "pickled.ckpt")
+    assert zoo_cli(*args, "--weights_only", "false") == 0
 
 
 def test_malicious_pickle_is_refused_for_the_right_reason_and_never_runs(two_runs, zoo_cli, capsys, tmp_path):

@@ -196,13 +196,14 @@ def test_without_the_recipes_data_the_check_uses_random_inputs_and_says_so(runs,
 
 
 def test_the_check_feeds_the_recipes_images_as_the_model_saw_them_in_training(runs):
+    from recipes.command_args import RecipeArgs
     from recipes.commands.export import real_inputs
     from recipes.lightning_cli import expand_recipe
     from zoo.export import preprocessing
 
     config = preprocessing(torch.load(runs["folder"], map_location="cpu", weights_only=True))
     args = expand_recipe(["--recipe", "folder", "--data.root", str(runs["data"]), "--data.channels", "1"])
-    x, where, names = real_inputs(args, config, 8)
+    x, where, names = real_inputs(RecipeArgs(args, "folder"), config, 8)
     assert x.shape == (8, 1, 16, 16) and x.dtype == torch.float32 and names == [str(d) for d in range(10)]
     assert abs(x.mean().item()) < 1 and 0.3 < x.std().item() < 3  # (x / 255 − μ)/σ with the training μ, σ
 

@@ -18,7 +18,7 @@ from PIL import Image
 from zoo.backbones import LITE0_PYPI
 
 ZOO = str(Path(sys.executable).parent / "zoo")
-LABELS = ("--labels", "--model.pretrained_path", LITE0_PYPI, "--image-size", "128")
+LABELS = ("--labels", "--model.pretrained_path", LITE0_PYPI, "--data.image_size", "128")
 CLASSES = ("face", "non_face")
 
 
@@ -132,9 +132,9 @@ def test_a_class_of_one_image_is_refused_in_one_line_before_any_image_is_read(tm
             "--labels",
             "--model.arch",
             "timm/no_such_net",
-            "--val-fraction",
+            "--data.val_fraction",
             "0",
-            "--test-fraction",
+            "--data.test_fraction",
             "0",
         )
     assert stopped.value.code == 2

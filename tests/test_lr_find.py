@@ -69,9 +69,9 @@ def test_the_sweep_is_exponential_from_min_to_max():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--min-lr", "1", "--max-lr", "0.1"], "need 0 < min-lr < max-lr"),
+        (["--min_lr", "1", "--max_lr", "0.1"], "need 0 < min_lr < max_lr"),
         (["--steps", "5"], "at least 20 steps"),
-        (["--min-lr", "-1"], "expected a number > 0"),
+        (["--min_lr", "-1"], "expected a number > 0"),
     ],
 )
 def test_bad_options_are_one_error_line(zoo_cli, capsys, args, message):
@@ -94,7 +94,7 @@ def test_lbfgs_recipe_is_refused(zoo_cli, capsys):
 
 def test_param_groups_keep_their_ratio(zoo_cli, capsys, tmp_path):
     """A backbone at 0.1× stays at 0.1× of the head through the whole sweep, and the head is the swept lr."""
-    args = ["--model.backbone_lr_scale", "0.1", "--steps", "20", "--min-lr", "1e-4", "--max-lr", "1"]
+    args = ["--model.backbone_lr_scale", "0.1", "--steps", "20", "--min_lr", "1e-4", "--max_lr", "1"]
     args += ["--data.batch_size", "16"]
     assert zoo_cli("lr-find", "--recipe", "digits", *args, "--output", tmp_path / "out", *QUICK) == 0
     table = rows(tmp_path / "out" / "lr_find.csv")
@@ -123,7 +123,7 @@ def test_finetune_sweeps_from_the_linear_probes_head(zoo_cli, capsys, tmp_path):
         "4",
         "--steps",
         "20",
-        "--max-lr",
+        "--max_lr",
         "1e-3",  # AdamW: below where a sweep of 20 steps would blow up and stop early
         "--output",
         tmp_path / "out",

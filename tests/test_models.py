@@ -258,13 +258,10 @@ def test_bad_options_are_clear_errors():
 )
 def test_every_family_works_inside_image_classifier(arch, kwargs):
     torch.manual_seed(0)
-    drop_path = 0.0 if arch.startswith(("vgg", "convnet")) else 0.2
-    module = zoo.ImageClassifier(
-        arch, num_classes=4, in_chans=1, drop_rate=0.3, drop_path_rate=drop_path, model_kwargs=kwargs
-    )
+    module = zoo.ImageClassifier(arch, num_classes=4, in_chans=1, drop_rate=0.3, model_kwargs=kwargs)
     assert module.model.get_classifier().out_features == 4
-    rates = [m.drop_prob for m in module.model.modules() if isinstance(m, DropPath)]
-    assert max(rates, default=0.0) == pytest.approx(drop_path)
+    # stochastic depth is callbacks.StochasticDepth's: the network is built without it
+    assert max((m.drop_prob for m in module.model.modules() if isinstance(m, DropPath)), default=0.0) == 0.0
     loss = module.loss(module(torch.randn(4, 1, 32, 32)), torch.tensor([0, 1, 2, 3]))
     loss.backward()
     assert torch.isfinite(loss) and module.model.get_classifier().weight.grad.abs().sum() > 0
@@ -274,7 +271,8 @@ def test_every_family_works_inside_image_classifier(arch, kwargs):
 def test_image_classifier_trains_a_cifar_resnet_through_the_recipe_cli(zoo_cli):
     """resnet20 with stochastic depth replaces the digits recipe's convnet; 3 epochs learn the digits."""
     argv = ["fit", "--recipe", "digits", "--model.arch", "resnet20", "--model.model_kwargs", "{norm: group}"]
-    assert zoo_cli(*argv, "--model.drop_path_rate", "0.1", "--trainer.max_epochs", "3", *FAST_TRAINER) == 0
+    depth = ["--trainer.callbacks+=callbacks.StochasticDepth", "--trainer.callbacks.drop_path_rate", "0.1"]
+    assert zoo_cli(*argv, *depth, "--trainer.max_epochs", "3", *FAST_TRAINER) == 0
     with (Path("runs/digits/version_0") / "metrics.csv").open() as f:
         top1 = [float(r["test/top1"]) for r in csv.DictReader(f) if r.get("test/top1")]
     assert top1 and top1[-1] > 0.6  # chance is 0.1
@@ -287,6 +285,7 @@ def test_models_command_lists_models_options_and_timm_matches(zoo_cli, capsys):
     assert zoo_cli("models", "resnet20") == 0
     out = capsys.readouterr().out
     assert "shortcut" in out and "'pad'" in out and "drop_path_rate" in out
+    assert "--trainer.callbacks+=callbacks.StochasticDepth --trainer.callbacks.drop_path_rate R" in out
     assert zoo_cli("models", "efficientnet_lite*") == 0
     assert "timm/efficientnet_lite0" in capsys.readouterr().out
 

@@ -1,10 +1,12 @@
 """Stochastic depth: the linear rule per block, the dropped share in training, the whole network in eval,
-timm backbones, and the ramp and logged rates of a real run."""
+timm backbones, the ramp and logged rates of a real run, and the callback as the one way (the model's retired
+``drop_path_rate`` refused in training, naming the callback that gives its rates; still read from checkpoints)."""
 
 from __future__ import annotations
 
 import csv
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,9 @@ from timm.layers import DropPath
 
 import zoo
 from callbacks import StochasticDepth
-from callbacks.stochastic_depth import depth_rates
+from callbacks.stochastic_depth import STAND_IN, depth_rates
+from zoo.errors import ZooError
+from zoo.module import ImageClassifier
 
 
 def _attached(model, p_last=0.5, **kw) -> StochasticDepth:
@@ -85,9 +89,14 @@ def test_timm_backbone_gets_its_drop_path_modules_set():
         assert torch.equal(model.eval()(x), model(x))
         assert not torch.equal(model.train()(x), model(x))
 
-    built = zoo.create_model("timm/test_resnet", num_classes=10, drop_path_rate=0.1)  # timm's own modules
-    sd = _attached(built, 0.45)
-    assert [b[0].drop_prob for b in sd.blocks] == pytest.approx([0.15, 0.3, 0.45])
+    # built at rate 0: drop_path None in each block (and each branch's last BN not zeroed, so a drop shows)
+    plain = zoo.create_model("timm/test_resnet", num_classes=10, zero_init_last=False)
+    sd = _attached(plain, 0.45)
+    rates = [0.1125, 0.225, 0.3375, 0.45]  # (l/L)·r, L = 4
+    assert [b[0].drop_prob for b in sd.blocks] == pytest.approx(rates)
+    with torch.no_grad():
+        assert torch.equal(plain.eval()(x), plain(x))
+        assert not torch.equal(plain.train()(x), plain(x))
 
 
 def test_model_without_residual_branches_is_a_clear_error():
@@ -120,3 +129,61 @@ def test_rate_ramps_over_epochs_and_is_logged(zoo_cli):
     assert by_epoch == pytest.approx({0: 0.0, 1: 0.2, 2: 0.4, 3: 0.4})
     mean = {int(r["epoch"]): float(r["stochastic_depth/mean"]) for r in rows}
     assert mean[3] == pytest.approx(sum(depth_rates(0.4, 9)) / 9)
+
+
+# --- one way: the callback ----------------------------------------------------------------------------------------
+
+
+def block_rates(model) -> list[float]:
+    """Each block's drop rate in depth order, 0 where timm built a stand-in (``nn.Identity`` or ``None``)."""
+    rates = []
+    for block in model.modules():
+        names = sorted(n for n in {*dict(block.named_children()), *vars(block)} if STAND_IN.fullmatch(n))
+        for name in names:
+            module = getattr(block, name)
+            rates.append(module.drop_prob if isinstance(module, DropPath) else 0.0)
+    return rates
+
+
+@pytest.mark.parametrize(
+    "arch", ["resnet20", "timm/test_resnet", "timm/test_vit", "timm/test_convnext", "timm/test_efficientnet"]
+)
+def test_the_retired_model_option_names_the_callback_that_gives_its_rates(arch):
+    model = ImageClassifier(arch=arch, num_classes=10, drop_path_rate=0.3)
+    model.setup("validate")  # evaluation reads it from a checkpoint without a word: it drops nothing
+    with pytest.raises(ZooError) as refused:
+        model.setup("fit")
+    message = str(refused.value)
+    assert "--trainer.callbacks+=callbacks.StochasticDepth --trainer.callbacks.drop_path_rate 0.3" in message
+    rule = re.search(r"--trainer\.callbacks\.rule (\w+)", message)
+    sd = StochasticDepth(0.3, rule=rule.group(1) if rule else "huang")
+    sd.attach(model.model)  # built at rate 0: timm's stand-ins (a ResNet's None) become DropPath modules
+    sd.set_rates(0.3)
+    fixed = zoo.create_model(arch, num_classes=10, drop_path_rate=0.3)  # the rates timm fixes at construction
+    assert max(block_rates(fixed)) > 0
+    assert block_rates(model.model) == pytest.approx(block_rates(fixed))
+
+
+def test_the_model_option_is_refused_in_a_run_and_read_from_an_old_checkpoint(zoo_cli, capsys):
+    tiny = ["--model.arch", "resnet20", "--model.model_kwargs", "{}", "--trainer.max_epochs", "1"]
+    tiny += ["--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1", *FAST_TRAINER]
+    with pytest.raises(SystemExit) as refused:
+        zoo_cli("fit", "--recipe", "digits", *tiny, "--model.drop_path_rate", "0.1")
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: model.drop_path_rate 0.1: ") and len(err.strip().splitlines()) == 1, err
+    assert "--trainer.callbacks+=callbacks.StochasticDepth --trainer.callbacks.drop_path_rate 0.1" in err
+
+    assert zoo_cli("fit", "--recipe", "digits", *tiny, "--test_after_fit", "false") == 0
+    (trained,) = Path("runs/digits").glob("version_*/checkpoints/last.ckpt")  # the refused run left none
+    ckpt = torch.load(trained, weights_only=True)
+    ckpt["hyper_parameters"]["drop_path_rate"] = 0.2  # as a run with the option wrote it
+    torch.save(ckpt, "old.ckpt")
+    capsys.readouterr()
+    scores = []
+    for path in (trained, "old.ckpt"):
+        assert zoo_cli("test", "--recipe", "digits", "--ckpt_path", path, *FAST_TRAINER) == 0
+        scores.append(re.findall(r"test/top1\s+│?\s*([0-9.]+)", capsys.readouterr().out))
+    assert scores[0] and scores[1] == scores[0]
+    assert zoo_cli("export", "--recipe", "digits", "--ckpt_path", "old.ckpt", "--output", "old.onnx") == 0
+    assert Path("old.onnx").is_file()

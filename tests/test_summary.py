@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_notes_example_32x32x3_with_ten_5x5_filters(zoo_cli, capsys):
     argv = ["summary", "conv", "--filters", "10", "--kernel", "5", "--stride", "1", "--pad", "2"]
-    assert zoo_cli(*argv, "--input-size", "3", "32", "32") == 0
+    assert zoo_cli(*argv, "--input_size", "3", "32", "32") == 0
     out = capsys.readouterr().out
     assert "output volume 32×32×10" in out
     assert "5·5·3·10 + 10 = 760" in out
@@ -36,7 +36,7 @@ def test_notes_7x7_input_3x3_filter_stride_2_gives_3x3(zoo_cli, capsys):
             "3",
             "--stride",
             "2",
-            "--input-size",
+            "--input_size",
             "1",
             "7",
             "7",
@@ -48,7 +48,7 @@ def test_notes_7x7_input_3x3_filter_stride_2_gives_3x3(zoo_cli, capsys):
 
 
 def test_notes_stride_3_does_not_fit(zoo_cli, capsys):
-    assert zoo_cli("summary", "conv", "--kernel", "3", "--stride", "3", "--input-size", "1", "7", "7") == 1
+    assert zoo_cli("summary", "conv", "--kernel", "3", "--stride", "3", "--input_size", "1", "7", "7") == 1
     out = " ".join(capsys.readouterr().out.split())
     assert "does not fit" in out and "(7 − 3 + 2·0)/3 + 1 = 2.33" in out
     assert "Strides that fit with padding 0: 1, 2" in out  # (7 − 3) is divisible by 1 and 2 only
@@ -125,7 +125,7 @@ def test_too_small_an_input_is_a_clear_error():
 
 def test_summary_command_for_models(zoo_cli, capsys):
     assert (
-        zoo_cli("summary", "resnet20", "--input-size", "1", "8", "8", "--num-classes", "10", "--depth", "1")
+        zoo_cli("summary", "resnet20", "--input_size", "1", "8", "8", "--num_classes", "10", "--depth", "1")
         == 0
     )
     out = " ".join(capsys.readouterr().out.split())

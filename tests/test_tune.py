@@ -31,9 +31,9 @@ TINY = (
     "4",
     "--trainer.log_every_n_steps",
     "1",
-    "--coarse-epochs",
+    "--coarse_epochs",
     "1",
-    "--fine-epochs",
+    "--fine_epochs",
     "2",
     *FAST_TRAINER,
 )
@@ -118,9 +118,12 @@ def test_keys_reach_init_args_and_callbacks_by_class_name():
 
 
 def test_default_space_is_around_the_recipes_values():
+    from recipes.command_args import RecipeArgs
     from recipes.commands.tune import recipe_config
 
-    digits = default_space(recipe_config(["--config", str(recipe_path("digits"))]), run_epochs=8)
+    digits = default_space(
+        recipe_config(RecipeArgs(["--config", str(recipe_path("digits"))], "digits")), run_epochs=8
+    )
     assert [p.key for p in digits] == [
         "model.optimizer.lr",
         "model.optimizer.weight_decay",
@@ -132,7 +135,9 @@ def test_default_space_is_around_the_recipes_values():
     assert bounds == pytest.approx(
         [0.01, 1.0, 5e-5, 5e-3, 0.0, 0.5, 0.0, 2.0]
     )  # lr 0.1 and decay 5e-4, ×/÷ 10
-    finetune = recipe_config(["--config", str(recipe_path("finetune")), "--data.root", "photos"])
+    finetune = recipe_config(
+        RecipeArgs(["--config", str(recipe_path("finetune")), "--data.root", "photos"], "finetune")
+    )
     keys = [p.key for p in default_space(finetune, run_epochs=4)]
     assert keys[0] == "model.optimizer.lr" and keys[-1] == "finetune.warmup"  # the joining groups' warmup
 
@@ -142,7 +147,7 @@ def test_settings_from_a_recipe_section():
     assert (settings.trials, settings.timeout, settings.space) == (12, 60, {"model.drop_rate": "0:0.3"})
     with pytest.raises(ZooError, match="tune.trails: not a setting"):
         TuneSettings.from_section({"trails": 3})
-    with pytest.raises(ZooError, match="--fine-trials 5"):
+    with pytest.raises(ZooError, match="--fine_trials 5"):
         TuneSettings(trials=4, fine_trials=5).check()
 
 
@@ -293,7 +298,7 @@ def test_two_workers_share_one_search(tmp_path):
         "digits",
         "--trials",
         "4",
-        "--fine-trials",
+        "--fine_trials",
         "0",
         "--output",
         tmp_path / "out",

@@ -64,7 +64,7 @@ def load_checkpoint(path: str | Path, weights_only: bool = True) -> dict:
     try:
         return read_checkpoint(path, weights_only)
     except (FileNotFoundError, ValueError) as err:
-        raise ExportError(str(err).replace("--no-weights-only", "--weights_only false")) from None
+        raise ExportError(str(err)) from None
 
 
 def network(ckpt: dict, source: str = "checkpoint") -> nn.Module:

@@ -25,6 +25,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from zoo.errors import ZooError
 from zoo.optim import global_batch_size, scale_lr
+from zoo.protocols import Optimized
 
 MIN_DROP = 0.1  # the loss must fall by this fraction of its highest value before a suggestion means anything
 MAX_NOISE = 0.5  # rises before the minimum, summed, over the fall: above this the curve is noise
@@ -55,7 +56,7 @@ def read_curve(lrs: list[float], losses: list[float], skip_begin: int = 10) -> R
         return Reading(
             None,
             f"too few points to read ({len(points)} finite losses after the first {skip_begin}): the test "
-            "stopped early; lower --min-lr or raise --steps",
+            "stopped early; lower --min_lr or raise --steps",
         )
     values = [loss for _, _, loss in points]
     lowest = min(range(len(values)), key=values.__getitem__)
@@ -65,7 +66,7 @@ def read_curve(lrs: list[float], losses: list[float], skip_begin: int = 10) -> R
         return Reading(
             None,
             f"the curve is too flat: the loss fell from {values[peak]:.3g} to no lower than {values[lowest]:.3g} "
-            f"between lr {points[0][1]:.2g} and {points[-1][1]:.2g}; widen the range (--min-lr, --max-lr), or "
+            f"between lr {points[0][1]:.2g} and {points[-1][1]:.2g}; widen the range (--min_lr, --max_lr), or "
             "look for a bug (labels, inputs, frozen layers)",
         )
     rises = sum(max(b - a, 0.0) for a, b in zip(values[peak:lowest], values[peak + 1 : lowest + 1]))
@@ -108,7 +109,7 @@ class RangeTest(Callback):
         schedules: tuple[type, ...] = (),
     ):
         if not 0 < min_lr < max_lr:
-            raise ZooError(f"--min-lr {min_lr:g} and --max-lr {max_lr:g}: need 0 < min-lr < max-lr")
+            raise ZooError(f"--min_lr {min_lr:g} and --max_lr {max_lr:g}: need 0 < min_lr < max_lr")
         if steps < MIN_POINTS:
             raise ZooError(f"--steps {steps}: the test needs at least {MIN_POINTS} steps to read a curve")
         self.min_lr, self.max_lr, self.steps = min_lr, max_lr, steps
@@ -120,7 +121,7 @@ class RangeTest(Callback):
         self._average = 0.0
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        config = getattr(pl_module, "optimizer_config", None)
+        config = pl_module.optimizer_config if isinstance(pl_module, Optimized) else None
         if config is not None and config.name == "lbfgs":
             raise ZooError(
                 "L-BFGS chooses its step by line search: an lr range test does not apply (use another optimizer)"
@@ -133,7 +134,7 @@ class RangeTest(Callback):
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         if self.results is not None:
             return  # started already
-        config = getattr(pl_module, "optimizer_config", None)
+        config = pl_module.optimizer_config if isinstance(pl_module, Optimized) else None
         if config is not None and config.reference_batch_size:
             self.factor = scale_lr(1.0, global_batch_size(trainer), config.reference_batch_size)
         trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, self.schedules)]

@@ -14,6 +14,7 @@ from torchmetrics import MeanMetric
 from zoo import freeze
 from zoo.accelerate import channels_last_input, compile_module, to_channels_last
 from zoo.backbones import model_data_config, model_stages
+from zoo.errors import ZooError
 from zoo.guard import NonFiniteGuard
 from zoo.metrics import TopKAccuracy
 from zoo.mixup import build_mixup, mix_batch, soft_target_cross_entropy
@@ -44,7 +45,9 @@ class ImageClassifier(LightningModule):
         pretrained: load pretrained weights (timm backbones).
         pretrained_path: local weights file or zoo checkpoint to start from.
         drop_rate: dropout before the classifier.
-        drop_path_rate: stochastic-depth rate of the deepest residual block.
+        drop_path_rate: retired: stochastic depth is ``callbacks.StochasticDepth`` (fixed rates and ramps, one
+            way). Read from the checkpoints that hold it and unused there (evaluation drops nothing); refused in
+            training with the callback to give instead.
         model_kwargs: any further options of the model factory.
         optimizer: optimizer name and hyper-parameters.
         label_smoothing: ε of label-smoothed cross-entropy.
@@ -100,8 +103,6 @@ class ImageClassifier(LightningModule):
         options = dict(model_kwargs or {})
         if drop_rate:
             options["drop_rate"] = drop_rate
-        if drop_path_rate:
-            options["drop_path_rate"] = drop_path_rate
         if pretrained_path:
             options["pretrained_path"] = pretrained_path
         self.model = create_model(
@@ -192,6 +193,10 @@ class ImageClassifier(LightningModule):
         self._logged.add(stage)
         for name, metric in metrics.items():
             self.log(name, metric, on_step=False, on_epoch=True, prog_bar=name in prog_bar)
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            refuse_fixed_drop_path(self.hparams, self.model)
 
     def on_train_epoch_start(self) -> None:
         self._logged.discard("train")
@@ -315,6 +320,34 @@ class ImageClassifier(LightningModule):
         if config.name == "lbfgs":
             warn_lbfgs_noise(self.model, self.trainer)
         return build_optimizer(self.param_groups(), config, global_batch=global_batch)
+
+
+def refuse_fixed_drop_path(hparams, model: nn.Module) -> None:
+    """Training with the retired ``drop_path_rate`` (the model's, or its factory's in ``model_kwargs``) is an error
+    naming the ``StochasticDepth`` callback and rule that give the same rates: ``efficientnet`` ((l − 1)/L·r) for
+    timm's EfficientNet and MobileNet builder, ``timm`` ((l − 1)/(L − 1)·r) for timm's other families, the default
+    ``huang`` ((l/L)·r) for the zoo's ResNets."""
+    from timm.models import EfficientNet, MobileNetV3
+
+    given = {
+        "model.drop_path_rate": hparams.get("drop_path_rate"),
+        "model.model_kwargs.drop_path_rate": (hparams.get("model_kwargs") or {}).get("drop_path_rate"),
+    }
+    for key, rate in given.items():
+        if not rate:
+            continue
+        rule = ""
+        if isinstance(model, (EfficientNet, MobileNetV3)):
+            rule = " --trainer.callbacks.rule efficientnet"
+        elif str(hparams.get("arch", "")).startswith("timm/"):
+            rule = " --trainer.callbacks.rule timm"
+        instead = (
+            "--model.drop_path_rate 0" if key == "model.drop_path_rate" else "without it in model_kwargs"
+        )
+        raise ZooError(
+            f"{key} {rate}: stochastic depth is its callback's alone: --trainer.callbacks+=callbacks.StochasticDepth "
+            f"--trainer.callbacks.drop_path_rate {rate}{rule}, {instead} (docs/regularisation.md)"
+        )
 
 
 def accuracy(num_classes: int, k: int) -> TopKAccuracy:

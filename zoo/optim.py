@@ -18,6 +18,7 @@ from torch import nn
 
 from zoo.compat import dropout_base
 from zoo.errors import did_you_mean
+from zoo.protocols import Batched
 from zoo.rmsprop_nesterov import RMSpropNesterov
 
 # name -> (torch optimizer class, the lectures' defaults; the keys are also the options the name accepts)
@@ -155,7 +156,7 @@ def global_batch_size(trainer, datamodule=None) -> int:
     """Per-device batch (the data module's ``batch_size``; 0 = the whole training split) × devices × nodes
     × gradient-accumulation steps."""
     dm = datamodule if datamodule is not None else getattr(trainer, "datamodule", None)
-    per_device = getattr(dm, "batch_size", None)
+    per_device = dm.batch_size if isinstance(dm, Batched) else None
     if per_device is None:
         raise ValueError(
             "optimizer.reference_batch_size is set, but the run has no data module with a `batch_size` to "
@@ -262,7 +263,7 @@ def warn_lbfgs_noise(model: nn.Module, trainer) -> None:
     dm = getattr(trainer, "datamodule", None)
     if dm is not None and getattr(dm, "hparams", {}).get("augment"):
         issues.append("data augmentation (set data.augment: false)")
-    if dm is not None and getattr(dm, "batch_size", 0):
+    if isinstance(dm, Batched) and dm.batch_size:
         issues.append(f"mini-batches of {dm.batch_size} (set data.batch_size: 0, the whole training split)")
     if issues:
         rank_zero_warn(

@@ -1,7 +1,8 @@
 """What the fine-tuning callbacks and the CLI ask of a model and of a data module, as ``Protocol`` classes.
 
-``ImageClassifier`` is a :class:`FineTunable`; the image data modules (``zoo.data.ImageDataModule`` and its
-subclasses) are :class:`FeatureData`. A callback checks ``isinstance(x, FeatureData)`` once instead of probing
+``ImageClassifier`` is a :class:`FineTunable`, :class:`Guarded` and :class:`Optimized`; the image data modules (``zoo.data.ImageDataModule`` and its
+subclasses) are :class:`FeatureData`, :class:`SplitDatasets`, :class:`Batched`, :class:`ModelPreprocessing` and
+:class:`EvalViews`, and every data module that names its classes is a :class:`ClassNames`. A callback checks ``isinstance(x, FeatureData)`` once instead of probing
 attributes one by one, and a module or data module of a user's own takes part by providing these methods.
 """
 
@@ -11,7 +12,56 @@ from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
+
+
+@runtime_checkable
+class ClassNames(Protocol):
+    """A data module that names its classes: ``class_names[k]`` is label k's name (what prediction CSVs and exports
+    write in place of the number)."""
+
+    class_names: list[str]
+
+
+@runtime_checkable
+class SplitDatasets(Protocol):
+    """A data module that keeps each split it has set up as a dataset in ``splits`` (``train``, ``val``, ``test``);
+    an image data module's datasets read their images through the ``transform`` it sets before each loader."""
+
+    splits: dict[str, Dataset]
+
+
+@runtime_checkable
+class ImageList(Protocol):
+    """A dataset that lists its image files: ``samples[i]`` is image i's ``(path, label)``."""
+
+    samples: list[tuple[str, int]]
+
+
+@runtime_checkable
+class Batched(Protocol):
+    """A data module that loads ``batch_size`` images per device and step (0: the whole training split)."""
+
+    batch_size: int
+
+
+@runtime_checkable
+class ModelPreprocessing(Protocol):
+    """A data module that takes its preprocessing from the model: :meth:`set_model_config` is handed the model's
+    pretrained data config (mean, std, input size) before the run; ``config`` is the preprocessing in use."""
+
+    config: dict | None
+
+    def set_model_config(self, config: dict | None) -> None:
+        """Preprocess as ``config`` says (None: the data module's own)."""
+
+
+@runtime_checkable
+class EvalViews(Protocol):
+    """A data module whose test and predict loaders can show several views of each image (``--tta crops`` or
+    ``scales``): ``eval_views`` is the kind in use, None for one view."""
+
+    eval_views: str | None
 
 
 @runtime_checkable
@@ -36,6 +86,21 @@ class FeatureData(SplitData, Protocol):
         """``(x, y)`` batches of ``split``, this process's share in order; ``options``: ``augment`` (the training
         transform), ``rank`` and ``world_size`` (the share), ``indices`` (those images of the split only).
         ``loader.dataset.indices`` are the images' positions in the split."""
+
+
+@runtime_checkable
+class Guarded(Protocol):
+    """A LightningModule whose non-finite guard (``zoo.guard.NonFiniteGuard``) skips steps with a NaN or inf loss
+    and stops training after ``guard.max_in_row`` of them in a row."""
+
+    guard: object
+
+
+@runtime_checkable
+class Optimized(Protocol):
+    """A LightningModule that builds its optimizer from ``optimizer_config`` (``zoo.optim.OptimizerConfig``)."""
+
+    optimizer_config: object
 
 
 @runtime_checkable

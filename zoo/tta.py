@@ -24,6 +24,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from zoo.errors import ZooError
+from zoo.protocols import EvalViews
 
 MODES = ("none", "flip", "crops", "scales", "flip+crops", "flip+scales")
 COMMANDS = ("test", "predict")
@@ -87,7 +88,7 @@ def configure(mode: str | None, command: str | None, model, datamodule) -> int:
             "false; e.g. a mirrored digit is another symbol, or none), so averaging over the flip would mix in "
             "wrong answers; use --tta none, or --data.flip_invariant true if mirrored images keep their class"
         )
-    if views is not None and not hasattr(datamodule, "eval_views"):
+    if views is not None and not isinstance(datamodule, EvalViews):
         raise ZooError(
             f"--tta {mode}: {name} has no eval resize to take {views} from (its images are fixed tensors); "
             "crops and scales come with the image data modules (image folder, ImageNet, CIFAR, streaming)"

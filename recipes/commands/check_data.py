@@ -2,8 +2,8 @@
 
 Examples:
 zoo check-data photos/                         # classes, images per split, skipped and converted files
-zoo check-data photos/ --val-fraction 0.1 --test-fraction 0 --seed 3
-zoo check-data photos/ --no-hash --no-decode   # headers only: fast on a large folder
+zoo check-data photos/ --data.val_fraction 0.1 --data.test_fraction 0 --data.seed 3
+zoo check-data photos/ --hash false --decode false   # headers only: fast on a large folder
 zoo check-data photos/ --labels                # and the images whose folder looks wrong (pretrained features)
 
 Lists the folder as ``ImageFolderDataModule`` does (same listing, same stratified split), decodes every image
@@ -22,6 +22,7 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
+from recipes.command_args import CommandParser, parse
 from recipes.commands import check_labels
 from zoo.data.decode import READ_ERRORS, Source
 from zoo.data.files import OTHER_SPLIT, class_dirs, class_owners, list_class_folders
@@ -77,7 +78,7 @@ def survey(root: Path, val_fraction: float, test_fraction: float, seed: int, mod
         idx = stratified_split([y for _, y in train], val, test, seed)
     except ValueError as err:
         raise Unusable(
-            f"cannot split the {len(train)} images by class ({err}); change --val-fraction / --test-fraction, "
+            f"cannot split the {len(train)} images by class ({err}); change --val_fraction / --test_fraction, "
             "add images, or add val/ and test/ folders"
         ) from None
     splits = {name: [train[i] for i in ids] for name, ids in idx.items()}
@@ -123,7 +124,7 @@ def report(info: dict, errors: dict[str, str] | None, groups: list | None, root:
     for name, listing in listings.items():
         lines.append(f"Files in {rel(info['folders'][name])}/: " + "\n".join(listing.summary(root)))
     if errors is None:
-        lines.append("Decoding: not checked (--no-decode)")
+        lines.append("Decoding: not checked (--decode false)")
     else:
         shown = ", ".join(f"{rel(p)} ({e})" for p, e in list(errors.items())[:3])
         lines.append(
@@ -133,7 +134,7 @@ def report(info: dict, errors: dict[str, str] | None, groups: list | None, root:
     linked = sum(len(ls.skipped.get(OTHER_SPLIT, [])) for ls in listings.values())
     lines.append(f"Duplicates across splits: {linked} link(s) to a file of another split (not counted twice)")
     if groups is None:
-        lines.append("Duplicates by content: not checked (--no-hash)")
+        lines.append("Duplicates by content: not checked (--hash false)")
     else:
         across = [g for g in groups if len({s for s, _ in g}) > 1]
         lines.append(
@@ -145,28 +146,34 @@ def report(info: dict, errors: dict[str, str] | None, groups: list | None, root:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="zoo check-data",
-        description="What training on a folder of images would read, without training.",
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+    parser = CommandParser(
+        "check-data",
+        "What training on a folder of images would read, without training.",
+        "\n\n".join(__doc__.split("\n\n")[1:]),
         formatter_class=argparse.RawTextHelpFormatter,
     )
     parser.add_argument("path", help="the data root: class folders, or train/ val/ test/ folders of them")
-    parser.add_argument("--val-fraction", type=float, default=0.2, help="as --data.val_fraction (0.2)")
-    parser.add_argument("--test-fraction", type=float, default=0.1, help="as --data.test_fraction (0.1)")
-    parser.add_argument("--seed", type=int, default=0, help="as --data.seed (0)")
-    parser.add_argument("--channels", type=int, choices=(1, 3), default=3, help="as --data.channels (3)")
-    parser.add_argument(
-        "--no-decode", action="store_true", help="read headers only, do not decode every image"
+    data = parser.add_argument_group("the split, with zoo fit's options of the image folder")
+    for name, kind, default, what in (
+        ("val_fraction", float, 0.2, "share of each class held out for validation"),
+        ("test_fraction", float, 0.1, "share of each class held out for test"),
+        ("seed", int, 0, "seed of the split"),
+    ):
+        data.add_argument(
+            f"--data.{name}", dest=name, type=kind, default=default, metavar="X", help=f"{what} ({default})"
+        )
+    data.add_argument(
+        "--data.channels", dest="channels", type=int, choices=(1, 3), default=3, help="1: grey (3)"
     )
-    parser.add_argument("--no-hash", action="store_true", help="do not compare file contents")
+    parser.add_switch("--decode", "false: read headers only, do not decode every image", default=True)
+    parser.add_switch("--hash", "false: do not compare file contents", default=True)
     check_labels.add_arguments(parser)
-    args = parser.parse_args(argv)
+    args, _ = parse(parser, argv, recipe=False)
     root = Path(args.path)
     mode = "L" if args.channels == 1 else "RGB"
     info = survey(root, args.val_fraction, args.test_fraction, args.seed, mode)  # Unusable: one error line
-    errors = None if args.no_decode and not args.labels else decode_errors(info["splits"], mode)
-    groups = None if args.no_hash else same_content(info["splits"])
+    errors = decode_errors(info["splits"], mode) if args.decode or args.labels else None
+    groups = same_content(info["splits"]) if args.hash else None
     print(f"Data root: {root}")
     print("\n".join(report(info, errors, groups, root)))
     train = info["splits"]["train"]

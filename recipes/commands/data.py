@@ -69,6 +69,8 @@ def optimize(argv: list[str]) -> int:
 def _optimize(argv: list[str]) -> int:
     from jsonargparse import ArgumentParser
 
+    from recipes.command_args import switch_values
+    from recipes.options import option_hint
     from zoo.data.folder import ImageFolderDataModule
     from zoo.data.streaming import exists, write_streaming
 
@@ -78,18 +80,24 @@ def _optimize(argv: list[str]) -> int:
         "chunked format, for zoo.data.StreamingDataModule.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        exit_on_error=False,  # a mistake is one `error:` line (the zoo command's), not the usage
+        allow_abbrev=False,  # --out is not a second spelling of --output
     )
     parser.add_subclass_arguments(ImageFolderDataModule, "data", help="the image folder and how to split it")
     parser.add_argument("--output", required=True, help="folder or s3://bucket/prefix to write")
     parser.add_argument("--num_workers", type=int, default=os.cpu_count() or 1, help="processes writing")
     parser.add_argument("--chunk_bytes", default="64MB", help="size of each chunk file")
     parser.add_argument(
-        "--overwrite", type=bool, default=False, help="replace a data set already at --output"
+        "--overwrite", type=bool, default=False, help="replace a data set already at --output (alone: true)"
     )
     parser.add_argument(
         "--storage_options", type=dict, default={}, help="options of the object store's client"
     )
-    cfg = parser.parse_args(recipe_data(argv))
+    try:
+        cfg = parser.parse_args(switch_values(recipe_data(argv), {"--overwrite"}))
+    except argparse.ArgumentError as err:
+        err.zoo_hint = option_hint(err, [parser])
+        raise
     if exists(cfg.output, cfg.storage_options) and not cfg.overwrite:
         raise Refused(f"{cfg.output} already holds a streaming data set; give --overwrite true to replace it")
     if cfg.data.init_args.get("root") is None:

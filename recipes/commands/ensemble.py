@@ -2,17 +2,19 @@
 softmax outputs on the recipe's validation (and test) split, print a table, and optionally write predictions.
 
 The recipe (with any ``--section.key value`` overrides, as in ``zoo fit``) gives the data and the model every
-checkpoint must fit; ``--own-arch`` rebuilds each member from its checkpoint instead (an ensemble of
-different architectures). Checkpoints load with ``torch.load(weights_only=True)`` unless ``--no-weights-only``.
+checkpoint must fit; ``--own_arch`` rebuilds each member from its checkpoint instead (an ensemble of
+different architectures). Checkpoints load with ``torch.load(weights_only=True)`` unless ``--weights_only false``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import torch
+
+from recipes.command_args import CommandParser, RecipeArgs, parse
+from zoo.protocols import ClassNames, SplitData
 
 EPILOG = """examples:
   zoo ensemble --recipe digits --ckpt runs/digits/version_0/checkpoints/last.ckpt runs/digits/version_1/checkpoints/last.ckpt
@@ -20,21 +22,21 @@ EPILOG = """examples:
   zoo ensemble --recipe digits --ckpt a.ckpt b.ckpt --predictions ensemble.csv"""
 
 
-def build(rest: list[str]):
+def build(recipe: RecipeArgs):
     """The recipe's model and data module, instantiated by the zoo's CLI without running anything."""
-    from recipes.lightning_cli import build_recipe
-
-    cli = build_recipe([*rest, "--trainer.logger", "false"])
+    cli = recipe.build("--trainer.logger", "false")
     return cli.model, cli.datamodule
 
 
 def split_loaders(datamodule, splits: list[str]) -> dict:
-    """``{split: loader}`` for the requested splits the data module has (``test`` only when it has one)."""
+    """``{split: loader}`` for the requested splits the data module has (a :class:`SplitData` says which)."""
     loaders = {}
     for split in splits:
         datamodule.setup("fit" if split == "val" else split)
+        if isinstance(datamodule, SplitData) and not datamodule.has_split(split):
+            continue
         try:
-            loader = getattr(datamodule, f"{split}_dataloader")()
+            loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
         except (NotImplementedError, KeyError, AttributeError, TypeError):
             loader = None
         if loader is not None and len(loader) > 0:
@@ -43,15 +45,13 @@ def split_loaders(datamodule, splits: list[str]) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    from recipes.lightning_cli import expand_recipe
     from zoo.ensemble import average, evaluate, load_member, predict_probs, print_table, write_predictions
     from zoo.errors import CheckpointError, ZooError
 
-    parser = argparse.ArgumentParser(
-        prog="zoo ensemble",
-        description="Evaluate the averaged softmax of several checkpoints (independent models or snapshots).",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = CommandParser(
+        "ensemble",
+        "Evaluate the averaged softmax of several checkpoints (independent models or snapshots).",
+        EPILOG,
     )
     parser.add_argument(
         "--recipe", help="the shipped recipe the checkpoints were trained with (or --config FILE)"
@@ -59,36 +59,31 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--ckpt", nargs="+", required=True, help="checkpoints, the ensemble's members")
     parser.add_argument("--split", nargs="+", default=["val", "test"], choices=["val", "test"])
     parser.add_argument("--last", type=int, help="also score the ensemble of the last K checkpoints")
-    parser.add_argument("--own-arch", action="store_true", help="build each member from its checkpoint")
-    parser.add_argument("--no-weights-only", action="store_true", help="trust pickled objects in checkpoints")
+    parser.add_switch("--own_arch", "build each member from its checkpoint")
+    parser.add_switch("--weights_only", "false: trust pickled objects in checkpoints", default=True)
     parser.add_argument("--predictions", help="write the ensemble's top-k on the predict split to this CSV")
-    parser.add_argument("--top-k", type=int, default=3, help="classes per row of --predictions")
+    parser.add_argument("--top_k", type=int, default=3, help="classes per row of --predictions")
     parser.add_argument("--json", help="also write the scores to this JSON file")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args, rest = parser.parse_known_args(argv)
-    rest = expand_recipe((["--recipe", args.recipe] if args.recipe else []) + rest)
-    if "--config" not in rest:
-        raise ZooError("zoo ensemble needs --recipe NAME or --config FILE (the data to score on)")
+    args, recipe = parse(parser, argv)
     if args.last is not None and not 1 <= args.last <= len(args.ckpt):
         raise ZooError(f"--last {args.last} must be between 1 and the {len(args.ckpt)} checkpoints")
 
     missing = [p for p in args.ckpt if not Path(p).is_file()]
     if missing:
         raise ZooError(f"checkpoint(s) not found: {', '.join(missing)}")
-    template, datamodule = build(rest)
-    weights_only = not args.no_weights_only
+    template, datamodule = build(recipe)
     try:
         members = {
-            p: load_member(p, None if args.own_arch else template, weights_only, "--no-weights-only")
-            for p in args.ckpt
+            p: load_member(p, None if args.own_arch else template, args.weights_only) for p in args.ckpt
         }
     except CheckpointError as err:
-        hint = "" if args.own_arch or "does not fit" not in str(err) else " (or --own-arch)"
+        hint = "" if args.own_arch or "does not fit" not in str(err) else " (or --own_arch)"
         raise CheckpointError(f"{err}{hint}") from None
-    data_classes = getattr(datamodule, "num_classes", None)
+    data_classes = datamodule.num_classes  # every data module of the zoo's CLI has it (linked to the model)
     for path, model in members.items():
         classes = model.hparams.get("num_classes")
-        if data_classes is not None and classes != data_classes:
+        if classes != data_classes:
             raise ZooError(f"{path} has {classes} classes, the recipe's data {data_classes}")
 
     results, scores = {}, {}
@@ -111,7 +106,7 @@ def main(argv: list[str]) -> int:
         datamodule.setup("predict")
         loader = datamodule.predict_dataloader()
         outputs = [predict_probs(m, model_ready(datamodule, loader), args.device) for m in members.values()]
-        names = getattr(datamodule, "class_names", None)
+        names = datamodule.class_names if isinstance(datamodule, ClassNames) else None
         out = write_predictions(
             args.predictions, average([p for p, _ in outputs]), outputs[0][1], names, args.top_k
         )

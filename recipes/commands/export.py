@@ -11,12 +11,14 @@ checkpoint's own outputs is printed.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import sys
 import tempfile
 from pathlib import Path
+
+from recipes.command_args import CommandParser, RecipeArgs, parse
+from zoo.protocols import ClassNames, SplitDatasets
 
 EPILOG = """examples:
   zoo export --recipe digits --ckpt_path runs/digits/version_0/checkpoints/last.ckpt --format onnx --output digits.onnx
@@ -25,28 +27,20 @@ EPILOG = """examples:
 Any other option overrides the recipe as in `zoo fit` (e.g. --data.root DIR for the check's real images)."""
 
 
-def _bool(text: str) -> bool:
-    value = text.lower()
-    if value not in ("true", "false", "1", "0", "yes", "no"):
-        raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
-    return value in ("true", "1", "yes")
-
-
-def real_inputs(rest: list[str], config: dict, count: int) -> tuple[object, str, list[str] | None]:
+def real_inputs(recipe: RecipeArgs, config: dict, count: int) -> tuple[object, str, list[str] | None]:
     """``count`` inputs from the recipe's data (validation split first), where they came from, and the data's
     class names; (None, why, None) when the recipe's data cannot be built. Image data modules take the
     checkpoint's eval preprocessing."""
     import numpy as np
     import torch
 
-    from recipes.lightning_cli import build_recipe
     from zoo.data.transforms import eval_transform
 
     try:
-        cli = build_recipe([*rest, "--trainer.logger", "false", "--model.pretrained", "false"])
+        cli = recipe.build("--trainer.logger", "false", "--model.pretrained", "false")
         datamodule = cli.datamodule
         datamodule.setup("fit")
-        splits = getattr(datamodule, "splits", None) or {}
+        splits = datamodule.splits if isinstance(datamodule, SplitDatasets) else {}
         name = next((n for n in ("val", "test", "train") if n in splits), None)
         if config.get("mean") and name is not None and hasattr(splits[name], "transform"):
             dataset = copy.copy(splits[name])  # the same images through the checkpoint's eval transform
@@ -61,7 +55,8 @@ def real_inputs(rest: list[str], config: dict, count: int) -> tuple[object, str,
     except (Exception, SystemExit) as err:  # any reason the data is not at hand: check on random inputs
         reason = err.__cause__ or err  # jsonargparse wraps the data module's own message
         return None, (str(reason).splitlines() or [type(reason).__name__])[0], None
-    return x.float(), f"{len(x)} {name} images of the recipe's data", getattr(datamodule, "class_names", None)
+    names = datamodule.class_names if isinstance(datamodule, ClassNames) else None
+    return x.float(), f"{len(x)} {name} images of the recipe's data", names
 
 
 def _size(n: int) -> str:
@@ -69,12 +64,11 @@ def _size(n: int) -> str:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="zoo export",
-        description="Export a checkpoint as ONNX, a torch.export program or a timm hub folder, with its "
-        "preprocessing and classes.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = CommandParser(
+        "export",
+        "Export a checkpoint as ONNX, a torch.export program or a timm hub folder, with its preprocessing and "
+        "classes.",
+        EPILOG,
     )
     parser.add_argument(
         "--recipe", help="the shipped recipe the checkpoint was trained with (or --config FILE)"
@@ -88,27 +82,25 @@ def main(argv: list[str]) -> int:
         help="file to write, a folder for timm (default: the checkpoint's name, with .onnx or .pt2 for a file)",
     )
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
-    parser.add_argument("--weights_only", type=_bool, default=True, help="false: trust pickled objects")
+    parser.add_switch("--weights_only", "false: trust pickled objects in the checkpoint", default=True)
     parser.add_argument("--check_inputs", type=int, default=8, help="inputs the exported model is checked on")
     parser.add_argument("--atol", type=float, default=1e-3, help="largest difference accepted (logits)")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    args, rest = parser.parse_known_args(argv)
+    args, recipe = parse(parser, argv, required=False)
     try:
-        return run(args, rest)
+        return run(args, recipe)
     except Exception as err:
         from zoo.export import ExportError
 
-        debug = args.debug or os.environ.get("ZOO_DEBUG", "").lower() in ("1", "true", "yes")
+        debug = os.environ.get("ZOO_DEBUG", "").lower() in ("1", "true", "yes")  # `zoo --debug` sets it
         if debug or not isinstance(err, (ExportError, FileNotFoundError)):
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2
 
 
-def run(args: argparse.Namespace, rest: list[str]) -> int:
+def run(args, recipe: RecipeArgs | None) -> int:
     import torch
 
-    from recipes.lightning_cli import expand_recipe
     from zoo import export
 
     fmt = export.check_format(args.format)
@@ -116,14 +108,13 @@ def run(args: argparse.Namespace, rest: list[str]) -> int:
         raise export.ExportError("--opset is for --format onnx")
     suffix = "" if fmt == "timm" else f".{fmt}"
     output = export.check_output(args.output or Path(args.ckpt_path).with_suffix(suffix).name, fmt == "timm")
-    rest = expand_recipe((["--recipe", args.recipe] if args.recipe else []) + rest)
     ckpt = export.load_checkpoint(args.ckpt_path, args.weights_only)
     net = export.network(ckpt, args.ckpt_path)
     config = export.preprocessing(ckpt)
 
     x, where, names = None, "no recipe given (--recipe NAME or --config FILE)", None
-    if "--config" in rest:
-        x, where, names = real_inputs(rest, config, args.check_inputs)
+    if recipe is not None:
+        x, where, names = real_inputs(recipe, config, args.check_inputs)
     size = config.get("input_size") or (list(x.shape[1:]) if x is not None else None)
     if size is None:
         raise export.ExportError(

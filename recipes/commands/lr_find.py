@@ -1,24 +1,24 @@
 """``zoo lr-find --recipe NAME [overrides]``: an lr range test on a recipe, its plot, and the lr to paste.
 
 The recipe is built by the zoo's CLI as for ``zoo fit`` (overrides work the same). Its trainer keeps the devices,
-precision, accumulation and the fine-tuning callback (which freezes layers and fits the linear probe), and drops
-what a sweep does not use: loggers, checkpoints, lr schedules, reports, validation. :class:`zoo.lr_range.RangeTest`
-runs the sweep; the plot and a CSV of every step go to a run folder.
+precision, accumulation, the fine-tuning callback (which freezes layers and fits the linear probe) and stochastic
+depth (the sweep trains the network as the run would), and drops what a sweep does not use: loggers, checkpoints,
+lr schedules, reports, validation. :class:`zoo.lr_range.RangeTest` runs the sweep; the plot and a CSV of every
+step go to a run folder.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
-import math
 from pathlib import Path
 
+from recipes.command_args import CommandParser, parse, positive
 from zoo.errors import ZooError, ensure_writable
 
 EPILOG = """examples:
   zoo lr-find --recipe digits
   zoo lr-find --recipe finetune --data.root photos      # from the linear probe's head, backbone at 0.1x
-  zoo lr-find --recipe digits --model.optimizer.name adam --min-lr 1e-6 --max-lr 1
+  zoo lr-find --recipe digits --model.optimizer.name adam --min_lr 1e-6 --max_lr 1
 Any other option overrides the recipe as in `zoo fit`. The swept lr is model.optimizer.lr (the head's):
 every param group follows at its own multiple of it (model.backbone_lr_scale, the linear scaling rule)."""
 
@@ -29,39 +29,31 @@ def run_folder(root: Path) -> Path:
     return root / f"version_{max(taken, default=-1) + 1}"
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a number > 0, not {text!r}")
-    return value
-
-
-def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(
-        prog="zoo lr-find",
-        description="LR range test: train a few steps with the lr rising exponentially, plot the loss against "
-        "the lr, and suggest the lr where the loss falls fastest.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+def parser() -> CommandParser:
+    parser = CommandParser(
+        "lr-find",
+        "LR range test: train a few steps with the lr rising exponentially, plot the loss against the lr, and "
+        "suggest the lr where the loss falls fastest.",
+        EPILOG,
     )
     parser.add_argument("--recipe", help="a shipped recipe (or give --config FILE)")
-    parser.add_argument("--min-lr", type=_positive, default=1e-6, help="first lr of the sweep (default 1e-6)")
-    parser.add_argument("--max-lr", type=_positive, default=10.0, help="last lr of the sweep (default 10)")
+    parser.add_argument("--min_lr", type=positive, default=1e-6, help="first lr of the sweep (default 1e-6)")
+    parser.add_argument("--max_lr", type=positive, default=10.0, help="last lr of the sweep (default 10)")
     parser.add_argument("--steps", type=int, default=100, help="optimizer steps of the sweep (default 100)")
     parser.add_argument(
         "--output", help="folder for the plot and CSV (default: <root dir>/lr_find/version_N)"
     )
-    return parser.parse_known_args(argv)
+    return parser
 
 
 def prepare(trainer, test) -> None:
-    """The recipe's trainer stripped to what a sweep needs: its fine-tuning, then the range test."""
+    """The recipe's trainer stripped to what a sweep needs: its fine-tuning and stochastic depth, then the range
+    test."""
     from callbacks.finetuning import FineTuning
+    from callbacks.stochastic_depth import StochasticDepth
 
-    trainer.callbacks = [c for c in trainer.callbacks if isinstance(c, FineTuning)] + [test]
+    kept = (FineTuning, StochasticDepth)
+    trainer.callbacks = [c for c in trainer.callbacks if isinstance(c, kept)] + [test]
     trainer.loggers = []
     trainer.num_sanity_val_steps = 0
     trainer.check_val_every_n_epoch = 10**9  # no validation: the sweep reads the training loss
@@ -96,18 +88,13 @@ def describe(label: str, test, args, probed: bool = False) -> str:
 def main(argv: list[str]) -> int:
     from callbacks.finetuning import FineTuning
     from callbacks.lr_schedule import LRSchedule
-    from recipes.lightning_cli import build_recipe, expand_recipe, quiet_lightning
     from zoo.lr_range import RangeTest, plot
 
-    args, rest = parse(argv)
-    rest = expand_recipe((["--recipe", args.recipe] if args.recipe else []) + rest)
-    if "--config" not in rest:
-        raise ZooError("zoo lr-find needs --recipe NAME or --config FILE")
+    args, recipe = parse(parser(), argv)
     test = RangeTest(args.min_lr, args.max_lr, args.steps, schedules=(LRSchedule,))  # options checked first
-    with quiet_lightning():
-        cli = build_recipe(rest)
+    cli = recipe.build()
     trainer, model = cli.trainer, cli.model
-    label = args.recipe or Path(rest[rest.index("--config") + 1]).stem
+    label = recipe.label
     out = Path(args.output) if args.output else run_folder(Path(trainer.default_root_dir) / "lr_find")
     ensure_writable(out, "--output")  # before the sweep, not after it
     prepare(trainer, test)

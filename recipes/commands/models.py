@@ -8,9 +8,9 @@ zoo models resnet20             # an exact zoo name also lists its options and d
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 
+from recipes.command_args import CommandParser, parse
 from recipes.model_index import MODELS
 from zoo.console import print_line, print_table
 
@@ -18,13 +18,11 @@ TIMM_PREFIX = "timm/"  # as in zoo.registry, which imports torch
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="zoo models", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = CommandParser("models", __doc__)
     parser.add_argument("pattern", nargs="?", help="shell-style pattern, e.g. 'resnet*' or '*efficientnet*'")
-    parser.add_argument("--pretrained", action="store_true", help="timm models with pretrained weights only")
+    parser.add_switch("--pretrained", "timm models with pretrained weights only")
     parser.add_argument("--limit", type=int, default=50, help="most timm models to list (default 50)")
-    args = parser.parse_args(argv)
+    args, _ = parse(parser, argv, recipe=False)
     pattern = args.pattern.removeprefix(TIMM_PREFIX) if args.pattern else None
 
     names = [n for n in MODELS if fnmatch.fnmatch(n, pattern)] if pattern else list(MODELS)
@@ -42,6 +40,12 @@ def main(argv: list[str]) -> int:
         options = [(key, repr(default)) for key, default in model_options(pattern).items()]
         print_table(f"Options of {pattern}", ("option", "default"), options, width=160)
         print_line("Set them with --model.model_kwargs '{KEY: VALUE}'.", width=160)
+        if "drop_path_rate" in dict(options):  # zoo.create_model's; in a run, the callback's
+            print_line(
+                "In a run, stochastic depth is --trainer.callbacks+=callbacks.StochasticDepth "
+                "--trainer.callbacks.drop_path_rate R, not drop_path_rate (docs/regularisation.md).",
+                width=160,
+            )
 
     if pattern:
         import timm

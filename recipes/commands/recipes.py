@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
-
 from recipes.catalog import load_recipe, recipe_names
+from recipes.command_args import CommandParser, parse
 from zoo.console import print_table
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="zoo recipes", description=__doc__)
-    parser.parse_args(argv)
+    parse(CommandParser("recipes", __doc__), argv, recipe=False)
     rows = [(r.name, r.model, r.data, r.description) for r in map(load_recipe, recipe_names())]
     print_table(
         "Shipped recipes (zoo fit --recipe NAME)",

@@ -7,12 +7,12 @@ trainer's own schedule callbacks are stepped through the run by the code that se
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 from pathlib import Path
 
 from callbacks.lr_schedule import schedules_of, simulate
+from recipes.command_args import CommandParser, RecipeArgs, parse
 from zoo.errors import ZooError
 from zoo.optim import build_optimizer, global_batch_size
 
@@ -98,11 +98,11 @@ def _world(trainer) -> int:
     return max(count, 1) * int((trainer.get("num_nodes") if trainer is not None else 1) or 1)
 
 
-def build(rest: list[str]):
+def build(recipe: RecipeArgs):
     """Instantiate the recipe's trainer, model and data module with the zoo's CLI, without running it; when
     the recipe's data cannot be built here (no ImageNet on this machine), a :class:`StandInData` of the data
     set's size takes its place and ``cli.missing_data`` says why."""
-    from recipes.lightning_cli import ZooCLI, build_recipe
+    from recipes.lightning_cli import ZooCLI
     from recipes.stand_in import stand_in_config
 
     class ScheduleCLI(ZooCLI):
@@ -122,7 +122,7 @@ def build(rest: list[str]):
                     raise err from None
                 self.missing_data = str(_innermost(err)).splitlines()[0]
 
-    return build_recipe(rest, cli_class=ScheduleCLI)
+    return recipe.build(cli_class=ScheduleCLI)
 
 
 def _innermost(err: BaseException) -> BaseException:
@@ -154,7 +154,7 @@ def say_where_steps_come_from(cli, datamodule, trainer) -> None:
     if not isinstance(datamodule, StandInData):
         return
     world = trainer.num_devices * trainer.num_nodes * trainer.accumulate_grad_batches
-    print(f"no data here ({getattr(cli, 'missing_data', None) or datamodule.data}):", end=" ")
+    print(f"no data here ({cli.missing_data or datamodule.data}):", end=" ")
     if datamodule.known:
         print(
             f"steps counted from {datamodule.data}'s {datamodule.train_images:,} training images in global "
@@ -167,24 +167,18 @@ def say_where_steps_come_from(cli, datamodule, trainer) -> None:
 
 
 def main(argv: list[str]) -> int:
-    from recipes.lightning_cli import expand_recipe
-
-    parser = argparse.ArgumentParser(
-        prog="zoo schedule",
-        description="Draw the learning rate of every param group over a recipe's whole run (no training).",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = CommandParser(
+        "schedule",
+        "Draw the learning rate of every param group over a recipe's whole run (no training).",
+        EPILOG,
     )
     parser.add_argument("--recipe", help="a shipped recipe (or give --config FILE)")
     parser.add_argument("--output", help="PNG to write (default: lr_schedule_<recipe>.png)")
     parser.add_argument("--csv", help="also write the lr of every step to this CSV")
-    parser.add_argument("--log", action="store_true", help="logarithmic lr axis")
-    args, rest = parser.parse_known_args(argv)
-    rest = expand_recipe((["--recipe", args.recipe] if args.recipe else []) + rest)
-    if "--config" not in rest:
-        raise ZooError("zoo schedule needs --recipe NAME or --config FILE")
+    parser.add_switch("--log", "logarithmic lr axis")
+    args, recipe = parse(parser, argv)
 
-    cli = build(rest)
+    cli = build(recipe)
     trainer, model = cli.trainer, cli.model
     datamodule = data_at_hand(cli)
     say_where_steps_come_from(cli, datamodule, trainer)
@@ -202,7 +196,7 @@ def main(argv: list[str]) -> int:
     epochs = [s / steps_per_epoch for s in range(total)]
     points = key_points(schedules, steps_per_epoch, total)
 
-    label = args.recipe or Path(rest[rest.index("--config") + 1]).stem
+    label = recipe.label
     options = {**config.resolved(), "lr": optimizer.param_groups[0]["base_lr"] if lrs else None}
     print(f"{label}: optimizer {config.name} (" + ", ".join(f"{k} {v}" for k, v in options.items()) + ")")
     print(f"{total} optimizer steps = {total / steps_per_epoch:g} epochs × {steps_per_epoch} steps; "

@@ -1,20 +1,19 @@
 """``zoo summary MODEL``: per-layer output shapes, parameters and MACs of a model, or of one conv layer.
 
 zoo summary resnet18                        # at the model's default input size (3×224×224)
-zoo summary resnet20 --input-size 3 32 32 --depth 2
-zoo summary timm/efficientnet_lite0 --num-classes 10
-zoo summary vgg16 -o norm=batch -o pool_size=1 --input-size 3 32 32
-zoo summary conv --filters 10 --kernel 5 --stride 1 --pad 2 --input-size 3 32 32   # the lectures' example
+zoo summary resnet20 --input_size 3 32 32 --depth 2
+zoo summary timm/efficientnet_lite0 --num_classes 10
+zoo summary vgg16 -o norm=batch -o pool_size=1 --input_size 3 32 32
+zoo summary conv --filters 10 --kernel 5 --stride 1 --pad 2 --input_size 3 32 32   # the lectures' example
 """
 
 from __future__ import annotations
-
-import argparse
 
 import torch
 import yaml
 from rich.console import Console
 
+from recipes.command_args import CommandParser, parse
 from zoo.backbones import model_data_config
 from zoo.console import print_table
 from zoo.registry import create_model
@@ -35,16 +34,14 @@ def _options(pairs: list[str]) -> dict:
     return options
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="zoo summary", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def _parser() -> CommandParser:
+    parser = CommandParser("summary", __doc__)
     parser.add_argument("model", help="a zoo model, timm/<name>, or 'conv' for a single conv layer")
     parser.add_argument(
-        "--input-size", nargs=3, type=int, metavar=("C", "H", "W"), help="default: the model's"
+        "--input_size", nargs=3, type=int, metavar=("C", "H", "W"), help="default: the model's"
     )
     parser.add_argument(
-        "--num-classes", type=int, default=None, help="classes of the head (default: the model's)"
+        "--num_classes", type=int, default=None, help="classes of the head (default: the model's)"
     )
     parser.add_argument(
         "-o", "--option", action="append", default=[], metavar="KEY=VALUE", help="model option"
@@ -59,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    args, _ = parse(_parser(), argv, recipe=False)
     console = Console(width=160)
     if args.model == "conv":
         in_size = tuple(args.input_size or (3, 32, 32))

@@ -12,6 +12,7 @@ import argparse
 import math
 from pathlib import Path
 
+from recipes.command_args import CommandParser, RecipeArgs, parse
 from zoo.errors import ZooError, ensure_writable
 
 EPILOG = """examples:
@@ -47,24 +48,23 @@ def seconds(text: str) -> float:
     return value
 
 
-def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(
-        prog="zoo tune",
-        description="Search lr, weight decay, dropout and warmup (Optuna: TPE, median pruning), coarse to fine, "
-        "on the validation split; print the ranked trials, draw them, write the best as a recipe.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+def parser() -> CommandParser:
+    parser = CommandParser(
+        "tune",
+        "Search lr, weight decay, dropout and warmup (Optuna: TPE, median pruning), coarse to fine, on the "
+        "validation split; print the ranked trials, draw them, write the best as a recipe.",
+        EPILOG,
     )
     add = parser.add_argument
     add("--recipe", help="a shipped recipe (or give --config FILE)")
     add("--trials", type=int, help="trials of the whole search, every worker together (default 20)")
-    add("--fine-trials", type=int, help="how many of them are fine trials (default: a third)")
+    add("--fine_trials", type=int, help="how many of them are fine trials (default: a third)")
     add("--timeout", type=seconds, help="start no new trial after this long (90s, 30m, 2h)")
-    add("--coarse-epochs", type=int, help="epochs of a coarse trial (default: a quarter of the recipe's)")
-    add("--fine-epochs", type=int, help="epochs of a fine trial (default: the recipe's)")
+    add("--coarse_epochs", type=int, help="epochs of a coarse trial (default: a quarter of the recipe's)")
+    add("--fine_epochs", type=int, help="epochs of a fine trial (default: the recipe's)")
     add("--metric", help="validation metric to score (default: the recipe's checkpoint.monitor)")
     add("--mode", choices=("min", "max"), help="min or max (default: the recipe's checkpoint.mode)")
-    add("--startup-trials", type=int, help="trials of a stage that run to the end before pruning (default 5)")
+    add("--startup_trials", type=int, help="trials of a stage that run to the end before pruning (default 5)")
     add(
         "--space",
         action="append",
@@ -75,15 +75,15 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     add("--storage", help="Optuna storage shared by the workers (default: OUTPUT/study.db, SQLite)")
     add("--output", help="folder of the trials, plot and best recipe (default: runs/tune/STUDY)")
     add("--seed", type=int, help="seed of the TPE sampler (default: none; give each worker its own)")
-    add("--keep-checkpoints", action="store_true", help="keep every trial's checkpoints (default: deleted)")
-    return parser.parse_known_args(argv)
+    parser.add_switch("--keep_checkpoints", "keep every trial's checkpoints (default: deleted)")
+    return parser
 
 
-def recipe_config(rest: list[str]) -> dict:
+def recipe_config(recipe: RecipeArgs) -> dict:
     """The recipe with the overrides, every option filled in, as ``zoo fit`` would run it (nothing built)."""
     import yaml
 
-    from recipes.lightning_cli import ZooCLI, build_recipe, quiet_lightning
+    from recipes.lightning_cli import ZooCLI
 
     class ParseOnly(ZooCLI):
         def before_instantiate_classes(self):
@@ -95,8 +95,7 @@ def recipe_config(rest: list[str]) -> dict:
         def after_instantiate_classes(self):
             pass
 
-    with quiet_lightning():
-        cli = build_recipe(rest, cli_class=ParseOnly)
+    cli = recipe.build(cli_class=ParseOnly)
     return yaml.safe_load(cli.parser.dump(cli.config, skip_none=False))
 
 
@@ -122,7 +121,7 @@ def default_epochs(config: dict) -> int:
         from callbacks.finetune_strategies import DEFAULT_EPOCHS
 
         return max(1, math.ceil(DEFAULT_EPOCHS / 4))
-    raise ZooError("the recipe sets no trainer.max_epochs: give --coarse-epochs and --fine-epochs")
+    raise ZooError("the recipe sets no trainer.max_epochs: give --coarse_epochs and --fine_epochs")
 
 
 def space_from(config: dict, settings, args, coarse_epochs: int):
@@ -185,15 +184,11 @@ def report(search, space, label: str, out: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    from recipes.lightning_cli import expand_logger, expand_recipe
     from recipes.tuning import Search
 
-    args, rest = parse(argv)
-    rest = expand_logger(expand_recipe((["--recipe", args.recipe] if args.recipe else []) + rest))
-    if "--config" not in rest:
-        raise ZooError("zoo tune needs --recipe NAME or --config FILE")
-    label = args.recipe or Path(rest[rest.index("--config") + 1]).stem
-    config = recipe_config(rest)
+    args, recipe = parse(parser(), argv)
+    label = recipe.label
+    config = recipe_config(recipe)
     settings = settings_from(config, args)
     checkpoint = config.get("checkpoint") or {}
     metric = settings.metric or checkpoint.get("monitor") or "val/top1"

@@ -39,6 +39,7 @@ from zoo.data.transforms import (
     train_transform,
     view_transform,
 )
+from zoo.protocols import ImageList
 
 PREPROCESS = ("auto", "model", "dataset", "imagenet", "none")
 MAX_ROWS = 20  # classes shown in the table of class counts
@@ -220,7 +221,8 @@ class ImageDataModule(LightningDataModule):
         when the training split lists no image files."""
         if self._native is None:
             self.setup("fit")
-            samples = getattr(self.splits.get("train"), "samples", None)
+            train = self.splits.get("train")
+            samples = train.samples if isinstance(train, ImageList) else None
             if not samples:
                 return None
             sides = []

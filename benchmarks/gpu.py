@@ -42,7 +42,7 @@ def train_step(
     (compilation, cuDNN's algorithm search, the allocator)."""
     from lightning.pytorch.plugins.precision import MixedPrecision
 
-    from zoo.module import ImageClassifier
+    from zoo.training.module import ImageClassifier
 
     torch.manual_seed(0)
     module = ImageClassifier(

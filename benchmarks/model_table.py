@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/model_table.py --check  # exit 1 if docs/models.md is out of date
 
 Models are built on the meta device (shapes only), so the whole table takes seconds; the numbers come from
-``zoo.summary.summarize``, the code behind ``zoo summary``.
+``zoo.runtime.summary.summarize``, the code behind ``zoo summary``.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from zoo.backbones import model_data_config
-from zoo.registry import create_model, list_models, model_description
-from zoo.summary import summarize
+from zoo.models.backbones import model_data_config
+from zoo.models.registry import create_model, list_models, model_description
+from zoo.runtime.summary import summarize
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "models.md"
 START, END = "<!-- model-table:start -->", "<!-- model-table:end -->"

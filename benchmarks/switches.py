@@ -36,7 +36,7 @@ def train_step(arch: str, side: int, batch: int, chans: int, config: str) -> tup
     """A closure running one training step with ``config``, and the seconds its set-up took (compilation)."""
     from lightning.pytorch.plugins.precision import MixedPrecision
 
-    from zoo.module import ImageClassifier
+    from zoo.training.module import ImageClassifier
 
     torch.manual_seed(0)
     module = ImageClassifier(

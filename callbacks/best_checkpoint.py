@@ -17,9 +17,9 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from zoo.checkpoint_io import atomic_link
 from zoo.compat import CheckpointSaves
 from zoo.protocols import Guarded, SplitData
+from zoo.runtime.checkpoint_io import atomic_link
 
 
 def unusable_weights(module: torch.nn.Module, max_abs_weight: float) -> str | None:
@@ -42,7 +42,7 @@ def diverged(pl_module, max_abs_weight: float) -> str | None:
 
 
 def guard_stopped(pl_module) -> str | None:
-    """Why the module's non-finite guard (``zoo.guard``) stopped training, or None when it did not."""
+    """Why the module's non-finite guard (``zoo.training.guard``) stopped training, or None when it did not."""
     guard = pl_module.guard if isinstance(pl_module, Guarded) else None
     if guard is not None and guard.in_row >= guard.max_in_row:
         return f"{guard.in_row} non-finite losses in a row stopped training"

@@ -16,7 +16,7 @@ from __future__ import annotations
 from lightning.pytorch.callbacks import Callback
 
 from zoo.data.loader import next_epoch
-from zoo.rng import rng_states, set_rng_states
+from zoo.runtime.rng import rng_states, set_rng_states
 
 
 class ExactResume(Callback):

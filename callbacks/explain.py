@@ -1,6 +1,6 @@
 """``zoo predict --explain PATTERN``: where the network looks, for the images whose path matches PATTERN.
 
-For each chosen image one PNG in ``<log dir>/explain/``: the image, then its Grad-CAM heat map (:mod:`zoo.cam`)
+For each chosen image one PNG in ``<log dir>/explain/``: the image, then its Grad-CAM heat map (:mod:`zoo.tools.cam`)
 for each of its ``top_k`` most probable classes, titled with the class and its probability. Under DDP each
 process draws the images it predicted.
 """
@@ -14,10 +14,10 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
-from zoo.cam import heat_maps, overlay
-from zoo.loggers import run_dir
 from zoo.protocols import ClassNames, EvalViews
-from zoo.sheet import contact_sheet, pixels, save
+from zoo.runtime.loggers import run_dir
+from zoo.tools.cam import heat_maps, overlay
+from zoo.tools.sheet import contact_sheet, pixels, save
 
 
 class ExplainPredictions(Callback):

@@ -5,7 +5,7 @@ Split the way Lightning's ``BaseFinetuning`` (mechanism) and ``BackboneFinetunin
 here because ``BaseFinetuning`` fails at three things: its frozen BatchNorm layers normalise with batch
 statistics (Lightning issue 15062), a resumed run re-freezes what was unfrozen (issue 21901), and under DDP the
 layers it unfreezes are never synchronised, since DDP only registers the parameters that required grad when it
-wrapped the model (issue 20340). Here freezing keeps BatchNorm in eval mode (:mod:`zoo.freeze`), a resumed run
+wrapped the model (issue 20340). Here freezing keeps BatchNorm in eval mode (:mod:`zoo.training.freeze`), a resumed run
 replays the joins before the optimizer state is loaded, and DDP wraps the model again after each join.
 
 The model is reached only through ``ImageClassifier``'s fine-tuning interface: ``backbone_stages()``,
@@ -20,8 +20,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from callbacks.finetune_strategies import Join
 from callbacks.lr_schedule import write_lrs
 from callbacks.warmup import LinearWarmup
-from zoo import freeze as fz
 from zoo.compat import ignore_eval_mode_warning, rewrap_ddp
+from zoo.training import freeze as fz
 
 
 class StageFinetuning(Callback):

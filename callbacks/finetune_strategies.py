@@ -9,7 +9,7 @@ The lectures' transfer-learning table, with a pretrained backbone and a new head
 
 and always a smaller lr for the pretrained layers (``ImageClassifier.backbone_lr_scale``). Every strategy that
 starts from pretrained features begins with a linear probe, a phase of its own before the first epoch (the head
-fitted to convergence on the frozen features, :mod:`zoo.probe`), then fine-tunes from that head (LP-FT, Kumar et
+fitted to convergence on the frozen features, :mod:`zoo.training.probe`), then fine-tunes from that head (LP-FT, Kumar et
 al. 2022). A plan is a list of ``Join``s: the stages that become trainable together at a training epoch (0: the
 first after the probe), and the name of their param group.
 """

@@ -40,10 +40,10 @@ from callbacks.finetune_strategies import (
     trial_verdict,
 )
 from callbacks.probe_phase import choose_stages, run_probe, scores
-from zoo import freeze as fz
 from zoo.errors import ZooError, did_you_mean
-from zoo.probe import TOP
 from zoo.protocols import FeatureData, FineTunable, SplitData
+from zoo.training import freeze as fz
+from zoo.training.probe import TOP
 
 
 class FineTuning(StageFinetuning):

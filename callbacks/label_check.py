@@ -2,7 +2,7 @@
 
 What ``zoo check-data PHOTOS --labels`` does, on the run's own data and backbone: the pretrained network runs once
 over the training and validation images (eval mode, the eval preprocessing), and confident learning on the
-probe's cross-validated probabilities (:mod:`zoo.label_issues`) ranks the images whose label looks wrong. The run
+probe's cross-validated probabilities (:mod:`zoo.tools.label_issues`) ranks the images whose label looks wrong. The run
 writes them to ``label_issues.csv`` (and the top ones to ``label_issues.png``) in its directory and says how many
 there are; it never moves a file. With ``exclude`` the likely mislabeled training images are left out of the
 training split (validation and test keep theirs: their scores stay comparable with other runs).
@@ -23,10 +23,10 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
 from callbacks.probe_phase import split_features
-from zoo.label_issues import COLUMNS, check_labels, issue_rows, require_cleanlab, write_csv, write_sheet
-from zoo.loggers import run_dir
+from zoo.models.stage_head import TOP
 from zoo.protocols import FeatureData, ImageList, SplitDatasets
-from zoo.stage_head import TOP
+from zoo.runtime.loggers import run_dir
+from zoo.tools.label_issues import COLUMNS, check_labels, issue_rows, require_cleanlab, write_csv, write_sheet
 
 SPLITS = ("train", "val")
 SHEET = 20  # suspects on the contact sheet

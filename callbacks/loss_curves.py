@@ -1,4 +1,4 @@
-"""Record the loss curves, plot them, and read them with :func:`zoo.diagnose.diagnose` at the end of fit."""
+"""Record the loss curves, plot them, and read them with :func:`zoo.training.diagnose.diagnose` at the end of fit."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from callbacks.report import FAST_PNG
-from zoo.diagnose import Finding, History, diagnose
-from zoo.loggers import run_dir
 from zoo.protocols import Guarded
+from zoo.runtime.loggers import run_dir
+from zoo.training.diagnose import Finding, History, diagnose
 
 
 class LossCurveDiagnostics(Callback):

@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 
 from callbacks.report import FAST_PNG
-from zoo.loggers import run_dir
+from zoo.runtime.loggers import run_dir
 
 
 class LRPlot(Callback):

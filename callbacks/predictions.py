@@ -9,8 +9,8 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
-from zoo.loggers import run_dir
 from zoo.protocols import ClassNames
+from zoo.runtime.loggers import run_dir
 
 
 class PredictionWriter(BasePredictionWriter):

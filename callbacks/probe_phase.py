@@ -1,6 +1,6 @@
 """The linear probe as a phase of its own, before the first training epoch: the frozen backbone runs once over the
 training and validation images (in eval mode, on every process's share), the head is fitted to convergence on
-rank 0 (:mod:`zoo.probe`) and broadcast, and its validation scores come from the same features. No epoch, no
+rank 0 (:mod:`zoo.training.probe`) and broadcast, and its validation scores come from the same features. No epoch, no
 optimizer step, no second pass over the validation images.
 
 What the phase needs of the model and the data is :class:`zoo.protocols.FineTunable` and
@@ -15,8 +15,8 @@ from weakref import WeakKeyDictionary
 import numpy as np
 import torch
 
-from zoo.probe import TOP, ProbeFit, StageChoice, fit_head, fit_stages
 from zoo.protocols import FeatureData, FineTunable
+from zoo.training.probe import TOP, ProbeFit, StageChoice, fit_head, fit_stages
 
 
 @dataclass
@@ -139,7 +139,7 @@ def run_probe(
 
 
 def choose_stages(trainer, module: FineTunable, probe: ProbeResult, Cs=None, folds: int = 5) -> StageChoice:
-    """The stage set the final probe reads (:func:`zoo.probe.fit_stages` on the features the probe phase kept),
+    """The stage set the final probe reads (:func:`zoo.training.probe.fit_stages` on the features the probe phase kept),
     chosen on rank 0 and broadcast; a set other than the top features alone is installed in the network."""
     choice = None
     if trainer.is_global_zero:

@@ -19,10 +19,10 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from callbacks.device_batches import device_batches
-from zoo.cam import NoFeatureMap, heat_maps, overlay
-from zoo.loggers import run_dir
 from zoo.protocols import ClassNames, SplitData
-from zoo.sheet import FAST_PNG, contact_sheet, pixels, save
+from zoo.runtime.loggers import run_dir
+from zoo.tools.cam import NoFeatureMap, heat_maps, overlay
+from zoo.tools.sheet import FAST_PNG, contact_sheet, pixels, save
 
 # W&B tables hold 10,000 rows; a confusion chart has one row per (true, predicted) pair
 WANDB_CHART_MAX_CLASSES = 100
@@ -60,7 +60,7 @@ class ClassificationReport(Callback):
     validates on: the last validation epoch's predictions when it came after the last step, else a pass of
     its own) and the callback writes ``confusion_matrix.csv``/``.png``,
     ``per_class_accuracy.csv`` and ``misclassified.png``/``.csv`` (up to ``max_images`` mistakes). Each mistake
-    in the grid is shown with its Grad-CAM heat maps (:mod:`zoo.cam`) for the predicted and for the true class:
+    in the grid is shown with its Grad-CAM heat maps (:mod:`zoo.tools.cam`) for the predicted and for the true class:
     where the network found the class it said, and where it looked for the one it should have said.
 
     Args:

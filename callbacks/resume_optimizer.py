@@ -16,8 +16,8 @@ import warnings
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from zoo.optim import OptimizerConfig
 from zoo.protocols import Optimized
+from zoo.training.optim import OptimizerConfig
 
 
 class ResumeOptimizer(Callback):

@@ -2,7 +2,7 @@
 run's config.
 
 Lightning's ``SaveConfigCallback`` writes ``config.yaml`` to the log dir; this adds ``command.txt`` beside it (the
-``zoo`` command as a shell line: what a model card quotes, :mod:`zoo.model_card`) and the same resolved
+``zoo`` command as a shell line: what a model card quotes, :mod:`zoo.tools.model_card`) and the same resolved
 config (every default and override filled in) to each W&B run, so a run on the W&B page can be filtered by any
 recipe key (``trainer.max_epochs``, ``model.optimizer.lr``, ...) and re-run from it.
 """
@@ -17,7 +17,7 @@ import yaml
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
-from zoo.loggers import run_dir
+from zoo.runtime.loggers import run_dir
 
 COMMAND = "command.txt"
 

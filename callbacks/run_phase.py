@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from lightning.pytorch.callbacks import Callback
 
-from zoo.checkpoint import to_plain
-from zoo.loggers import remove_unused_run_dir
+from zoo.runtime.checkpoint import to_plain
+from zoo.runtime.loggers import remove_unused_run_dir
 
 
 class RunPhase(Callback):

@@ -4,7 +4,7 @@ a snapshot of the weights at the end of each cycle, and the average of the snaps
 This callback owns the cycles and the snapshots. The lr is one more ``LRSchedule`` factor, so it is written by
 the same code as every schedule of the zoo and composes with a ``LinearWarmup``; the snapshots are Lightning
 checkpoints (``trainer.save_checkpoint``), so ``zoo ensemble`` and ``zoo test`` read them; scoring them and
-reporting the scores is :mod:`zoo.ensemble`'s, as for ``zoo ensemble``.
+reporting the scores is :mod:`zoo.tools.ensemble`'s, as for ``zoo ensemble``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class SnapshotEnsemble(LRSchedule):
     At the end of training, with ``evaluate``, each snapshot and the ensemble (mean of their softmax
     outputs; also of the last ``last`` ones) are scored on the validation split, printed as a table,
     logged as ``snapshot/val_top1/<m>`` and ``snapshot/val_top1/ensemble``, and kept in ``results``
-    (:func:`zoo.ensemble.score_snapshots`, :func:`zoo.ensemble.report_snapshots`).
+    (:func:`zoo.tools.ensemble.score_snapshots`, :func:`zoo.tools.ensemble.report_snapshots`).
 
     Contract with :class:`~callbacks.precise_bn.PreciseBN`: at the end of each cycle, in this callback's
     ``on_train_batch_end`` and whatever the order of the callbacks, ``PreciseBN.recompute`` runs for every
@@ -118,7 +118,7 @@ class SnapshotEnsemble(LRSchedule):
                 f"{', '.join(others)}: remove them (a LinearWarmup may stay)"
             )
         if self.dirpath is None:
-            from zoo.loggers import run_dir
+            from zoo.runtime.loggers import run_dir
 
             self.dirpath = trainer.strategy.broadcast(str(run_dir(trainer) / "snapshots"))
 
@@ -145,8 +145,8 @@ class SnapshotEnsemble(LRSchedule):
             self._evaluate(trainer, pl_module)
 
     def _evaluate(self, trainer, pl_module) -> None:
-        """Score each snapshot and the ensemble on the validation split (:mod:`zoo.ensemble`), print, log."""
-        from zoo.ensemble import report_snapshots, score_snapshots
+        """Score each snapshot and the ensemble on the validation split (:mod:`zoo.tools.ensemble`), print, log."""
+        from zoo.tools.ensemble import report_snapshots, score_snapshots
 
         dm = trainer.datamodule
         loader = (

@@ -18,14 +18,14 @@ from lightning.pytorch.utilities import rank_zero_info
 from timm.layers import DropPath
 from torch import nn
 
-from zoo.blocks import drop_path_rates
+from zoo.models.blocks import drop_path_rates
 
 Rule = Literal["huang", "timm", "efficientnet"]
 STAND_IN = re.compile(r"drop_path\d*")  # a block's DropPath in timm: drop_path, drop_path1, drop_path2
 
 
 def depth_rates(p_last: float, num_blocks: int, rule: Rule = "huang") -> list[float]:
-    """Drop rates of blocks l = 1..L for a rate r: ``huang`` (l/L)·r (:func:`zoo.blocks.drop_path_rates`);
+    """Drop rates of blocks l = 1..L for a rate r: ``huang`` (l/L)·r (:func:`zoo.models.blocks.drop_path_rates`);
     ``timm`` (l − 1)/(L − 1)·r (timm's linspace, 0 at the first block); ``efficientnet`` (l − 1)/L·r (timm's
     EfficientNet builder: r is never reached)."""
     if rule == "huang":

@@ -22,7 +22,7 @@ from lightning.pytorch.callbacks.progress.rich_progress import ProcessingSpeedCo
 from lightning.pytorch.utilities.model_summary import get_formatted_model_size, get_human_readable_count
 from rich.text import Text
 
-from zoo.console import print_table
+from zoo.runtime.console import print_table
 
 
 class ZooProgressBar(RichProgressBar):

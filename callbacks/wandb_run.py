@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
-from zoo.checkpoint import read_checkpoint
+from zoo.runtime.checkpoint import read_checkpoint
 
 
 def _wandb_logger(trainer) -> WandbLogger | None:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from lightning.pytorch.utilities import rank_zero_warn
 
-from zoo.accelerate import runs_on_cpu
-from zoo.checkpoint import read_checkpoint
 from zoo.errors import ZooError, ensure_writable
+from zoo.runtime.accelerate import runs_on_cpu
+from zoo.runtime.checkpoint import read_checkpoint
 
 
 def _get(node, key: str, default=None):

@@ -45,17 +45,18 @@ from recipes.options import option_hint, shown, typed_model_keys
 from recipes.rendezvous import stop_started_ranks
 from recipes.resume import resolve_last
 from recipes.scored_weights import refuse_diverged, refuse_untrained
-from zoo import compat, tta
-from zoo.checkpoint import check_fits, read_checkpoint
-from zoo.console import print_table
+from zoo import compat
 from zoo.errors import NothingTrained, RunDiverged, ZooError
-from zoo.loggers import finish_wandb, run_dir
-from zoo.module import ImageClassifier
 from zoo.protocols import ModelPreprocessing, SplitData
+from zoo.runtime.checkpoint import check_fits, read_checkpoint
+from zoo.runtime.console import print_table
+from zoo.runtime.loggers import finish_wandb, run_dir
+from zoo.training import tta
+from zoo.training.module import ImageClassifier
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 # `--logger NAME` shorthands for trainer.logger
-LOGGERS = {"wandb": "zoo.loggers.WandbLogger", "csv": "lightning.pytorch.loggers.CSVLogger"}
+LOGGERS = {"wandb": "zoo.runtime.loggers.WandbLogger", "csv": "lightning.pytorch.loggers.CSVLogger"}
 
 
 class ZooCLI(compat.CheckpointHparams, LightningCLI):

@@ -2,7 +2,7 @@
 
 The zoo's models are registered when their files are imported, which needs torch (seconds); this copy of the
 registry's names and first docstring lines answers at once. ``python -m recipes.model_index`` rewrites it from
-``zoo.registry``; a test fails when the two differ.
+``zoo.models.registry``; a test fails when the two differ.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ MODELS = {
 
 def current() -> dict[str, str]:
     """``{name: description}`` from the registry itself (imports every model family, and torch)."""
-    from zoo.registry import list_models, model_description
+    from zoo.models.registry import list_models, model_description
 
     return {name: model_description(name) for name in list_models()}
 

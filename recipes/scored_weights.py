@@ -40,7 +40,7 @@ def head_is_new(module) -> bool:
     path = module.hparams.get("pretrained_path")
     if not path:  # timm's hub weights: their config gives the classifier's size
         return cfg.get("num_classes") != module.num_classes
-    from zoo.backbones import convert_efficientnet_pytorch, is_efficientnet_pytorch, read_weights
+    from zoo.models.backbones import convert_efficientnet_pytorch, is_efficientnet_pytorch, read_weights
 
     weights_only = (module.hparams.get("model_kwargs") or {}).get("weights_only", True)
     state = read_weights(path, weights_only)

@@ -11,7 +11,7 @@ from pathlib import Path
 from lightning.pytorch.callbacks import Callback
 
 from zoo.errors import ZooError
-from zoo.search_space import put
+from zoo.tools.search_space import put
 
 LOGGER_DIRS = ("CSVLogger", "TensorBoardLogger")  # loggers whose folder is save_dir/name/version
 
@@ -96,7 +96,7 @@ def fit_trial(path: Path, trial, metric: str) -> TrialReport:
     from callbacks.run_config import RunConfig
     from recipes.lightning_cli import ZooCLI, make_cli, quiet_lightning
     from zoo.errors import RunDiverged
-    from zoo.loggers import finish_wandb
+    from zoo.runtime.loggers import finish_wandb
 
     report = TrialReport(trial, metric)
 

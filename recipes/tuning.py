@@ -24,7 +24,7 @@ import yaml
 
 from recipes.trial import fit_trial, into_folder, score, trial_config
 from zoo.errors import ZooError
-from zoo.search_space import Param, from_dicts, param_dict
+from zoo.tools.search_space import Param, from_dicts, param_dict
 
 HEARTBEAT_S, GRACE_S = 30, 120  # a trial whose worker stopped beating this long ago counts as failed
 FAILURES_IN_A_ROW = 3  # a search whose trials keep failing stops and says why
@@ -43,7 +43,7 @@ class TuneSettings:
         metric: the validation metric scored (default: the recipe's ``checkpoint.monitor``).
         mode: ``min`` or ``max`` (default: the recipe's ``checkpoint.mode``).
         startup_trials: trials of a stage that run to the end before the median pruner stops any.
-        space: ``{KEY: "LOW:HIGH[:log][:int]"}`` (see :mod:`zoo.search_space`); None: lr, weight decay, dropout
+        space: ``{KEY: "LOW:HIGH[:log][:int]"}`` (see :mod:`zoo.tools.search_space`); None: lr, weight decay, dropout
             and warmup around the recipe's values.
     """
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from recipes.config_edits import cpu_fallbacks
 from zoo import ImageClassifier
-from zoo.accelerate import compile_module, runs_on_cpu
+from zoo.runtime.accelerate import compile_module, runs_on_cpu
 
 SMALL = {"widths": [8, 16], "depth": 1}
 

@@ -16,7 +16,7 @@ from timm.layers import DropPath
 from torch import nn
 
 import zoo
-from zoo.backbones import LITE0_PYPI, efficientnet_lite0_pypi_path, model_data_config, model_stages
+from zoo.models.backbones import LITE0_PYPI, efficientnet_lite0_pypi_path, model_data_config, model_stages
 
 PALACE = 698  # ImageNet class index of 'palace'
 

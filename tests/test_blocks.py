@@ -7,7 +7,7 @@ import torch
 from timm.layers import DropPath
 from torch import nn
 
-from zoo.blocks import (
+from zoo.models.blocks import (
     BasicBlock,
     Bottleneck,
     ConvNormAct,

@@ -1,4 +1,4 @@
-"""Grad-CAM heat maps (zoo.cam): hot where the network can see, for the zoo's CNNs and a pretrained timm backbone."""
+"""Grad-CAM heat maps (zoo.tools.cam): hot where the network can see, for the zoo's CNNs and a pretrained timm backbone."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.backbones import LITE0_PYPI, model_data_config
-from zoo.cam import NoFeatureMap, feature_layer, heat_maps
 from zoo.data.pipeline import normalize
-from zoo.registry import create_model
+from zoo.models.backbones import LITE0_PYPI, model_data_config
+from zoo.models.registry import create_model
+from zoo.tools.cam import NoFeatureMap, feature_layer, heat_maps
 
 
 class HalfView(nn.Module):
@@ -110,7 +110,7 @@ def test_the_feature_layer_is_the_last_spatial_map_and_a_network_without_one_is_
 
 @pytest.mark.parametrize("stages", [["blocks.6"], ["blocks.4", "blocks.6"], ["top", "blocks.4"]])
 def test_heat_maps_of_a_stage_probes_network(stages):
-    """A classifier on lower stages (zoo.stage_head): the layers after them do not run, so the last feature map
+    """A classifier on lower stages (zoo.models.stage_head): the layers after them do not run, so the last feature map
     is one the classes depend on."""
     net = create_model("timm/efficientnet_lite0", num_classes=3, head_stages=stages).eval()
     maps = heat_maps(

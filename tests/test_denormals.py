@@ -12,7 +12,7 @@ from lightning.pytorch import Callback, Trainer
 
 from callbacks.denormals import FlushDenormals, denormal_mode, flush_denormals, flushing
 from zoo.data import SyntheticDataModule
-from zoo.module import ImageClassifier
+from zoo.training.module import ImageClassifier
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBNORMAL = 1e-40

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import FAST_TRAINER
 
-from zoo.diagnose import History, diagnose
+from zoo.training.diagnose import History, diagnose
 
 
 def kinds(h: History) -> set[str]:

@@ -15,7 +15,7 @@ import torch
 from conftest import FAST_TRAINER
 
 from zoo.data import DigitsDataModule
-from zoo.module import ImageClassifier
+from zoo.training.module import ImageClassifier
 
 
 @pytest.fixture(scope="module")

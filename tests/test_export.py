@@ -20,7 +20,7 @@ import torch
 from conftest import FAST_TRAINER
 from PIL import Image
 
-from zoo.module import ImageClassifier
+from zoo.training.module import ImageClassifier
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "export.md"
 SMALL_CNN = "{widths: [8, 16], depth: 1}"
@@ -199,7 +199,7 @@ def test_the_check_feeds_the_recipes_images_as_the_model_saw_them_in_training(ru
     from recipes.command_args import RecipeArgs
     from recipes.commands.export import real_inputs
     from recipes.lightning_cli import expand_recipe
-    from zoo.export import preprocessing
+    from zoo.tools.export import preprocessing
 
     config = preprocessing(torch.load(runs["folder"], map_location="cpu", weights_only=True))
     args = expand_recipe(["--recipe", "folder", "--data.root", str(runs["data"]), "--data.channels", "1"])

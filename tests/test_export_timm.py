@@ -30,8 +30,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 import zoo
-from zoo import hub_folder
-from zoo.module import ImageClassifier
+from zoo.tools import hub_folder
+from zoo.training.module import ImageClassifier
 
 ZOO = str(Path(sys.executable).parent / "zoo")
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "export.md"
@@ -228,7 +228,7 @@ class StageProbe(nn.Module):
 def registered(photos, tmp_path_factory):
     """``register(name, factory)``: a network registered by the user's code (here, this test), not by the zoo;
     unregistered afterwards."""
-    from zoo.registry import _DESCRIPTIONS, _MODELS, register_model
+    from zoo.models.registry import _DESCRIPTIONS, _MODELS, register_model
 
     names = []
 

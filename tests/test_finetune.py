@@ -17,10 +17,10 @@ from callbacks import CosineDecay
 from callbacks.finetune_strategies import choose, images_per_class, plan
 from callbacks.finetuning import FineTuning
 from zoo import ImageClassifier
-from zoo.backbones import model_stages
 from zoo.data import ImageFolderDataModule
-from zoo.freeze import freeze, keep_frozen_eval, unfreeze
-from zoo.optim import OptimizerConfig
+from zoo.models.backbones import model_stages
+from zoo.training.freeze import freeze, keep_frozen_eval, unfreeze
+from zoo.training.optim import OptimizerConfig
 
 ARCH = "timm/test_efficientnet"  # 100k parameters, BatchNorm in every stage
 COLOURS = [(200, 40, 40), (40, 200, 40), (40, 40, 200)]

@@ -18,9 +18,9 @@ from conftest import FAST_TRAINER
 from test_finetune import make_folder
 
 import zoo
-from zoo.backbones import LITE0_PYPI
 from zoo.data import ImageFolderDataModule
 from zoo.data.transforms import eval_transform
+from zoo.models.backbones import LITE0_PYPI
 
 ZOO = str(Path(sys.executable).parent / "zoo")
 SMALL = ("--data.image_size", "32", "--data.num_workers", "0", "--data.batch_size", "4", *FAST_TRAINER)

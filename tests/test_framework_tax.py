@@ -16,8 +16,8 @@ from lightning.pytorch.loggers import CSVLogger
 from callbacks.report import ClassificationReport
 from callbacks.terminal import ZooModelSummary, ZooProgressBar
 from zoo.data import DigitsDataModule
-from zoo.guard import NonFiniteGuard
-from zoo.module import ImageClassifier
+from zoo.training.guard import NonFiniteGuard
+from zoo.training.module import ImageClassifier
 
 EPOCHS, TRAIN_BATCHES = 2, 5
 

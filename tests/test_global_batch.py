@@ -10,8 +10,8 @@ import pytest
 from lightning.pytorch import Trainer
 
 from zoo.data import DigitsDataModule
-from zoo.optim import OptimizerConfig, build_optimizer, global_batch_size
-from zoo.registry import create_model
+from zoo.models.registry import create_model
+from zoo.training.optim import OptimizerConfig, build_optimizer, global_batch_size
 
 
 @pytest.mark.parametrize("nodes, devices, accumulate", [(1, 1, 1), (2, 2, 1), (3, 2, 2), (4, 1, 3)])

@@ -9,7 +9,7 @@ from lightning.pytorch.profilers import SimpleProfiler
 
 from callbacks.best_checkpoint import BestCheckpoint
 from callbacks.last_checkpoint import LastCheckpoint
-from zoo.profiler import NoProfiler
+from zoo.runtime.profiler import NoProfiler
 
 TINY = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2"]
 

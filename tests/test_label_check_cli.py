@@ -17,7 +17,7 @@ import torch
 from conftest import FAST_TRAINER
 from test_label_issues import lfw_folder, rows
 
-from zoo.backbones import LITE0_PYPI
+from zoo.models.backbones import LITE0_PYPI
 
 ZOO = str(Path(sys.executable).parent / "zoo")
 FIT = ("fit", "--recipe", "finetune", "--model.pretrained", "false", "--model.pretrained_path", LITE0_PYPI)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zoo.backbones import LITE0_PYPI
+from zoo.models.backbones import LITE0_PYPI
 
 ZOO = str(Path(sys.executable).parent / "zoo")
 LABELS = ("--labels", "--model.pretrained_path", LITE0_PYPI, "--data.image_size", "128")

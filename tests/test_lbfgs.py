@@ -9,7 +9,7 @@ from conftest import FAST_TRAINER
 from torch import nn
 
 from recipes.cli import run_lightning
-from zoo.optim import OptimizerConfig, build_optimizer
+from zoo.training.optim import OptimizerConfig, build_optimizer
 
 
 def test_full_batch_lbfgs_converges_on_digits():

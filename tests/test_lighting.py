@@ -50,7 +50,7 @@ def test_callback_adds_each_images_offset_over_the_data_modules_std(tmp_path):
     from test_data_folder import TINY, make_folder
 
     from zoo.data import ImageFolderDataModule
-    from zoo.module import ImageClassifier
+    from zoo.training.module import ImageClassifier
 
     root = make_folder(tmp_path / "imgs", {"red": 6, "green": 6}, size=16)
     dm = ImageFolderDataModule(

@@ -9,7 +9,7 @@ import pytest
 from conftest import FAST_TRAINER
 from test_wandb import offline_runs, run_cli, wandb_records
 
-from zoo.diagnose import History, diagnose
+from zoo.training.diagnose import History, diagnose
 
 
 def kinds(h: History) -> set[str]:

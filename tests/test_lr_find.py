@@ -12,7 +12,7 @@ import pytest
 from conftest import FAST_TRAINER
 from PIL import Image
 
-from zoo.lr_range import RangeTest, read_curve
+from zoo.tools.lr_range import RangeTest, read_curve
 
 QUICK = ("--data.num_workers", "0", *FAST_TRAINER)
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassAccuracy
 
-from zoo.metrics import TopKAccuracy
-from zoo.module import accuracy
+from zoo.training.metrics import TopKAccuracy
+from zoo.training.module import accuracy
 
 
 @pytest.mark.parametrize("k", [1, 3, 5])

@@ -13,8 +13,15 @@ from torch import nn
 
 from zoo import ImageClassifier
 from zoo.data import DigitsDataModule
-from zoo.optim import OPTIMIZERS, OptimizerConfig, OptimizerName, build_optimizer, global_batch_size, scale_lr
-from zoo.rmsprop_nesterov import RMSpropNesterov
+from zoo.training.optim import (
+    OPTIMIZERS,
+    OptimizerConfig,
+    OptimizerName,
+    build_optimizer,
+    global_batch_size,
+    scale_lr,
+)
+from zoo.training.rmsprop_nesterov import RMSpropNesterov
 
 
 def _one_param(value=(1.0, -2.0, 3.0)):

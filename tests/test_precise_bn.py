@@ -8,7 +8,7 @@ from lightning.pytorch import Callback, Trainer
 
 from callbacks import PreciseBN
 from zoo.data import DigitsDataModule
-from zoo.module import ImageClassifier
+from zoo.training.module import ImageClassifier
 
 
 def _data() -> DigitsDataModule:

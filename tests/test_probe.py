@@ -27,9 +27,9 @@ from callbacks.label_check import LabelCheck
 from callbacks.loss_curves import LossCurveDiagnostics
 from zoo import ImageClassifier
 from zoo.data import ImageFolderDataModule
-from zoo.optim import OptimizerConfig
-from zoo.probe import C_GRID, block_scales, fit_head, fit_stages, stack_blocks
-from zoo.stage_head import StageHead
+from zoo.models.stage_head import StageHead
+from zoo.training.optim import OptimizerConfig
+from zoo.training.probe import C_GRID, block_scales, fit_head, fit_stages, stack_blocks
 
 ARCH = "timm/test_efficientnet"
 

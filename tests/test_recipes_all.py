@@ -14,7 +14,7 @@ from conftest import FAST_TRAINER
 
 from callbacks.finetune_strategies import budget
 from recipes.catalog import recipe_names, recipe_path
-from zoo.backbones import efficientnet_lite0_pypi_path
+from zoo.models.backbones import efficientnet_lite0_pypi_path
 
 RECIPES = recipe_names()
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "recipes.md"

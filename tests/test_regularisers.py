@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import zoo
 from callbacks import EMA
-from zoo.mixup import build_mixup, mix_batch
-from zoo.module import ImageClassifier
+from zoo.training.mixup import build_mixup, mix_batch
+from zoo.training.module import ImageClassifier
 
 C = 4  # classes of the random data
 

@@ -19,7 +19,7 @@ from callbacks.lr_plot import LRPlot
 from callbacks.report import ClassificationReport, per_class_accuracy
 from callbacks.throughput import EpochThroughput
 from zoo.data import DigitsDataModule
-from zoo.module import ImageClassifier
+from zoo.training.module import ImageClassifier
 
 EPOCHS = 2
 

@@ -24,11 +24,11 @@ from callbacks import EMA, CosineDecay, LastCheckpoint, LinearWarmup, PreciseBN,
 from callbacks.exact_resume import ExactResume
 from recipes.resume import find_last_checkpoint, resolve_last, run_folders
 from zoo import ImageClassifier
-from zoo.checkpoint_io import AtomicCheckpointIO
 from zoo.data import DigitsDataModule, SyntheticDataModule
 from zoo.data.loader import next_epoch, train_loader
 from zoo.data.shift import RandomShift
 from zoo.data.tensor import TensorImageDataset
+from zoo.runtime.checkpoint_io import AtomicCheckpointIO
 
 SMALL = {"widths": [4], "depth": 1}
 
@@ -62,7 +62,7 @@ def test_last_is_the_newest_last_ckpt_of_the_recipes_runs():
 def test_wandb_runs_are_found_under_their_project():
     # Lightning's checkpoints of a W&B run live in save_dir/<project>/<run id>/checkpoints
     logger = Namespace(
-        class_path="zoo.loggers.WandbLogger",
+        class_path="zoo.runtime.loggers.WandbLogger",
         init_args=Namespace(save_dir="runs", name="r", project="zoo-runs"),
     )
     cfg = Namespace(

@@ -6,7 +6,7 @@ import random
 import numpy as np
 import torch
 
-from zoo.rng import rng_states, set_rng_states
+from zoo.runtime.rng import rng_states, set_rng_states
 
 
 def draws() -> tuple:

@@ -16,8 +16,8 @@ from lightning.pytorch.profilers import SimpleProfiler
 
 from callbacks.run_config import RunConfig
 from recipes.lightning_cli import ZooCLI, expand_logger, expand_recipe, make_cli
-from zoo.checkpoint_io import AtomicCheckpointIO
-from zoo.profiler import NoProfiler
+from zoo.runtime.checkpoint_io import AtomicCheckpointIO
+from zoo.runtime.profiler import NoProfiler
 
 TINY = (
     "--trainer.max_epochs",
@@ -113,8 +113,8 @@ def run(*args: str) -> Started:
 def test_print_config_shows_what_the_digits_run_adds_and_the_run_has_it_in_that_order(zoo_cli, capsys):
     config = printed(zoo_cli, capsys, "--recipe", "digits")
     assert config["run"]["exact_resume"]["class_path"] == "callbacks.exact_resume.ExactResume"
-    assert config["trainer"]["profiler"]["class_path"] == "zoo.profiler.NoProfiler"
-    assert config["trainer"]["plugins"][0]["class_path"] == "zoo.checkpoint_io.AtomicCheckpointIO"
+    assert config["trainer"]["profiler"]["class_path"] == "zoo.runtime.profiler.NoProfiler"
+    assert config["trainer"]["plugins"][0]["class_path"] == "zoo.runtime.checkpoint_io.AtomicCheckpointIO"
     assert config["checkpoint"]["monitor"] == "val/loss"  # the recipe's, over base.yaml's val/top1
     cli = run("--recipe", "digits", *TINY)
     assert [type(c) for c in cli.started_with] == expected(config)
@@ -127,7 +127,7 @@ def test_print_config_shows_what_the_digits_run_adds_and_the_run_has_it_in_that_
 def test_the_finetune_runs_callbacks_are_its_printed_config_in_order(zoo_cli, capsys, tmp_path):
     from test_finetune import make_folder
 
-    from zoo.backbones import LITE0_PYPI
+    from zoo.models.backbones import LITE0_PYPI
 
     root = make_folder(tmp_path / "pets")
     args = ["--recipe", "finetune", "--data.root", str(root), "--model.pretrained", "false"]

@@ -15,7 +15,7 @@ from conftest import FAST_TRAINER
 
 from callbacks import CosineDecay, LinearWarmup, SnapshotEnsemble
 from callbacks.lr_schedule import simulate
-from zoo.ensemble import read_checkpoint
+from zoo.tools.ensemble import read_checkpoint
 
 
 def _sgd(lr: float = 0.1) -> torch.optim.SGD:
@@ -111,7 +111,7 @@ def test_another_decay_or_too_many_cycles_is_a_clear_error(zoo_cli, capsys):
     from lightning.pytorch import Trainer
 
     from zoo.data import DigitsDataModule
-    from zoo.module import ImageClassifier
+    from zoo.training.module import ImageClassifier
 
     trainer = Trainer(callbacks=[SnapshotEnsemble(3), CosineDecay()], max_epochs=3, logger=False)
     with pytest.raises(ValueError, match="also has CosineDecay: remove them"):
@@ -194,7 +194,7 @@ def test_image_folder_snapshots_are_scored_on_normalised_batches(tmp_path):
     from test_data_folder import TINY, make_folder
 
     from zoo.data import ImageFolderDataModule
-    from zoo.module import ImageClassifier
+    from zoo.training.module import ImageClassifier
 
     torch.manual_seed(0)
     root = make_folder(tmp_path / "imgs", {"red": 8, "green": 8, "blue": 8}, size=16)
@@ -225,7 +225,7 @@ def test_image_folder_snapshots_are_scored_on_normalised_batches(tmp_path):
 
 
 def test_score_snapshots_scores_each_checkpoint_and_puts_the_weights_back(tmp_path):
-    from zoo.ensemble import score_snapshots, snapshot_metrics
+    from zoo.tools.ensemble import score_snapshots, snapshot_metrics
 
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 3)

@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch import Callback, Trainer, seed_everything
 
 from zoo.data import DigitsDataModule, SyntheticDataModule
-from zoo.module import ImageClassifier
+from zoo.training.module import ImageClassifier
 
 
 class SeenInForward(Callback):

@@ -18,7 +18,7 @@ import zoo
 from callbacks import StochasticDepth
 from callbacks.stochastic_depth import STAND_IN, depth_rates
 from zoo.errors import ZooError
-from zoo.module import ImageClassifier
+from zoo.training.module import ImageClassifier
 
 
 def _attached(model, p_last=0.5, **kw) -> StochasticDepth:

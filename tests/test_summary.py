@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import zoo
-from zoo.summary import conv_arithmetic, fit_note, output_size, summarize
+from zoo.runtime.summary import conv_arithmetic, fit_note, output_size, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 

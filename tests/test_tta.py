@@ -15,9 +15,10 @@ from conftest import FAST_TRAINER
 from lightning.pytorch import Trainer
 from PIL import Image
 
-from zoo import ImageClassifier, tta
+from zoo import ImageClassifier
 from zoo.data import ImageFolderDataModule
 from zoo.data.transforms import eval_transform, merge_data_config, view_transform
+from zoo.training import tta
 
 CLASSES = ("face", "non_face")
 QUIET = {"logger": False, "enable_progress_bar": False, "enable_model_summary": False}

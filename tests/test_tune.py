@@ -22,7 +22,7 @@ from recipes.catalog import recipe_path
 from recipes.tuning import TuneSettings
 from zoo.data import DigitsDataModule
 from zoo.errors import ZooError
-from zoo.search_space import Param, default_space, get, parse_param, put
+from zoo.tools.search_space import Param, default_space, get, parse_param, put
 
 ZOO = str(Path(sys.executable).with_name("zoo"))
 # tiny trials: 4 batches an epoch, a coarse trial 1 epoch, a fine one 2
@@ -321,8 +321,8 @@ def test_a_pruned_trial_is_ranked_and_shown_as_pruned():
     ranks it after the complete trials of its stage, even when that score is the best."""
     import optuna
 
-    from zoo.search_space import Param
-    from zoo.tune_report import table_rows
+    from zoo.tools.search_space import Param
+    from zoo.tools.tune_report import table_rows
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="minimize")

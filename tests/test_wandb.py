@@ -110,7 +110,7 @@ def test_logger_shorthand_expands_in_place():
         "--config",
         "r.yaml",
         "--trainer.logger",
-        "zoo.loggers.WandbLogger",
+        "zoo.runtime.loggers.WandbLogger",
         "--trainer.logger.init_args.project",
         "P",
         "--trainer.logger.init_args.tags",
@@ -119,7 +119,10 @@ def test_logger_shorthand_expands_in_place():
         "1",
     ]
     # a --wandb.* option alone turns W&B on; --logger none turns logging off
-    assert expand_logger(["--wandb.group", "g"])[:2] == ["--trainer.logger", "zoo.loggers.WandbLogger"]
+    assert expand_logger(["--wandb.group", "g"])[:2] == [
+        "--trainer.logger",
+        "zoo.runtime.loggers.WandbLogger",
+    ]
     assert expand_logger(["--logger", "none"]) == ["--trainer.logger", "false"]
 
 
@@ -172,7 +175,7 @@ def no_credentials(tmp_path, monkeypatch):
 
 
 def test_mode_follows_wandb_mode_env(monkeypatch):
-    from zoo.loggers import wandb_mode
+    from zoo.runtime.loggers import wandb_mode
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert wandb_mode() == ("disabled", "WANDB_MODE=disabled")
@@ -182,7 +185,7 @@ def test_mode_follows_wandb_mode_env(monkeypatch):
 
 
 def test_no_api_key_goes_offline_and_says_why(no_credentials):
-    from zoo.loggers import WandbLogger, wandb_mode
+    from zoo.runtime.loggers import WandbLogger, wandb_mode
 
     mode, reason = wandb_mode()
     assert mode == "offline" and "no W&B API key" in reason and "wandb login" in reason
@@ -192,7 +195,7 @@ def test_no_api_key_goes_offline_and_says_why(no_credentials):
 
 
 def test_unreachable_server_goes_offline(no_credentials):
-    from zoo.loggers import wandb_mode
+    from zoo.runtime.loggers import wandb_mode
 
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
@@ -203,7 +206,7 @@ def test_unreachable_server_goes_offline(no_credentials):
 
 
 def test_key_and_reachable_server_is_online(no_credentials):
-    from zoo.loggers import WandbLogger, wandb_mode
+    from zoo.runtime.loggers import WandbLogger, wandb_mode
 
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))

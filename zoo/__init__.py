@@ -14,11 +14,11 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     if name == "ImageClassifier":
-        from zoo.module import ImageClassifier
+        from zoo.training.module import ImageClassifier
 
         return ImageClassifier
     if name in ("create_model", "list_models", "register_model"):
-        from zoo import registry
+        from zoo.models import registry
 
         return getattr(registry, name)
     raise AttributeError(f"module 'zoo' has no attribute {name!r}")

@@ -90,7 +90,7 @@ class FeatureData(SplitData, Protocol):
 
 @runtime_checkable
 class Guarded(Protocol):
-    """A LightningModule whose non-finite guard (``zoo.guard.NonFiniteGuard``) skips steps with a NaN or inf loss
+    """A LightningModule whose non-finite guard (``zoo.training.guard.NonFiniteGuard``) skips steps with a NaN or inf loss
     and stops training after ``guard.max_in_row`` of them in a row."""
 
     guard: object
@@ -98,7 +98,7 @@ class Guarded(Protocol):
 
 @runtime_checkable
 class Optimized(Protocol):
-    """A LightningModule that builds its optimizer from ``optimizer_config`` (``zoo.optim.OptimizerConfig``)."""
+    """A LightningModule that builds its optimizer from ``optimizer_config`` (``zoo.training.optim.OptimizerConfig``)."""
 
     optimizer_config: object
 
@@ -130,7 +130,7 @@ class FineTunable(Protocol):
         """The pooled feature ``blocks`` (``top``: the head's input; or names from :meth:`stage_taps`) of ``x``."""
 
     def load_probe(self, fit) -> None:
-        """Load a fitted probe (``zoo.probe.ProbeFit``) into the head."""
+        """Load a fitted probe (``zoo.training.probe.ProbeFit``) into the head."""
 
     def use_stages(self, stages: list[str], fit) -> None:
         """Make the head read the pooled ``stages`` side by side, with the probe ``fit``'s weights."""

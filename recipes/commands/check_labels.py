@@ -2,7 +2,7 @@
 
 The recipe's pretrained backbone (``finetune``: EfficientNet-Lite0; or ``--model.arch`` / ``--model.pretrained_path``)
 runs once over every readable image, through the recipe's preprocessing (the backbone's own: size, crop, mean,
-std); :func:`zoo.label_issues.check_labels` does the rest on those features. Writes the ranked list
+std); :func:`zoo.tools.label_issues.check_labels` does the rest on those features. Writes the ranked list
 (``label_issues.csv``, most suspicious first), a contact sheet of the top suspects with both labels written on each
 (``label_issues.png``) and the near-duplicate pairs (``near_duplicates.csv``). Nothing is moved or changed.
 """
@@ -62,9 +62,9 @@ def add_arguments(parser) -> None:
 
 def backbone(args, num_classes: int, channels: int):
     """(model in eval mode, its name, preprocessing config) from the recipe's ``model`` section and the options."""
-    from zoo.backbones import model_data_config
     from zoo.data.transforms import merge_data_config
-    from zoo.registry import create_model
+    from zoo.models.backbones import model_data_config
+    from zoo.models.registry import create_model
 
     recipe = yaml.safe_load(recipe_path(args.recipe).read_text())
     model_cfg = recipe.get("model") or {}
@@ -92,7 +92,7 @@ def features(model, samples: list[tuple[str, int]], cfg: dict, mode: str, batch_
     from zoo.data.files import ImageFiles
     from zoo.data.pipeline import normalize
     from zoo.data.transforms import eval_transform
-    from zoo.probe import extract_features
+    from zoo.training.probe import extract_features
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device=device, memory_format=torch.channels_last)  # depthwise convolutions: ~2× faster on a CPU
@@ -106,8 +106,8 @@ def features(model, samples: list[tuple[str, int]], cfg: dict, mode: str, batch_
 
 def run(args, samples: list[tuple[str, int]], classes: list[str], root: Path, mode: str) -> None:
     """Rank the likely mislabeled images of ``samples``, print the table and write the files."""
-    from zoo.console import print_table
-    from zoo.label_issues import (
+    from zoo.runtime.console import print_table
+    from zoo.tools.label_issues import (
         SIMILAR,
         check_labels,
         folds_for,

@@ -45,8 +45,15 @@ def split_loaders(datamodule, splits: list[str]) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    from zoo.ensemble import average, evaluate, load_member, predict_probs, print_table, write_predictions
     from zoo.errors import CheckpointError, ZooError
+    from zoo.tools.ensemble import (
+        average,
+        evaluate,
+        load_member,
+        predict_probs,
+        print_table,
+        write_predictions,
+    )
 
     parser = CommandParser(
         "ensemble",

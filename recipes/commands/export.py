@@ -3,7 +3,7 @@
 The network in eval mode, as ONNX or a ``torch.export`` program (a dynamic batch dimension), or as a timm hub
 folder (config.json, model.safetensors and a model card filled from the run) that ``timm.create_model
 ("local-dir:DIR", pretrained=True)`` loads, carrying the preprocessing and class names the checkpoint was trained
-with (see :mod:`zoo.export`). The export is checked: the exported model (for a folder: the network rebuilt from it,
+with (see :mod:`zoo.tools.export`). The export is checked: the exported model (for a folder: the network rebuilt from it,
 as its users will) runs on a few real inputs (the recipe's validation images, through the checkpoint's eval
 preprocessing; random inputs when the recipe's data is not at hand) and the largest difference from the
 checkpoint's own outputs is printed.
@@ -89,7 +89,7 @@ def main(argv: list[str]) -> int:
     try:
         return run(args, recipe)
     except Exception as err:
-        from zoo.export import ExportError
+        from zoo.tools.export import ExportError
 
         debug = os.environ.get("ZOO_DEBUG", "").lower() in ("1", "true", "yes")  # `zoo --debug` sets it
         if debug or not isinstance(err, (ExportError, FileNotFoundError)):
@@ -101,7 +101,7 @@ def main(argv: list[str]) -> int:
 def run(args, recipe: RecipeArgs | None) -> int:
     import torch
 
-    from zoo import export
+    from zoo.tools import export
 
     fmt = export.check_format(args.format)
     if args.opset is not None and fmt != "onnx":
@@ -156,7 +156,7 @@ def run_command(run: Path | None) -> tuple[str | None, list[str] | None]:
     """The recipe and the command of the run that wrote the checkpoint (its ``command.txt``), with the shipped
     recipe's file written back as ``--recipe NAME``, as the user typed it."""
     from recipes.catalog import CONFIG_DIR
-    from zoo.model_card import run_command as recorded
+    from zoo.tools.model_card import run_command as recorded
 
     command = recorded(run) if run is not None else None
     if not command:
@@ -174,7 +174,7 @@ def run_command(run: Path | None) -> tuple[str | None, list[str] | None]:
 def write_hub_folder(args, ckpt: dict, net, output: Path, meta: dict, x, where: str) -> int:
     """``--format timm``: the folder with its model card, written beside ``output`` and moved in once the network
     rebuilt from it (plain timm, or ``zoo.create_model`` for the zoo's networks) gives the checkpoint's logits."""
-    from zoo import export, hub_folder, model_card
+    from zoo.tools import export, hub_folder, model_card
 
     hparams = ckpt.get("hyper_parameters") or {}
     arch = str(hparams["arch"])

@@ -3,7 +3,7 @@
 The recipe is built by the zoo's CLI as for ``zoo fit`` (overrides work the same). Its trainer keeps the devices,
 precision, accumulation, the fine-tuning callback (which freezes layers and fits the linear probe) and stochastic
 depth (the sweep trains the network as the run would), and drops what a sweep does not use: loggers, checkpoints,
-lr schedules, reports, validation. :class:`zoo.lr_range.RangeTest` runs the sweep; the plot and a CSV of every
+lr schedules, reports, validation. :class:`zoo.tools.lr_range.RangeTest` runs the sweep; the plot and a CSV of every
 step go to a run folder.
 """
 
@@ -88,7 +88,7 @@ def describe(label: str, test, args, probed: bool = False) -> str:
 def main(argv: list[str]) -> int:
     from callbacks.finetuning import FineTuning
     from callbacks.lr_schedule import LRSchedule
-    from zoo.lr_range import RangeTest, plot
+    from zoo.tools.lr_range import RangeTest, plot
 
     args, recipe = parse(parser(), argv)
     test = RangeTest(args.min_lr, args.max_lr, args.steps, schedules=(LRSchedule,))  # options checked first

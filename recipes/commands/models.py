@@ -12,9 +12,9 @@ import fnmatch
 
 from recipes.command_args import CommandParser, parse
 from recipes.model_index import MODELS
-from zoo.console import print_line, print_table
+from zoo.runtime.console import print_line, print_table
 
-TIMM_PREFIX = "timm/"  # as in zoo.registry, which imports torch
+TIMM_PREFIX = "timm/"  # as in zoo.models.registry, which imports torch
 
 
 def main(argv: list[str]) -> int:
@@ -35,7 +35,7 @@ def main(argv: list[str]) -> int:
     )
 
     if pattern in MODELS:
-        from zoo.registry import model_options
+        from zoo.models.registry import model_options
 
         options = [(key, repr(default)) for key, default in model_options(pattern).items()]
         print_table(f"Options of {pattern}", ("option", "default"), options, width=160)

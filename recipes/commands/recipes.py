@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from recipes.catalog import load_recipe, recipe_names
 from recipes.command_args import CommandParser, parse
-from zoo.console import print_table
+from zoo.runtime.console import print_table
 
 
 def main(argv: list[str]) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 from callbacks.lr_schedule import schedules_of, simulate
 from recipes.command_args import CommandParser, RecipeArgs, parse
 from zoo.errors import ZooError
-from zoo.optim import build_optimizer, global_batch_size
+from zoo.training.optim import build_optimizer, global_batch_size
 
 EPILOG = """Any other option overrides the recipe as in `zoo fit`, e.g.
   zoo schedule --recipe digits --trainer.max_epochs 90 --data.batch_size 256 --output lr.png"""

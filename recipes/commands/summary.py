@@ -14,10 +14,10 @@ import yaml
 from rich.console import Console
 
 from recipes.command_args import CommandParser, parse
-from zoo.backbones import model_data_config
-from zoo.console import print_table
-from zoo.registry import create_model
-from zoo.summary import ConvDoesNotFit, conv_arithmetic, group_layers, summarize
+from zoo.models.backbones import model_data_config
+from zoo.models.registry import create_model
+from zoo.runtime.console import print_table
+from zoo.runtime.summary import ConvDoesNotFit, conv_arithmetic, group_layers, summarize
 
 
 def _shape(shape: tuple[int, ...]) -> str:

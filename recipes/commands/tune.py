@@ -2,7 +2,7 @@
 
 The recipe is parsed by the zoo's CLI as for ``zoo fit`` (overrides work the same) into one complete config;
 :class:`recipes.tuning.Search` runs each trial as a ``zoo fit`` of that config with the trial's values, coarse to fine,
-scored on the validation split; :mod:`zoo.tune_report` prints the ranked trials, draws them, and writes the winner
+scored on the validation split; :mod:`zoo.tools.tune_report` prints the ranked trials, draws them, and writes the winner
 as a recipe that ``zoo fit --config`` runs.
 """
 
@@ -125,7 +125,7 @@ def default_epochs(config: dict) -> int:
 
 
 def space_from(config: dict, settings, args, coarse_epochs: int):
-    from zoo.search_space import check_keys, default_space, parse_param
+    from zoo.tools.search_space import check_keys, default_space, parse_param
 
     if settings.space is None:
         space = default_space(config, coarse_epochs)
@@ -148,8 +148,8 @@ def space_from(config: dict, settings, args, coarse_epochs: int):
 
 def report(search, space, label: str, out: Path) -> None:
     """The ranked table, the plot, and the best configuration as a recipe."""
-    from zoo.console import print_table
-    from zoo.tune_report import plot, table_rows, write_recipe
+    from zoo.runtime.console import print_table
+    from zoo.tools.tune_report import plot, table_rows, write_recipe
 
     trials = search.trials()
     if not trials:

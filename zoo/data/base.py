@@ -24,7 +24,6 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.data.random_erasing import RandomErasing
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from zoo.console import print_table
 from zoo.data.files import collate_present
 from zoo.data.loader import eval_loader, train_loader
 from zoo.data.pipeline import normalize
@@ -40,6 +39,7 @@ from zoo.data.transforms import (
     view_transform,
 )
 from zoo.protocols import ImageList
+from zoo.runtime.console import print_table
 
 PREPROCESS = ("auto", "model", "dataset", "imagenet", "none")
 MAX_ROWS = 20  # classes shown in the table of class counts
@@ -94,7 +94,9 @@ class ImageDataModule(LightningDataModule):
 
     num_channels: int = 3
     class_names: list[str]
-    eval_views: str | None = None  # test and predict views: None, "crops" or "scales" (set by --tta, zoo.tta)
+    eval_views: str | None = (
+        None  # test and predict views: None, "crops" or "scales" (set by --tta, zoo.training.tta)
+    )
 
     def __init__(
         self,

@@ -29,7 +29,7 @@ from torchdata.stateful_dataloader.sampler import StatefulDistributedSampler
 
 from zoo import compat
 from zoo.data.tensor import collate
-from zoo.rng import kept_states, sample_seed, seed_all, seeded
+from zoo.runtime.rng import kept_states, sample_seed, seed_all, seeded
 
 MARK = "zoo.EpochSampler"  # names the sampler's state inside the loader's
 YIELDED = compat.sampler_position_key()  # torchdata's key of the samples yielded so far in the epoch

@@ -158,7 +158,7 @@ def eval_transform(cfg: dict, normalize: bool = True) -> Pipeline:
     return _finish(_eval_steps(cfg), cfg, normalize)
 
 
-# test-time views (zoo.tta): the five crops are taken from the image resized to ⌊size / c⌋, c ≤ FIVE_CROP_PCT
+# test-time views (zoo.training.tta): the five crops are taken from the image resized to ⌊size / c⌋, c ≤ FIVE_CROP_PCT
 # (the classic 224 of 256), so there is room to crop even when the eval crop_pct is 1; the multi-scale set is the
 # centre crop after resizing to ⌊size / c⌋ for each c in SCALE_CROP_PCTS (the whole image, timm's 0.875, closer)
 FIVE_CROP_PCT = 0.875
@@ -173,7 +173,7 @@ def view_transform(cfg: dict, views: str) -> Pipeline:
       ⌊size / c⌋, c = min(crop_pct, 0.875); with crop_pct ≤ 0.875 the centre view is the eval crop itself.
     - ``scales``: the eval resize and centre crop at crop_pct 1, 0.875 and 0.75 (one image, three zooms).
 
-    The views are averaged by the model (:func:`zoo.tta.view_scores`), after the batch is normalised."""
+    The views are averaged by the model (:func:`zoo.training.tta.view_scores`), after the batch is normalised."""
     if views not in VIEW_COUNTS:
         raise ValueError(f"unknown views {views!r}; choose one of {', '.join(VIEW_COUNTS)}")
     size = tuple(cfg["input_size"][1:])

@@ -13,8 +13,8 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
-from zoo.blocks import make_linear
-from zoo.registry import unknown_options
+from zoo.models.blocks import make_linear
+from zoo.models.registry import unknown_options
 
 
 class ZooModel(nn.Module):
@@ -80,7 +80,7 @@ def build_model(
     ``fixed`` are the variant's own arguments (``layers`` of ``resnet50``), not options; ``defaults`` are the
     variant's defaults of options (``num_classes=10`` of the CIFAR ResNets); ``kwargs`` are the user's, and
     must be options: arguments of ``cls`` not in ``fixed`` (else the error lists them). The model keeps the
-    options it was built with as ``options``, which is what ``zoo.registry.model_options`` reads.
+    options it was built with as ``options``, which is what ``zoo.models.registry.model_options`` reads.
     """
     fixed, defaults = dict(fixed or {}), dict(defaults or {})
     params = list(inspect.signature(cls.__init__).parameters.values())[1:]

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from zoo.blocks import ConvNormAct, make_linear, make_pool
-from zoo.init import init_weights
 from zoo.models.base import ZooModel, build_model, no_residuals, set_cfg
-from zoo.registry import register_model
+from zoo.models.blocks import ConvNormAct, make_linear, make_pool
+from zoo.models.init import init_weights
+from zoo.models.registry import register_model
 
 
 class ConvNet(ZooModel):
@@ -18,12 +18,12 @@ class ConvNet(ZooModel):
     Args:
         widths: channels of each stage.
         depth: ConvNormAct blocks per stage.
-        norm, act: see ``zoo.blocks.make_norm`` and ``make_act``.
+        norm, act: see ``zoo.models.blocks.make_norm`` and ``make_act``.
         pool: ``max``, ``avg`` or ``fractional`` pooling after each stage.
         drop_rate: inverted dropout before the classifier.
         channel_drop_rate: spatial dropout of whole feature maps after each stage.
         drop_connect_rate: DropConnect on the classifier's weights.
-        init, init_std: initialisation scheme (``zoo.init``); ``default`` keeps torch's
+        init, init_std: initialisation scheme (``zoo.models.init``); ``default`` keeps torch's
             U(−b, b), b = 1/sqrt(fan_in) for the weights, which suits a network this shallow.
     """
 

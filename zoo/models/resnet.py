@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from zoo.blocks import BasicBlock, Bottleneck, drop_path_rates, make_act, make_linear, make_norm
-from zoo.init import init_weights
 from zoo.models.base import ZooModel, build_model, set_cfg
-from zoo.registry import register_model
+from zoo.models.blocks import BasicBlock, Bottleneck, drop_path_rates, make_act, make_linear, make_norm
+from zoo.models.init import init_weights
+from zoo.models.registry import register_model
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
@@ -27,11 +27,11 @@ class ResNet(ZooModel):
         stem: ``imagenet`` (7×7 stride 2 conv, 3×3 stride 2 max-pool: W/4) or ``cifar`` (3×3 stride 1 conv).
         stem_width: channels of the stem conv.
         shortcut: ``conv`` (1×1 projection, option B) or ``pad`` (zero-padded identity, option A).
-        norm, act: see ``zoo.blocks.make_norm`` and ``make_act``.
+        norm, act: see ``zoo.models.blocks.make_norm`` and ``make_act``.
         drop_rate: inverted dropout before the classifier.
         drop_path_rate: stochastic depth of the last block; block l of L drops with (l/L)·drop_path_rate.
         drop_connect_rate: DropConnect on the classifier's weights.
-        init, init_std: initialisation scheme (``zoo.init``); ``zero_init_last`` zeroes each block's last γ.
+        init, init_std: initialisation scheme (``zoo.models.init``); ``zero_init_last`` zeroes each block's last γ.
     """
 
     def __init__(

@@ -7,8 +7,8 @@ and a 10-way fc. Shortcuts are zero-padded identities (option A: no parameters),
 
 from __future__ import annotations
 
+from zoo.models.registry import register_model
 from zoo.models.resnet import ResNet, create_resnet
-from zoo.registry import register_model
 
 # the CIFAR network's defaults of the ResNet options (a user may change them; depth and blocks are fixed)
 CIFAR_DEFAULTS = {

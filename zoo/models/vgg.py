@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from zoo.blocks import make_act, make_linear, make_norm, make_pool
-from zoo.init import init_weights
 from zoo.models.base import ZooModel, build_model, no_residuals, set_cfg
-from zoo.registry import register_model
+from zoo.models.blocks import make_act, make_linear, make_norm, make_pool
+from zoo.models.init import init_weights
+from zoo.models.registry import register_model
 
 # channels of each 3×3 conv; "M" is a 2×2 stride-2 pooling (W → W/2)
 CONFIGS = {
@@ -51,13 +51,13 @@ class VGG(ZooModel):
     Args:
         depth: 11, 13, 16 or 19 weight layers.
         norm: ``none`` (the original), ``batch`` (the ``_bn`` variants), ``layer``, ``instance``, ``group``.
-        act: activation after each conv and hidden fc (``zoo.blocks.make_act``).
+        act: activation after each conv and hidden fc (``zoo.models.blocks.make_act``).
         pool: ``max`` (the original), ``avg`` or ``fractional`` pooling between stages.
         pool_size: side of the pooled map fed to the classifier (7 for 224×224 inputs; 1 for 32×32).
         fc_width: width of the two hidden fc layers (4096 in the paper).
         drop_rate: inverted dropout after each hidden fc (0.5 in the paper).
         drop_connect_rate: DropConnect on the weights of the two hidden fc layers.
-        init, init_std: initialisation scheme (``zoo.init``).
+        init, init_std: initialisation scheme (``zoo.models.init``).
     """
 
     def __init__(

@@ -19,7 +19,7 @@ from torch import nn
 from zoo.compat import dropout_base
 from zoo.errors import did_you_mean
 from zoo.protocols import Batched
-from zoo.rmsprop_nesterov import RMSpropNesterov
+from zoo.training.rmsprop_nesterov import RMSpropNesterov
 
 # name -> (torch optimizer class, the lectures' defaults; the keys are also the options the name accepts)
 _SGD = dict(lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0)

@@ -1,11 +1,11 @@
 """One registry of model names and one factory, in the style of timm's.
 
 ``create_model("resnet18", num_classes=10)`` builds a zoo model; ``create_model("timm/convnext_tiny")``
-hands the rest of the name to :mod:`zoo.backbones` (a pretrained timm backbone); ``create_model("local-dir:DIR")``
-(or ``hf-hub:org/name``) rebuilds the network of a timm hub folder, with its weights (:mod:`zoo.hub_folder`).
+hands the rest of the name to :mod:`zoo.models.backbones` (a pretrained timm backbone); ``create_model("local-dir:DIR")``
+(or ``hf-hub:org/name``) rebuilds the network of a timm hub folder, with its weights (:mod:`zoo.tools.hub_folder`).
 
-The families in :mod:`zoo.models` import this module to register themselves; this module imports them
-(``_load_families``) only inside functions, at the first lookup. That lazy import is the one intended cycle
+The families (``zoo/models/convnet.py``, ``resnet.py``, ``resnet_cifar.py``, ``vgg.py``) import this module to
+register themselves; this module imports them (``_load_families``) only inside functions, at the first lookup. That lazy import is the one intended cycle
 of the import graph (docs/architecture.md): it lets ``import zoo`` stay fast and a family file stay a
 plain list of ``@register_model`` functions.
 """
@@ -46,8 +46,8 @@ def register_model(fn: Callable[..., nn.Module] | None = None, *, name: str | No
 
 
 def _load_families() -> None:
-    # importing the package registers every family (one file per family)
-    import zoo.models  # noqa: F401
+    # importing a family registers its models (one file per family)
+    from zoo.models import convnet, resnet, resnet_cifar, vgg  # noqa: F401
 
 
 def list_models(pattern: str | None = None) -> list[str]:
@@ -94,9 +94,9 @@ def create_model(name: str, num_classes: int | None = None, pretrained: bool = F
     ``num_classes`` None keeps the model's own default (10 for the tiny-image families, 1000 otherwise; a
     folder's own). ``pretrained_path`` (a ``.pth``/``.safetensors`` file, a zoo checkpoint, or ``local-dir:DIR``
     / ``hf-hub:org/name``) loads weights into either kind. ``head_stages`` (stage names) puts the classifier on
-    those stages' pooled outputs (:mod:`zoo.stage_head`).
+    those stages' pooled outputs (:mod:`zoo.models.stage_head`).
     """
-    from zoo import hub_folder
+    from zoo.tools import hub_folder
 
     if hub_folder.is_source(name):  # the folder's network, from its config.json, with the folder's weights
         arch, num_classes, kwargs = hub_folder.build_args(hub_folder.read_config(name), num_classes, **kwargs)
@@ -105,8 +105,8 @@ def create_model(name: str, num_classes: int | None = None, pretrained: bool = F
     if (
         head_stages
     ):  # the network, then its classifier on the stages, then the weights (of either: load_weights)
-        from zoo.backbones import load_weights
-        from zoo.stage_head import StageHead
+        from zoo.models.backbones import load_weights
+        from zoo.models.stage_head import StageHead
 
         path, weights_only = kwargs.pop("pretrained_path", None), kwargs.pop("weights_only", True)
         body = create_model(name, num_classes, pretrained and not path, **kwargs)
@@ -117,7 +117,7 @@ def create_model(name: str, num_classes: int | None = None, pretrained: bool = F
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     if name.startswith(TIMM_PREFIX):
-        from zoo.backbones import create_timm_model
+        from zoo.models.backbones import create_timm_model
 
         return create_timm_model(name[len(TIMM_PREFIX) :], pretrained=pretrained, **kwargs)
     _load_families()
@@ -141,7 +141,7 @@ def create_model(name: str, num_classes: int | None = None, pretrained: bool = F
             raise ValueError(unknown_options(name, unknown, model_options(name)))
     model = _MODELS[name](**kwargs)
     if pretrained_path:
-        from zoo.backbones import load_weights
+        from zoo.models.backbones import load_weights
 
         load_weights(model, pretrained_path, weights_only=weights_only, arch=name)
     return model

@@ -165,7 +165,7 @@ def default_space(config: dict, run_epochs: int | None) -> list[Param]:
     """The notes' four: lr and weight decay log-uniform over two decades around the recipe's, dropout in [0, 0.5],
     and the warmup (fine-tuning's for a fine-tuning recipe, else the recipe's ``LinearWarmup``) in [0, 2] epochs,
     at most what the shortest run leaves (``run_epochs``)."""
-    from zoo.optim import OptimizerConfig
+    from zoo.training.optim import OptimizerConfig
 
     optimizer = (config.get("model") or {}).get("optimizer") or {}
     resolved = OptimizerConfig.from_dict(optimizer).resolved()

@@ -8,7 +8,7 @@ cross-validation when the data is too small to hold images out (views of one ima
 
 The lectures' advice for data unlike the pretraining data is "linear classifiers from different stages":
 :func:`fit_stages` fits the probe on each candidate set of feature blocks (the top features, pooled outputs of
-lower stages, alone and concatenated: :mod:`zoo.stage_head`) and keeps the best by the same validation or
+lower stages, alone and concatenated: :mod:`zoo.models.stage_head`) and keeps the best by the same validation or
 cross-validation, the top features alone unless another set does better.
 
 Pure functions over feature matrices, so the fit is tested against scikit-learn on its own; the phase that runs
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from zoo.stage_head import TOP
+from zoo.models.stage_head import TOP
 
 C_GRID = tuple(float(c) for c in np.logspace(-3, 3, 7))  # 1e-3, 1e-2, ..., 1e3
 MAX_ITER = 2000

@@ -35,7 +35,7 @@ def run_folder(ckpt_path: str | Path) -> Path | None:
 
 
 def _checkpoint_header(path: Path) -> tuple | None:
-    from zoo.checkpoint import read_checkpoint
+    from zoo.runtime.checkpoint import read_checkpoint
 
     try:
         ckpt = read_checkpoint(path, mmap=True)
@@ -47,7 +47,7 @@ def _checkpoint_header(path: Path) -> tuple | None:
 def tested_checkpoint(run: Path, ckpt: dict) -> Path | None:
     """The checkpoint the run's test after fit used: the best one its checkpoint callback named last (in the run's
     ``last.ckpt``, else in ``ckpt``)."""
-    from zoo.checkpoint import read_checkpoint
+    from zoo.runtime.checkpoint import read_checkpoint
 
     last = run / "checkpoints" / "last.ckpt"
     final = read_checkpoint(last, mmap=True) if last.is_file() else ckpt

@@ -5,11 +5,11 @@ the images of given label i whose p̂(j | x_i) ≥ t_j (t_j = the mean p̂(j) ov
 off-diagonal mass estimates how many labels are wrong, and the images that most confidently belong elsewhere are
 flagged, ranked by self-confidence p̂(given label | x) (lowest first). ``cleanlab`` does all of it
 (``cleanlab.filter.find_label_issues``). The probabilities come from k-fold cross-validation of the linear probe
-(:mod:`zoo.probe`: its C chosen by cross-validation, then scikit-learn's ``cross_val_predict``): no image is
+(:mod:`zoo.training.probe`: its C chosen by cross-validation, then scikit-learn's ``cross_val_predict``): no image is
 scored by a probe that saw it. Near-duplicates are pairs of images of different classes whose features point
 the same way (cosine ≥ a threshold): a copy of a photo filed under two classes, resized or re-encoded.
 
-Pure functions over feature matrices; running a backbone over images is :func:`zoo.probe.extract_features`.
+Pure functions over feature matrices; running a backbone over images is :func:`zoo.training.probe.extract_features`.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.probe import fit_head
+from zoo.training.probe import fit_head
 
 INSTALL = "pip install 'lightning-zoo[inspect]' (cleanlab)"
 SIMILAR = 0.9  # cosine of two photos' features above which they are near-duplicates (docs/data.md)
 CHUNK = 2048  # rows of the similarity matrix computed at once
-SMALL = 5_000_000  # below this many feature values one BLAS thread is faster (zoo.probe)
+SMALL = 5_000_000  # below this many feature values one BLAS thread is faster (zoo.training.probe)
 MAX_ITER = 2000  # L-BFGS iterations of each fold's probe, as the probe's own fit
 
 
@@ -170,7 +170,7 @@ COLUMNS = ["rank", "path", "given", "suggested", "confidence", "p_given"]
 def write_sheet(path: Path, rows: list[list], mode: str = "RGB", cols: int = 5) -> Path:
     """A contact sheet of the images of ``rows`` (as :func:`issue_rows` gives them), each under its rank, name,
     given and suggested label."""
-    from zoo.sheet import contact_sheet, pixels, save, thumbnail
+    from zoo.tools.sheet import contact_sheet, pixels, save, thumbnail
 
     cells = [[pixels(thumbnail(r[1], mode))] for r in rows]
     titles = [f"#{r[0]} {Path(r[1]).name}\ngiven: {r[2]}\nsuggested: {r[3]} ({r[4]})" for r in rows]

@@ -25,11 +25,11 @@ import torch
 from torch import nn
 
 from zoo.compat import hub_offline
-from zoo.network import reachable
+from zoo.models.network import reachable
 
 SOURCES = ("local-dir", "hf-hub")
 ZOO_PREFIX = "zoo/"
-TIMM_PREFIX = "timm/"  # the zoo's name of a timm model (zoo.registry)
+TIMM_PREFIX = "timm/"  # the zoo's name of a timm model (zoo.models.registry)
 CONFIG = "config.json"
 WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # what timm looks for, safetensors first
 MODEL_INTERFACE = ("pretrained_cfg", "num_classes", "num_features")  # what save_for_hf reads of a network
@@ -148,7 +148,7 @@ ZOO_ONLY_ARGS = ("head_stages",)  # model arguments of zoo.create_model that pla
 
 def timm_builds(arch: str, model_args: dict | None = None) -> bool:
     """Whether plain timm builds the network ``zoo.create_model(arch, **model_args)`` builds: a ``timm/<name>``
-    network without the zoo's own arguments (a stage probe's ``head_stages``: :mod:`zoo.stage_head`)."""
+    network without the zoo's own arguments (a stage probe's ``head_stages``: :mod:`zoo.models.stage_head`)."""
     return arch.startswith(TIMM_PREFIX) and not any((model_args or {}).get(k) for k in ZOO_ONLY_ARGS)
 
 

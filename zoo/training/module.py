@@ -11,25 +11,25 @@ from lightning.pytorch import LightningModule
 from torch import nn
 from torchmetrics import MeanMetric
 
-from zoo import freeze
-from zoo.accelerate import channels_last_input, compile_module, to_channels_last
-from zoo.backbones import model_data_config, model_stages
 from zoo.errors import ZooError
-from zoo.guard import NonFiniteGuard
-from zoo.metrics import TopKAccuracy
-from zoo.mixup import build_mixup, mix_batch, soft_target_cross_entropy
-from zoo.optim import (
+from zoo.models.backbones import model_data_config, model_stages
+from zoo.models.registry import create_model
+from zoo.models.stage_head import TOP, StageHead, stage_features
+from zoo.models.stage_head import stage_taps as network_taps
+from zoo.runtime.accelerate import channels_last_input, compile_module, to_channels_last
+from zoo.training import freeze
+from zoo.training.guard import NonFiniteGuard
+from zoo.training.metrics import TopKAccuracy
+from zoo.training.mixup import build_mixup, mix_batch, soft_target_cross_entropy
+from zoo.training.optim import (
     OptimizerConfig,
     build_optimizer,
     build_param_groups,
     global_batch_size,
     warn_lbfgs_noise,
 )
-from zoo.probe import load_head
-from zoo.registry import create_model
-from zoo.stage_head import TOP, StageHead, stage_features
-from zoo.stage_head import stage_taps as network_taps
-from zoo.tta import view_scores
+from zoo.training.probe import load_head
+from zoo.training.tta import view_scores
 
 
 class ImageClassifier(LightningModule):
@@ -58,14 +58,16 @@ class ImageClassifier(LightningModule):
         mixup_switch_prob: chance of CutMix instead of mixup when both alphas are set.
         backbone_lr_scale: lr of the layers outside the classifier as a fraction of the head's (the lectures: a
             smaller lr for pretrained layers, e.g. 0.1); below 1, or with frozen layers, the optimizer gets the
-            param groups ``head`` and ``backbone`` (see :mod:`zoo.freeze`).
+            param groups ``head`` and ``backbone`` (see :mod:`zoo.training.freeze`).
         channels_last: keep conv weights and input batches in N×H×W×C memory order (faster convolutions on
-            GPUs with tensor cores, with bf16-mixed precision); see :mod:`zoo.accelerate`.
+            GPUs with tensor cores, with bf16-mixed precision); see :mod:`zoo.runtime.accelerate`.
         compile: compile the network with ``torch.compile`` (in place: checkpoints keep the same keys).
         compile_options: options of ``torch.compile``, e.g. ``{mode: max-autotune}``.
     """
 
-    tta_flip: bool = False  # test and predict average over the mirror image too (zoo.tta, --tta flip)
+    tta_flip: bool = (
+        False  # test and predict average over the mirror image too (zoo.training.tta, --tta flip)
+    )
 
     def __init__(
         self,
@@ -166,7 +168,9 @@ class ImageClassifier(LightningModule):
 
     def test_step(self, batch, batch_idx):
         x, y = batch
-        logits = view_scores(self, x, self.tta_flip)  # with --tta: log of the views' mean softmax (zoo.tta)
+        logits = view_scores(
+            self, x, self.tta_flip
+        )  # with --tta: log of the views' mean softmax (zoo.training.tta)
         self.test_loss.update(self.loss(logits, y, reduction="none"))
         self.test_top1.update(logits, y)
         self.test_top5.update(logits, y)
@@ -277,11 +281,11 @@ class ImageClassifier(LightningModule):
         return [caught[0].flatten(1)]
 
     def load_probe(self, fit) -> None:
-        """Load a fitted probe (:class:`zoo.probe.ProbeFit`, K×D ``weight`` and ``bias``) into the head."""
+        """Load a fitted probe (:class:`zoo.training.probe.ProbeFit`, K×D ``weight`` and ``bias``) into the head."""
         load_head(self.classifier(), fit)
 
     def use_stages(self, stages: list[str], fit) -> None:
-        """Make the head read the pooled blocks ``stages`` side by side (:class:`zoo.stage_head.StageHead`) with
+        """Make the head read the pooled blocks ``stages`` side by side (:class:`zoo.models.stage_head.StageHead`) with
         the probe ``fit``'s weights. The hyper-parameters name the stages, so a checkpoint rebuilds the same
         network (``zoo test``, ``zoo predict``, ``zoo export``)."""
         device = self.classifier().weight.device
@@ -307,7 +311,7 @@ class ImageClassifier(LightningModule):
         return [g for g in build_param_groups([group], self.optimizer_config, lr) if g["params"]]
 
     def train(self, mode: bool = True):
-        """``nn.Module.train``, leaving frozen layers (:func:`zoo.freeze.freeze`) in eval mode."""
+        """``nn.Module.train``, leaving frozen layers (:func:`zoo.training.freeze.freeze`) in eval mode."""
         super().train(mode)
         freeze.keep_frozen_eval(self)
         return self

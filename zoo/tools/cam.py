@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from zoo.sheet import pixels
+from zoo.tools.sheet import pixels
 
 INSTALL = "pip install 'lightning-zoo[inspect]' (captum)"
 
@@ -76,7 +76,7 @@ def heat_maps(model: nn.Module, x: torch.Tensor, targets, layer: nn.Module | Non
 
 
 def overlay(image: torch.Tensor | np.ndarray, cam: torch.Tensor, alpha: float = 0.5) -> np.ndarray:
-    """H×W×3 floats in [0, 1]: ``image`` (as :func:`zoo.sheet.pixels` reads it) blended with ``cam`` (H×W in
+    """H×W×3 floats in [0, 1]: ``image`` (as :func:`zoo.tools.sheet.pixels` reads it) blended with ``cam`` (H×W in
     [0, 1]) in matplotlib's ``jet`` colours, hot = red."""
     from matplotlib import colormaps
 

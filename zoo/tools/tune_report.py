@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from zoo.search_space import Param
+from zoo.tools.search_space import Param
 
 
 def _pruned(trial) -> bool:

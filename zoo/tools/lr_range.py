@@ -24,8 +24,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
 from zoo.errors import ZooError
-from zoo.optim import global_batch_size, scale_lr
 from zoo.protocols import Optimized
+from zoo.training.optim import global_batch_size, scale_lr
 
 MIN_DROP = 0.1  # the loss must fall by this fraction of its highest value before a suggestion means anything
 MAX_NOISE = 0.5  # rises before the minimum, summed, over the fall: above this the curve is noise

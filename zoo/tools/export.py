@@ -1,5 +1,5 @@
 """Export a trained classifier for deployment: ONNX (for onnxruntime), a ``torch.export`` program (``.pt2``), or
-a timm hub folder (``timm``: config.json, model.safetensors and a model card, see :mod:`zoo.hub_folder`).
+a timm hub folder (``timm``: config.json, model.safetensors and a model card, see :mod:`zoo.tools.hub_folder`).
 
 The exported graph is the network in eval mode, logits = f(x) for x of shape N×C×H×W with N free (a dynamic
 batch dimension); a deployer applies softmax, p_k = exp(z_k) / Σ_j exp(z_j). torch's own exporters do the work
@@ -59,7 +59,7 @@ def check_output(path: str | Path, folder: bool = False) -> Path:
 
 def load_checkpoint(path: str | Path, weights_only: bool = True) -> dict:
     """The Lightning checkpoint at ``path`` (``torch.load(weights_only=...)``), or an error naming the file."""
-    from zoo.ensemble import read_checkpoint
+    from zoo.tools.ensemble import read_checkpoint
 
     try:
         return read_checkpoint(path, weights_only)
@@ -70,9 +70,9 @@ def load_checkpoint(path: str | Path, weights_only: bool = True) -> dict:
 def network(ckpt: dict, source: str = "checkpoint") -> nn.Module:
     """The checkpoint's network (``ImageClassifier.model``) with its weights, in eval mode, built from the
     checkpoint's own hyper-parameters (no pretrained download, no channels-last or compile switches)."""
-    from zoo.ensemble import check_fits
-    from zoo.module import ImageClassifier
-    from zoo.registry import TIMM_PREFIX, list_models
+    from zoo.models.registry import TIMM_PREFIX, list_models
+    from zoo.tools.ensemble import check_fits
+    from zoo.training.module import ImageClassifier
 
     hparams = dict(ckpt.get("hyper_parameters") or {})
     if "arch" not in hparams:
@@ -199,9 +199,9 @@ def export_hub_folder(
     net: nn.Module, hparams: dict, folder: str | Path, meta: dict, card: str | None = None
 ) -> Path:
     """Write ``net``, the network of a checkpoint with hyper-parameters ``hparams``, as a timm hub folder
-    (:func:`zoo.hub_folder.save`: the preprocessing and class names of ``meta`` in config.json) and ``card`` as
+    (:func:`zoo.tools.hub_folder.save`: the preprocessing and class names of ``meta`` in config.json) and ``card`` as
     its ``README.md``."""
-    from zoo import hub_folder
+    from zoo.tools import hub_folder
 
     data = {k: v for k, v in meta.items() if k in PREPROCESS_KEYS}
     try:
@@ -216,8 +216,8 @@ def export_hub_folder(
 def load_hub_folder(folder: str | Path) -> nn.Module:
     """The network of a hub folder as its users load it, in eval mode: plain timm
     (``timm.create_model("local-dir:DIR", pretrained=True)``) for a timm model, ``zoo.create_model`` for the zoo's."""
-    from zoo import hub_folder
-    from zoo.registry import create_model
+    from zoo.models.registry import create_model
+    from zoo.tools import hub_folder
 
     source = f"local-dir:{folder}"
     if hub_folder.read_config(source)["architecture"].startswith(hub_folder.ZOO_PREFIX):

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.functional.classification import multiclass_accuracy
 
-from zoo.checkpoint import TRUST_HINT, check_fits, read_checkpoint
-from zoo.console import print_table as _print_table
+from zoo.runtime.checkpoint import TRUST_HINT, check_fits, read_checkpoint
+from zoo.runtime.console import print_table as _print_table
 
 
 def load_member(
@@ -36,7 +36,7 @@ def load_member(
     ``template`` (the recipe's model) is copied and must fit the weights exactly; without it the model is
     rebuilt from the checkpoint's own hyper-parameters (members of different architectures).
     """
-    from zoo.module import ImageClassifier
+    from zoo.training.module import ImageClassifier
 
     ckpt = read_checkpoint(path, weights_only, trust_hint)
     hparams = dict(ckpt.get("hyper_parameters") or {})

@@ -24,7 +24,7 @@ from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only, rank_zero_warn
 
 from zoo.compat import wandb_init_settings, wandb_run
-from zoo.network import reachable
+from zoo.models.network import reachable
 
 DEFAULT_HOST = "https://api.wandb.ai"
 MODES = ("online", "offline", "disabled")

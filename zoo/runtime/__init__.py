@@ -1,0 +1,2 @@
+"""Run-time support: devices and speed switches, checkpoints on disk, the console, loggers, the profiler, random
+states and the model summary."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from source_imports import imported_module
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("zoo", "callbacks", "recipes")
 # the one intended cycle: the model families import zoo.models.registry to register themselves, and the registry
@@ -55,10 +57,7 @@ def imports_of(module: str) -> dict[str, bool]:
                 for alias in child.names:
                     add(_resolve(alias.name), lazy)
             elif isinstance(child, ast.ImportFrom):
-                base = child.module or ""
-                if child.level:
-                    anchor = package.split(".")[: len(package.split(".")) - child.level + 1]
-                    base = ".".join([*anchor, base] if base else anchor)
+                base = imported_module(child, package)
                 for alias in child.names:
                     add(_resolve(f"{base}.{alias.name}") or _resolve(base), lazy)
             elif (

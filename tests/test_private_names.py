@@ -23,6 +23,8 @@ import re
 from functools import cache
 from pathlib import Path
 
+from source_imports import imported_module
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("zoo", "callbacks", "recipes")
 COMPAT = ROOT / "zoo" / "compat.py"
@@ -66,10 +68,7 @@ def imported_names(tree: ast.AST, module: str) -> dict[str, tuple[str, str | Non
                 else:  # import torch.nn binds torch
                     names[alias.name.split(".")[0]] = (alias.name.split(".")[0], None)
         elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*anchor, base] if base else anchor)
+            base = imported_module(node, package)
             for alias in node.names:
                 names[alias.asname or alias.name] = (base, alias.name)
     return names

@@ -47,6 +47,10 @@ META = "dataset.json"
 FORMAT = "lightning-zoo streaming images 1"
 SPLITS = ("train", "val", "test")
 FORK = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+# litdata starts a loader's workers anew at every epoch; a fork of a process that runs threads (a DDP process
+# group's, the last loader's queue feeders) can hang in the child before it starts (seen: a rank stuck at its
+# second epoch). The forkserver forks them from a clean process instead (each imports the dataset's modules).
+WORKER_START = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else None
 
 
 def is_remote(path: str) -> bool:
@@ -413,6 +417,7 @@ class StreamingDataModule(ImageDataModule):
             dataset,
             batch_size=self.batch_size,
             num_workers=workers,
+            multiprocessing_context=WORKER_START if workers else None,
             drop_last=train,
             collate_fn=collate,
             pin_memory=self.trainer is not None and self.trainer.strategy.root_device.type == "cuda",

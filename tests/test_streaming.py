@@ -13,6 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import FAST_TRAINER
 from litdata import StreamingDataset
 from test_export import write_digits_folder
@@ -164,6 +165,28 @@ def test_a_batch_decodes_the_images_as_the_folder_module_does(digits):
     order = [by_id[i] for i in range(len(by_id))]  # the stream's position of each id
     assert (y_stream[order] == y_folder).all()
     assert (x_stream[order] == x_folder).all()
+
+
+def test_workers_start_from_the_forkserver_and_read_the_same_batches(digits):
+    """litdata starts a loader's workers at every epoch: forked from a process that runs threads (DDP's), a
+    worker could hang before it started; the forkserver starts them from a clean process."""
+    options = {
+        "channels": 1,
+        "image_size": 8,
+        "crop_pct": 1.0,
+        "batch_size": 400,
+        "mean": [0.3],
+        "std": [0.3],
+    }
+    batches = {}
+    for workers in (0, 2):
+        dm = StreamingDataModule(root=str(digits["out"]), num_workers=workers, **options)
+        dm.setup("fit")
+        loader = dm.val_dataloader()
+        if workers:
+            assert loader.multiprocessing_context.get_start_method() == "forkserver"
+        batches[workers] = torch.cat([y for _, y in loader])
+    assert torch.equal(batches[0].sort().values, batches[2].sort().values)
 
 
 def _png(value: int) -> bytes:

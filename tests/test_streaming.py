@@ -167,9 +167,9 @@ def test_a_batch_decodes_the_images_as_the_folder_module_does(digits):
     assert (x_stream[order] == x_folder).all()
 
 
-def test_workers_start_from_the_forkserver_and_read_the_same_batches(digits):
+def test_workers_are_spawned_and_read_the_same_batches(digits):
     """litdata starts a loader's workers at every epoch: forked from a process that runs threads (DDP's), a
-    worker could hang before it started; the forkserver starts them from a clean process."""
+    worker could hang before it started; spawned, it starts from a clean interpreter."""
     options = {
         "channels": 1,
         "image_size": 8,
@@ -184,7 +184,7 @@ def test_workers_start_from_the_forkserver_and_read_the_same_batches(digits):
         dm.setup("fit")
         loader = dm.val_dataloader()
         if workers:
-            assert loader.multiprocessing_context.get_start_method() == "forkserver"
+            assert loader.multiprocessing_context.get_start_method() == "spawn"
         batches[workers] = torch.cat([y for _, y in loader])
     assert torch.equal(batches[0].sort().values, batches[2].sort().values)
 

@@ -49,8 +49,9 @@ SPLITS = ("train", "val", "test")
 FORK = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
 # litdata starts a loader's workers anew at every epoch; a fork of a process that runs threads (a DDP process
 # group's, the last loader's queue feeders) can hang in the child before it starts (seen: a rank stuck at its
-# second epoch). The forkserver forks them from a clean process instead (each imports the dataset's modules).
-WORKER_START = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else None
+# second epoch). Spawned workers start clean (each imports the dataset's modules, about 1-2 s) and, as children
+# of the run's process, end with it; the forkserver's would outlive a run killed with SIGKILL.
+WORKER_START = "spawn"
 
 
 def is_remote(path: str) -> bool:

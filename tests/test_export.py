@@ -24,6 +24,14 @@ from zoo.training.module import ImageClassifier
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "export.md"
 SMALL_CNN = "{widths: [8, 16], depth: 1}"
+GREY_16 = (
+    "--recipe",
+    "folder",
+    "--data.channels",
+    "1",
+    "--data.image_size",
+    "16",
+)  # the folder recipe on 16-px greys
 QUICK = ("--trainer.max_epochs", "1", "--test_after_fit", "false", *FAST_TRAINER)
 
 
@@ -77,13 +85,8 @@ def runs(tmp_path_factory):
         "data": data,
         "folder": fit(
             where,
-            "--recipe",
-            "folder",
+            *GREY_16,
             *folder,
-            "--data.channels",
-            "1",
-            "--data.image_size",
-            "16",
             "--model.model_kwargs",
             SMALL_CNN,
         ),

@@ -27,6 +27,8 @@ from conftest import FAST_TRAINER
 from huggingface_hub import ModelCard
 from PIL import Image
 from safetensors.torch import load_file
+from test_export import GREY_16
+from test_export import SMALL_CNN as TINY_CNN
 from torch import nn
 
 import zoo
@@ -49,17 +51,8 @@ TIMM_RUN = (  # EfficientNet-Lite0 from the shipped ImageNet weights at 32×32: 
     "--trainer.max_epochs",
     "2",
 )
-ZOO_RUN = (
-    "--recipe",
-    "folder",
-    "--data.channels",
-    "1",
-    "--data.image_size",
-    "16",
-    "--trainer.max_epochs",
-    "1",
-)
-SMALL_CNN = ("--model.model_kwargs", "{widths: [8, 16], depth: 1}")
+ZOO_RUN = (*GREY_16, "--trainer.max_epochs", "1")
+SMALL_CNN = ("--model.model_kwargs", TINY_CNN)
 
 
 def write_photos(root: Path, per_class: int = 30) -> Path:

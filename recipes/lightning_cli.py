@@ -42,7 +42,7 @@ from recipes import run_section
 from recipes.catalog import recipe_names, recipe_path
 from recipes.config_edits import check_values, cpu_fallbacks, fill_class_names
 from recipes.options import option_hint, shown, typed_model_keys
-from recipes.rendezvous import stop_started_ranks
+from recipes.rendezvous import end_process_group, stop_started_ranks
 from recipes.resume import resolve_last
 from recipes.scored_weights import refuse_diverged, refuse_untrained
 from zoo import compat
@@ -476,6 +476,7 @@ def run_lightning(argv: list[str]) -> ZooCLI:
     finally:
         sys.argv = saved
         finish_wandb(getattr(cli, "trainer", None))  # close the W&B run; offline runs print `wandb sync`
+        end_process_group()  # DDP: before the interpreter's exit tears its threads down
 
 
 def make_cli(

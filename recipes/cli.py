@@ -352,6 +352,9 @@ def entry() -> int:
     try:
         return main()
     finally:
+        # the command has ended: a late Ctrl+C (the second of two quick presses) must not turn its exit code into
+        # a death by SIGINT while the interpreter shuts down, which puts the default handler back
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         gc.freeze()
 
 

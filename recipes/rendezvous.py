@@ -46,8 +46,6 @@ def hold_rendezvous_port(trainer) -> int | None:
     ``MASTER_PORT`` at it (see the module docstring); the port, or None where nothing was done."""
     strategy = trainer.strategy
     environment = getattr(strategy, "cluster_environment", None)
-    if trainer.world_size > 1 and rank_zero_is_launcher(strategy):
-        _launchers.append(strategy.launcher)
     if (
         "MASTER_PORT" in os.environ
         or type(environment) is not LightningEnvironment
@@ -71,6 +69,13 @@ def hold_rendezvous_port(trainer) -> int | None:
     _held[store.port] = store
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = address, str(store.port)
     return store.port
+
+
+def own_started_ranks(trainer) -> None:
+    """Note the launcher of a multi-process run this process starts, whose other ranks
+    :func:`stop_started_ranks` ends if this process fails (whether or not its port is held)."""
+    if trainer.world_size > 1 and rank_zero_is_launcher(trainer.strategy):
+        _launchers.append(trainer.strategy.launcher)
 
 
 def stop_started_ranks(grace: float = 5.0) -> None:

@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichModelSummary, RichProgressBar
 from lightning.pytorch.loggers import WandbLogger
 
-from recipes.rendezvous import hold_rendezvous_port
+from recipes.rendezvous import hold_rendezvous_port, own_started_ranks
 from zoo import compat
 
 BASE_RECIPE = Path(__file__).with_name("base.yaml")
@@ -91,6 +91,8 @@ def arrange(
 def apply_settings(trainer, run, launching: bool) -> None:
     """The section's settings on a built trainer (``launching``: a run that will start, not a recipe only built,
     which binds no port)."""
+    if launching:
+        own_started_ranks(trainer)  # ended with this process if it fails
     if run is None:
         return
     if torch.are_deterministic_algorithms_enabled():  # set by --trainer.deterministic true
